@@ -1,0 +1,577 @@
+//! Configuration: one TOML file, optionally merged with a region overlay
+//! (`regions/<region>.toml` next to it), turned into a validated [`Config`].
+//!
+//! Two layers: [`raw`] mirrors the file (serde, defaults, unknown keys rejected); this
+//! module checks meaning (addresses, URLs, route → origin references, files that must
+//! exist) and resolves paths relative to the config file. Every error names the file, the
+//! line and the key.
+
+pub mod raw;
+mod source;
+
+use origin::http::{HealthCheck, OriginConfig};
+use raw::RawConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use source::{render, Segment, SourceFile};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A config problem, located: `edge.toml:12: routes[0].origin: unknown origin "cdn"`.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub tls: Vec<CertConfig>,
+    pub logging: LoggingConfig,
+    pub origins: Vec<OriginConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub plain_listen: Option<SocketAddr>,
+    pub workers: usize,
+    pub drain_timeout: Duration,
+    pub http3: bool,
+    pub alt_svc_max_age: u64,
+    pub via_name: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    pub max_connections_per_ip: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct CertConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoggingConfig {
+    pub access_log: bool,
+    pub level: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    pub host: String,
+    pub prefix: String,
+    pub origin: String,
+}
+
+/// hyper refuses a smaller HTTP/1.1 read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
+
+impl Config {
+    /// Loads `path`, merges `regions/<region>.toml` from the same folder when given, and
+    /// validates the result.
+    pub fn load(path: &Path, region: Option<&str>) -> Result<Config, ConfigError> {
+        let base = SourceFile::read(path).map_err(|(line, message)| ConfigError {
+            file: path.to_owned(),
+            line,
+            key: String::new(),
+            message,
+        })?;
+        let mut files = vec![base];
+        if let Some(region) = region {
+            let overlay_path = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("regions")
+                .join(format!("{region}.toml"));
+            let overlay =
+                SourceFile::read(&overlay_path).map_err(|(line, message)| ConfigError {
+                    file: overlay_path.clone(),
+                    line,
+                    key: String::new(),
+                    message: format!("region overlay `{region}`: {message}"),
+                })?;
+            files.push(overlay);
+        }
+        let mut table = toml::Table::new();
+        for file in &files {
+            let t = file.table().map_err(|message| ConfigError {
+                file: file.path.clone(),
+                line: None,
+                key: String::new(),
+                message,
+            })?;
+            source::merge(&mut table, t);
+        }
+        let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+        Config::from_table(table, &dir).map_err(|e| e.locate(&files))
+    }
+
+    /// Validates a config given as TOML text (no overlay; paths relative to `dir`).
+    pub fn from_toml(text: &str, dir: &Path) -> Result<Config, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        Config::from_table(table, dir).map_err(|e| format!("{}: {}", render(&e.path), e.message))
+    }
+
+    fn from_table(table: toml::Table, dir: &Path) -> Result<Config, Unlocated> {
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let mut path = serde_path(e.path());
+                let message = e.inner().message().to_owned();
+                // serde reports an unknown field at its parent; point at the field itself.
+                if let Some(name) = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|m| m.split('`').next())
+                {
+                    path.push(Segment::Key(name.to_owned()));
+                }
+                Unlocated { path, message }
+            })?;
+        validate(raw, dir)
+    }
+}
+
+/// A validation failure before its file and line are known.
+struct Unlocated {
+    path: Vec<Segment>,
+    message: String,
+}
+
+impl Unlocated {
+    fn at(path: &[&str], message: impl Into<String>) -> Self {
+        Unlocated {
+            path: path.iter().map(|k| key_or_index(k)).collect(),
+            message: message.into(),
+        }
+    }
+
+    /// The overlay wins when it sets the key, since its value is the one in effect.
+    fn locate(self, files: &[SourceFile]) -> ConfigError {
+        let found = files
+            .iter()
+            .rev()
+            .find_map(|f| f.line_of(&self.path).map(|line| (f, line)));
+        let (file, line) = match found {
+            Some((f, line)) => (f.path.clone(), Some(line)),
+            None => (files[0].path.clone(), None),
+        };
+        ConfigError {
+            file,
+            line,
+            key: render(&self.path),
+            message: self.message,
+        }
+    }
+}
+
+fn key_or_index(k: &str) -> Segment {
+    match k.parse::<usize>() {
+        Ok(i) => Segment::Index(i),
+        Err(_) => Segment::Key(k.to_owned()),
+    }
+}
+
+fn serde_path(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Segment::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
+    let addr = |key: &[&str], value: &str| {
+        value.parse::<SocketAddr>().map_err(|_| {
+            Unlocated::at(
+                key,
+                format!("`{value}` is not an address like 0.0.0.0:8443"),
+            )
+        })
+    };
+    let server = ServerConfig {
+        listen: addr(&["server", "listen"], &raw.server.listen)?,
+        plain_listen: match &raw.server.plain_listen {
+            Some(a) => Some(addr(&["server", "plain_listen"], a)?),
+            None => None,
+        },
+        workers: raw.server.workers,
+        drain_timeout: Duration::from_millis(raw.server.drain_timeout_ms),
+        http3: raw.server.http3,
+        alt_svc_max_age: raw.server.alt_svc_max_age,
+        via_name: raw.server.via_name.clone(),
+    };
+    if server.via_name.is_empty() || !server.via_name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Unlocated::at(
+            &["server", "via_name"],
+            "must be a non-empty token without spaces",
+        ));
+    }
+
+    let l = &raw.limits;
+    if l.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(Unlocated::at(
+            &["limits", "max_header_bytes"],
+            format!("must be at least {MIN_HEADER_BYTES}"),
+        ));
+    }
+    for (key, value) in [
+        ("max_headers", l.max_headers as u64),
+        ("max_uri_bytes", l.max_uri_bytes as u64),
+        ("header_read_timeout_ms", l.header_read_timeout_ms),
+        ("idle_timeout_ms", l.idle_timeout_ms),
+        ("tls_handshake_timeout_ms", l.tls_handshake_timeout_ms),
+        (
+            "max_concurrent_streams",
+            u64::from(l.max_concurrent_streams),
+        ),
+        (
+            "max_connections_per_ip",
+            u64::from(l.max_connections_per_ip),
+        ),
+    ] {
+        if value == 0 {
+            return Err(Unlocated::at(&["limits", key], "must be greater than 0"));
+        }
+    }
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
+        max_uri_bytes: l.max_uri_bytes,
+        header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+        tls_handshake_timeout: Duration::from_millis(l.tls_handshake_timeout_ms),
+        max_concurrent_streams: l.max_concurrent_streams,
+        max_connections_per_ip: l.max_connections_per_ip,
+    };
+
+    let mut tls = Vec::new();
+    for (i, cert) in raw.tls.certs.iter().enumerate() {
+        let idx = i.to_string();
+        let cert_path = existing_file(dir, &cert.cert, &["tls", "certs", &idx, "cert"])?;
+        let key_path = existing_file(dir, &cert.key, &["tls", "certs", &idx, "key"])?;
+        if raw.tls.certs.len() > 1 && cert.names.is_empty() {
+            return Err(Unlocated::at(
+                &["tls", "certs", &idx, "names"],
+                "required when more than one certificate is configured (SNI names)",
+            ));
+        }
+        tls.push(CertConfig {
+            cert: cert_path,
+            key: key_path,
+            names: cert.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        });
+    }
+
+    let mut origins = Vec::new();
+    for (name, o) in &raw.origins {
+        let at = |key: &'static str| vec!["origins", name.as_str(), key];
+        let mut upstreams = vec![upstream_uri(&o.primary, &at("primary"))?];
+        if let Some(s) = &o.secondary {
+            upstreams.push(upstream_uri(s, &at("secondary"))?);
+        }
+        for (key, value) in [
+            ("connect_timeout_ms", o.connect_timeout_ms),
+            ("first_byte_timeout_ms", o.first_byte_timeout_ms),
+            ("total_timeout_ms", o.total_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(Unlocated::at(&at(key), "must be greater than 0"));
+            }
+        }
+        let health = match &o.health_path {
+            Some(p) if !p.starts_with('/') => {
+                return Err(Unlocated::at(&at("health_path"), "must start with `/`"));
+            }
+            Some(p) => Some(HealthCheck {
+                path: p.clone(),
+                interval: Duration::from_millis(o.health_interval_ms.max(10)),
+                timeout: Duration::from_millis(o.health_timeout_ms.max(10)),
+                unhealthy_after: 2,
+                healthy_after: 2,
+            }),
+            None => None,
+        };
+        let ca_roots = match &o.ca_file {
+            Some(f) => {
+                let path = existing_file(dir, f, &at("ca_file"))?;
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                    .and_then(|it| it.collect::<Result<_, _>>())
+                    .map_err(|e| {
+                        Unlocated::at(&at("ca_file"), format!("{}: {e}", path.display()))
+                    })?;
+                if certs.is_empty() {
+                    return Err(Unlocated::at(
+                        &at("ca_file"),
+                        "no PEM certificate in the file",
+                    ));
+                }
+                Some(certs)
+            }
+            None => None,
+        };
+        origins.push(OriginConfig {
+            name: name.clone(),
+            upstreams,
+            connect_timeout: Duration::from_millis(o.connect_timeout_ms),
+            first_byte_timeout: Duration::from_millis(o.first_byte_timeout_ms),
+            total_timeout: Duration::from_millis(o.total_timeout_ms),
+            retries: o.retries,
+            health,
+            ca_roots,
+            preserve_host: o.preserve_host,
+            http2_only: o.http2,
+            max_idle_per_upstream: o.max_idle,
+            via_name: server.via_name.clone(),
+        });
+    }
+
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let idx = i.to_string();
+        if !raw.origins.contains_key(&r.origin) {
+            let known: Vec<&str> = raw.origins.keys().map(String::as_str).collect();
+            return Err(Unlocated::at(
+                &["routes", &idx, "origin"],
+                format!(
+                    "unknown origin `{}` (configured: {})",
+                    r.origin,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !r.prefix.starts_with('/') {
+            return Err(Unlocated::at(
+                &["routes", &idx, "prefix"],
+                "must start with `/`",
+            ));
+        }
+        let host = r.host.to_ascii_lowercase();
+        let valid_host = host == "*"
+            || host
+                .strip_prefix("*.")
+                .unwrap_or(&host)
+                .split('.')
+                .all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+        if !valid_host {
+            return Err(Unlocated::at(
+                &["routes", &idx, "host"],
+                format!("`{}` is not `*`, a host name, or `*.domain`", r.host),
+            ));
+        }
+        routes.push(RouteConfig {
+            host,
+            prefix: r.prefix.clone(),
+            origin: r.origin.clone(),
+        });
+    }
+    if routes.is_empty() {
+        return Err(Unlocated::at(&["routes"], "at least one route is required"));
+    }
+
+    Ok(Config {
+        server,
+        limits,
+        tls,
+        logging: LoggingConfig {
+            access_log: raw.logging.access_log,
+            level: raw.logging.level,
+        },
+        origins,
+        routes,
+    })
+}
+
+fn existing_file(dir: &Path, value: &str, key: &[&str]) -> Result<PathBuf, Unlocated> {
+    let path = dir.join(value);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Unlocated::at(
+            key,
+            format!("file {} does not exist", path.display()),
+        ))
+    }
+}
+
+fn upstream_uri(value: &str, key: &[&str]) -> Result<http::Uri, Unlocated> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| Unlocated::at(key, format!("`{value}` is not a URL")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(uri),
+        _ => Err(Unlocated::at(
+            key,
+            format!("`{value}` must be an http:// or https:// URL with a host and no query"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+
+[origins.media]
+primary = "http://127.0.0.1:9000"
+secondary = "http://127.0.0.1:9001"
+health_path = "/health"
+
+[[routes]]
+host = "*"
+prefix = "/"
+origin = "media"
+"#;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn error_for(text: &str) -> ConfigError {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edge.toml", text);
+        Config::load(&path, None)
+            .err()
+            .expect("config should be rejected")
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edge.toml", GOOD);
+        let c = Config::load(&path, None).unwrap();
+        assert_eq!(c.origins[0].upstreams.len(), 2);
+        assert_eq!(c.routes[0].origin, "media");
+        assert_eq!(c.limits.max_headers, 100);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = error_for(&GOOD.replace("prefix = \"/\"", "prefx = \"/\""));
+        assert_eq!(e.line, Some(12), "{e}");
+        assert_eq!(e.key, "routes[0].prefx");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unknown_origin_names_the_route_line() {
+        let e = error_for(&GOOD.replace("origin = \"media\"", "origin = \"cdn\""));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(13), "routes[0].origin"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown origin `cdn`"));
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = error_for(&GOOD.replace("127.0.0.1:8443", "localhost"));
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "server.listen"));
+        let e = error_for(&GOOD.replace("http://127.0.0.1:9001", "ftp://x"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(7), "origins.media.secondary")
+        );
+        let e = error_for(&GOOD.replace("health_path = \"/health\"", "health_path = 5"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(8), "origins.media.health_path"),
+            "{e}"
+        );
+        let e = error_for(&format!("{GOOD}\n[limits]\nmax_header_bytes = 100\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(16), "limits.max_header_bytes"),
+            "{e}"
+        );
+        let e = error_for(&format!(
+            "{GOOD}\n[[tls.certs]]\ncert = \"missing.pem\"\nkey = \"k.pem\"\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(16), "tls.certs[0].cert"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = error_for("[server]\nlisten = \"a\nworkers = 2\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().starts_with(&e.file.display().to_string()));
+    }
+
+    #[test]
+    fn region_overlay_merges_and_errors_point_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edge.toml", GOOD);
+        write(
+            dir.path(),
+            "regions/eu-west.toml",
+            "[origins.media]\nprimary = \"http://10.0.0.1:80\"\n",
+        );
+        let c = Config::load(&path, Some("eu-west")).unwrap();
+        assert_eq!(c.origins[0].upstreams[0].to_string(), "http://10.0.0.1/");
+        assert_eq!(
+            c.origins[0].upstreams.len(),
+            2,
+            "secondary kept from the base file"
+        );
+
+        write(
+            dir.path(),
+            "regions/bad.toml",
+            "\n[server]\nworkers = \"two\"\n",
+        );
+        let e = Config::load(&path, Some("bad")).err().unwrap();
+        assert!(e.file.ends_with("regions/bad.toml"), "{e}");
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "server.workers"), "{e}");
+
+        let e = Config::load(&path, Some("nowhere")).err().unwrap();
+        assert!(e.message.contains("region overlay `nowhere`"), "{e}");
+    }
+}

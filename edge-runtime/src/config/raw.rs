@@ -1,0 +1,189 @@
+//! The config file as written: serde structs that mirror the TOML, with defaults.
+//! Unknown keys are errors so a typo never silently falls back to a default.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub logging: RawLogging,
+    #[serde(default)]
+    pub origins: BTreeMap<String, RawOrigin>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// TLS (h1 + h2) on TCP and HTTP/3 on UDP, same port number.
+    pub listen: String,
+    /// Optional plaintext HTTP/1.1, for use behind a CDN that terminates TLS.
+    pub plain_listen: Option<String>,
+    /// Tokio worker threads; 0 means one per core.
+    pub workers: usize,
+    pub drain_timeout_ms: u64,
+    pub http3: bool,
+    pub alt_svc_max_age: u64,
+    /// Pseudonym in `Via` (RFC 9110 §7.6.3).
+    pub via_name: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:8443".into(),
+            plain_listen: None,
+            workers: 0,
+            drain_timeout_ms: 30_000,
+            http3: true,
+            alt_svc_max_age: 86_400,
+            via_name: "edge".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Bytes of request head (request line + fields) per request, all protocols.
+    pub max_header_bytes: usize,
+    /// Number of request header fields (HTTP/1.1).
+    pub max_headers: usize,
+    /// Bytes of the request target.
+    pub max_uri_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub tls_handshake_timeout_ms: u64,
+    /// Concurrent streams per HTTP/2 or HTTP/3 connection.
+    pub max_concurrent_streams: u32,
+    /// Open connections (TCP + QUIC) per client IP address.
+    pub max_connections_per_ip: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            tls_handshake_timeout_ms: 10_000,
+            max_concurrent_streams: 128,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certs: Vec<RawCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    pub cert: String,
+    pub key: String,
+    /// SNI names this certificate answers for; required when there is more than one.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogging {
+    pub access_log: bool,
+    /// A tracing filter, e.g. `info` or `info,origin=debug`.
+    pub level: String,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        RawLogging {
+            access_log: true,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrigin {
+    pub primary: String,
+    pub secondary: Option<String>,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    #[serde(default = "defaults::total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    pub health_path: Option<String>,
+    #[serde(default = "defaults::health_interval_ms")]
+    pub health_interval_ms: u64,
+    #[serde(default = "defaults::health_timeout_ms")]
+    pub health_timeout_ms: u64,
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub http2: bool,
+    #[serde(default = "defaults::max_idle")]
+    pub max_idle: usize,
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn first_byte_timeout_ms() -> u64 {
+        15_000
+    }
+    pub fn total_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn retries() -> u32 {
+        1
+    }
+    pub fn health_interval_ms() -> u64 {
+        2_000
+    }
+    pub fn health_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn max_idle() -> usize {
+        256
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// `*`, an exact host, or `*.example.com`.
+    #[serde(default = "any_host")]
+    pub host: String,
+    #[serde(default = "root_prefix")]
+    pub prefix: String,
+    pub origin: String,
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+fn root_prefix() -> String {
+    "/".into()
+}

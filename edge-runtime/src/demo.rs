@@ -1,0 +1,86 @@
+//! `edge demo`: the node and the sample media origin in one process, with a self-signed
+//! certificate, so a viewer (or a test) can play HLS over h1, h2 and h3 at once.
+
+use crate::config::Config;
+use crate::node::{self, NodeError, Ready};
+use origin::server::SampleOrigin;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("preparing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::listener::tls::TlsError),
+    #[error("demo config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Runs the demo until SIGTERM/SIGINT. `dir` receives the certificate and the media
+/// library. Prints one JSON line on stdout when ready.
+pub async fn run(addr: SocketAddr, dir: &Path) -> Result<(), DemoError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DemoError::Io { path, source }
+    };
+    let media = dir.join("media");
+    if !media.join("vod/sample/master.m3u8").exists() {
+        origin::sample::generate_library(&media).map_err(io(&media))?;
+    }
+    let ip = addr.ip().to_string();
+    let (cert, key) = crate::listener::tls::generate_self_signed(dir, &["localhost", &ip])?;
+
+    let origin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(io(dir))?;
+    let origin_addr = origin_listener.local_addr().map_err(io(dir))?;
+    let origin = SampleOrigin::new(media, "sample".into());
+    tokio::spawn(origin.serve(origin_listener));
+
+    let toml = format!(
+        r#"
+[server]
+listen = "{addr}"
+drain_timeout_ms = 5000
+
+[[tls.certs]]
+cert = "{cert}"
+key = "{key}"
+
+[origins.sample]
+primary = "http://{origin_addr}"
+health_path = "/health"
+
+[[routes]]
+host = "*"
+prefix = "/"
+origin = "sample"
+"#,
+        cert = cert.display(),
+        key = key.display(),
+    );
+    let config = Config::from_toml(&toml, dir).map_err(DemoError::Config)?;
+    let print_ready = |ready: &Ready| {
+        let base = &ready.https_url;
+        let line = serde_json::json!({
+            "event": "ready",
+            "https_url": base,
+            "h3_udp_port": ready.h3_udp_port,
+            "ca_pem": cert,
+            "manifest_url": format!("{base}/vod/sample/master.m3u8"),
+            "dash_url": format!("{base}/vod/sample/manifest.mpd"),
+            "live_url": format!("{base}/live/demo/index.m3u8"),
+            "origin_url": format!("http://{origin_addr}"),
+            "try": format!("curl --cacert {} {base}/vod/sample/master.m3u8", cert.display()),
+        });
+        println!("{line}");
+    };
+    node::run(config, print_ready, node::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! HTTP/3 on QUIC (quinn + h3): the same pipeline as TCP, on the same port number over UDP.
+
+use super::Shared;
+use crate::config::Limits;
+use crate::pipeline::Conn;
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use http::Method;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use origin::{Body, BoxError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// RFC 9114 §8.1.
+const H3_NO_ERROR: u32 = 0x100;
+
+/// A quinn endpoint on `socket` speaking h3 with the node's certificates and limits.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    tls: Arc<rustls::ServerConfig>,
+    limits: &Limits,
+) -> std::io::Result<quinn::Endpoint> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| std::io::Error::other(format!("QUIC TLS config: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(limits.max_concurrent_streams.into());
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(limits.idle_timeout).ok());
+    server.transport_config(Arc::new(transport));
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// Accepts QUIC connections until `stop` turns true; then every connection sends GOAWAY,
+/// finishes its in-flight requests and closes, and this returns.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let client = incoming.remote_address();
+                let Some(permit) = shared.per_ip.try_acquire(client.ip()) else {
+                    tracing::debug!(%client, "QUIC connection refused: per-IP limit");
+                    incoming.refuse();
+                    continue;
+                };
+                let (shared, stop) = (shared.clone(), stop.clone());
+                connections.spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => connection(conn, client, shared, stop).await,
+                        Err(e) => tracing::debug!(%client, error = %e, "QUIC handshake failed"),
+                    }
+                    drop(permit);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    // No new connections from here on; existing ones drain on their own `stop` watch.
+    endpoint.set_server_config(None);
+    while connections.join_next().await.is_some() {}
+    endpoint.wait_idle().await;
+}
+
+async fn connection(
+    quic: quinn::Connection,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let h3_conn = h3::server::builder()
+        .max_field_section_size(shared.limits.max_header_bytes as u64)
+        .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
+        .await;
+    let mut h3_conn = match h3_conn {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "h3 setup failed");
+            return;
+        }
+    };
+    let mut requests = JoinSet::new();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = h3_conn.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let shared = shared.clone();
+                    requests.spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((req, stream)) => request(req, stream, client, shared).await,
+                            // h3 has already answered 431 or reset the stream.
+                            Err(e) => tracing::debug!(%client, error = %e, "malformed h3 request"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "h3 connection ended");
+                    break;
+                }
+            },
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                if draining && requests.is_empty() {
+                    break;
+                }
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                // RFC 9114 §5.2: GOAWAY tells the client which requests will be served.
+                if h3_conn.shutdown(0).await.is_err() || requests.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    if draining {
+        quic.close(H3_NO_ERROR.into(), b"shutting down");
+    }
+}
+
+async fn request(
+    req: http::Request<()>,
+    stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let (mut send, recv) = stream.split();
+    let body = request_body(&req, recv);
+    let response = shared
+        .pipeline
+        .handle(req.map(|()| body), Conn { client, tls: true })
+        .await;
+    let (parts, mut body) = response.into_parts();
+    if let Err(e) = send
+        .send_response(http::Response::from_parts(parts, ()))
+        .await
+    {
+        tracing::debug!(%client, error = %e, "h3 response head not sent");
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        let sent = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => send.send_data(data).await,
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => send.send_trailers(trailers).await,
+                    Err(_) => Ok(()),
+                },
+            },
+            Err(e) => {
+                // The origin failed mid-body: reset the stream so the viewer sees an error
+                // rather than a response that merely looks short.
+                tracing::debug!(%client, error = %e, "response body failed");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!(%client, error = %e, "h3 send failed");
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}
+
+/// The request body as a stream of frames. A GET or HEAD without `Content-Length` has no
+/// body to read (RFC 9110 §9.3.1), which also lets the origin connector replay it.
+fn request_body(req: &http::Request<()>, recv: RequestStream<h3_quinn::RecvStream, Bytes>) -> Body {
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    if bodiless {
+        return origin::body::empty();
+    }
+    let frames = futures_util::stream::unfold(Some(recv), |state| async move {
+        let mut recv = state?;
+        match recv.recv_data().await {
+            Ok(Some(mut chunk)) => {
+                let bytes = chunk.copy_to_bytes(chunk.remaining());
+                Some((Ok(Frame::data(bytes)), Some(recv)))
+            }
+            Ok(None) => None,
+            Err(e) => Some((Err(Box::new(e) as BoxError), None)),
+        }
+    });
+    StreamBody::new(frames).boxed_unsync()
+}

@@ -1,0 +1,146 @@
+//! HTTP/1.1 and HTTP/2 on TCP: TLS with ALPN, or plaintext HTTP/1.1 behind a CDN that
+//! terminates TLS. hyper serves the connection; every request goes to the pipeline.
+
+use super::idle::IdleTimeout;
+use super::Shared;
+use crate::pipeline::Conn;
+use http::header::ALT_SVC;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use origin::BoxError;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// Accepts until `stop` turns true, then closes idle connections, sends GOAWAY on HTTP/2
+/// ones, and returns once every connection has finished its in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders::new(&shared));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let Some(permit) = shared.per_ip.try_acquire(client.ip()) else {
+                        tracing::debug!(%client, "connection refused: per-IP limit");
+                        continue;
+                    };
+                    let (shared, builders, tls) = (shared.clone(), builders.clone(), tls.clone());
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        connection(stream, client, tls, shared, builders, watcher).await;
+                        drop(permit);
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// hyper connection builders, configured once with the limits.
+struct Builders {
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(shared: &Shared) -> Self {
+        let limits = &shared.limits;
+        let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http1
+            .http1()
+            .timer(TokioTimer::new())
+            // Slowloris: the whole request head must arrive within this time.
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        http2
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        Builders { http1, http2 }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    builders: Arc<Builders>,
+    watcher: Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = IdleTimeout::new(stream, shared.limits.idle_timeout);
+    let Some(acceptor) = tls else {
+        let conn = Conn { client, tls: false };
+        serve_http(io, conn, &builders.http1, shared, watcher).await;
+        return;
+    };
+    let handshake = tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(io));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let builder = if h2 { &builders.http2 } else { &builders.http1 };
+    serve_http(stream, Conn { client, tls: true }, builder, shared, watcher).await;
+}
+
+async fn serve_http<IO>(
+    io: IO,
+    conn: Conn,
+    builder: &auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let shared = shared.clone();
+        async move {
+            let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+            let mut response = shared.pipeline.handle(req, conn).await;
+            if let Some(alt_svc) = &shared.alt_svc {
+                response.headers_mut().insert(ALT_SVC, alt_svc.clone());
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,97 @@
+//! `edge`: argument parsing only; the node lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edge_runtime::config::Config;
+use edge_runtime::{demo, node, telemetry};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "edge",
+    version,
+    about = "Edge node: HTTP/1.1, HTTP/2 and HTTP/3 in front of media origins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file; prints one JSON line on stdout when listening.
+    Serve {
+        #[arg(long, default_value = "edge.toml")]
+        config: PathBuf,
+        /// Merge `regions/<REGION>.toml` (next to the config file) over the config.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Validate a config (and its region overlay) without serving.
+    CheckConfig {
+        #[arg(long, default_value = "edge.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Run the node and the sample media origin together with a self-signed certificate.
+    Demo {
+        /// Address for TCP (h1/h2) and UDP (h3), same port.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: SocketAddr,
+        /// Where to write the certificate and the sample library.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config, region } => {
+            let loaded = Config::load(&config, region.as_deref())?;
+            println!(
+                "{}: ok ({} routes, {} origins, {} certificates)",
+                config.display(),
+                loaded.routes.len(),
+                loaded.origins.len(),
+                loaded.tls.len()
+            );
+            Ok(())
+        }
+        Command::Serve { config, region } => {
+            let config = Config::load(&config, region.as_deref())?;
+            telemetry::init(&config.logging.level);
+            runtime(config.server.workers)?.block_on(node::run(
+                config,
+                |ready| println!("{}", ready_line(ready)),
+                node::shutdown_signal(),
+            ))?;
+            Ok(())
+        }
+        Command::Demo { addr, dir } => {
+            telemetry::init("info");
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("edge-demo"));
+            runtime(0)?.block_on(demo::run(addr, &dir))?;
+            Ok(())
+        }
+    }
+}
+
+fn ready_line(ready: &node::Ready) -> serde_json::Value {
+    let mut line = serde_json::to_value(ready).unwrap_or_default();
+    line["event"] = "ready".into();
+    line
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
+}

@@ -1,0 +1,186 @@
+//! The node: builds the pipeline and listeners from a validated config, reports where it
+//! listens, and drains on shutdown.
+
+use crate::config::Config;
+use crate::listener::{self, conn_limit::ConnLimiter, tls, Shared};
+use crate::pipeline::Pipeline;
+use http::HeaderValue;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Origin(#[from] origin::http::OriginError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Where the node listens, once it does.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ready {
+    pub https_url: String,
+    pub tcp_addr: SocketAddr,
+    /// The UDP port for HTTP/3, when enabled (the same number as the TCP port).
+    pub h3_udp_port: Option<u16>,
+    pub plain_url: Option<String>,
+}
+
+/// Runs the node until `shutdown` completes, then drains: stop accepting, GOAWAY on h2 and
+/// h3, let in-flight requests finish for up to `server.drain_timeout`.
+pub async fn run(
+    config: Config,
+    on_ready: impl FnOnce(&Ready),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let server_tls = tls::server_tls(&config.tls)?;
+    let pipeline = Arc::new(Pipeline::new(&config)?);
+    let (tcp, udp) = bind_tcp_and_udp(config.server.listen, config.server.http3)?;
+    let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let plain = match config.server.plain_listen {
+        Some(addr) => Some(bind_tcp(addr)?),
+        None => None,
+    };
+    let alt_svc = udp.as_ref().and_then(|_| {
+        HeaderValue::from_str(&format!(
+            "h3=\":{}\"; ma={}",
+            tcp_addr.port(),
+            config.server.alt_svc_max_age
+        ))
+        .ok()
+    });
+    let shared = Arc::new(Shared {
+        pipeline,
+        limits: config.limits.clone(),
+        per_ip: ConnLimiter::new(config.limits.max_connections_per_ip),
+        alt_svc,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let acceptor = TlsAcceptor::from(server_tls.tcp.clone());
+    tasks.spawn(listener::tcp::serve(
+        tcp,
+        Some(acceptor),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let plain_url = match plain {
+        Some(listener) => {
+            let url = listener.local_addr().ok().map(|a| format!("http://{a}"));
+            tasks.spawn(listener::tcp::serve(
+                listener,
+                None,
+                shared.clone(),
+                stop_rx.clone(),
+            ));
+            url
+        }
+        None => None,
+    };
+    let h3_udp_port = match udp {
+        Some(socket) => {
+            let endpoint =
+                listener::quic::endpoint(socket, server_tls.quic.clone(), &config.limits).map_err(
+                    |source| NodeError::Bind {
+                        addr: tcp_addr,
+                        source,
+                    },
+                )?;
+            tasks.spawn(listener::quic::serve(
+                endpoint,
+                shared.clone(),
+                stop_rx.clone(),
+            ));
+            Some(tcp_addr.port())
+        }
+        None => None,
+    };
+
+    on_ready(&Ready {
+        https_url: format!("https://{tcp_addr}"),
+        tcp_addr,
+        h3_udp_port,
+        plain_url,
+    });
+    shutdown.await;
+    tracing::info!(
+        timeout_ms = config.server.drain_timeout.as_millis() as u64,
+        "draining"
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.server.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timeout passed; closing the remaining connections"),
+    }
+    Ok(())
+}
+
+/// Binds TCP and UDP on the same port. With port 0 the TCP port is picked first and the
+/// UDP bind retried with a new pick if that UDP port happens to be taken.
+fn bind_tcp_and_udp(
+    addr: SocketAddr,
+    with_udp: bool,
+) -> Result<(TcpListener, Option<std::net::UdpSocket>), NodeError> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let tcp = bind_tcp(addr)?;
+        if !with_udp {
+            return Ok((tcp, None));
+        }
+        let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+        match std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), port)) {
+            Ok(udp) => return Ok((tcp, Some(udp))),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(NodeError::Bind {
+        addr,
+        source: last_error.unwrap_or_else(|| std::io::Error::other("no UDP port")),
+    })
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep backlog absorbs connection bursts (a player fleet reconnecting at once).
+        socket.listen(4096)
+    };
+    bind().map_err(|source| NodeError::Bind { addr, source })
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,230 @@
+//! The one request path. Every protocol adapter (HTTP/1.1, HTTP/2, HTTP/3) hands an
+//! `http::Request` with a streaming body to [`Pipeline::handle`] and sends back what it
+//! returns. The phases, top to bottom:
+//!
+//! 1. check the request target and host (limits, malformed input → 4xx);
+//! 2. match the route (host + path prefix);
+//! 3. forward to the route's origin (pooled, with failover);
+//! 4. turn any failure into a response, in one place ([`EdgeError::to_response`]);
+//! 5. add `Server-Timing`, and log one access-log line when the body is finished.
+//!
+//! See `docs/pipeline.md` for the phase chart.
+
+mod error;
+mod route;
+
+pub use error::{EdgeError, Side};
+pub use route::{NoRoute, Router};
+
+use crate::config::Config;
+use crate::telemetry::access_log::{AccessRecord, LoggedBody};
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use origin::headers::ForwardedFor;
+use origin::http::{HttpOrigin, OriginError};
+use origin::Body;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the pipeline knows about the viewer's connection. Deliberately no protocol: the
+/// request's `version()` carries that, for logging only.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn {
+    pub client: SocketAddr,
+    pub tls: bool,
+}
+
+pub struct Pipeline {
+    router: Router,
+    origins: HashMap<String, Arc<HttpOrigin>>,
+    max_uri_bytes: usize,
+    access_log: bool,
+}
+
+impl Pipeline {
+    /// Builds the router and one pooled client per origin. Must run inside a Tokio
+    /// runtime: origins start their health-check tasks.
+    pub fn new(config: &Config) -> Result<Self, OriginError> {
+        let mut origins = HashMap::new();
+        for o in &config.origins {
+            origins.insert(o.name.clone(), HttpOrigin::new(o.clone())?);
+        }
+        Ok(Pipeline {
+            router: Router::new(&config.routes),
+            origins,
+            max_uri_bytes: config.limits.max_uri_bytes,
+            access_log: config.logging.access_log,
+        })
+    }
+
+    pub fn origin(&self, name: &str) -> Option<&Arc<HttpOrigin>> {
+        self.origins.get(name)
+    }
+
+    pub async fn handle(&self, req: Request<Body>, conn: Conn) -> Response<Body> {
+        let started = Instant::now();
+        let mut record = AccessRecord::new(&req, conn.client);
+        let mut response = match self.forward(req, conn, &mut record).await {
+            Ok(response) => response,
+            Err(error) => {
+                let response = error.to_response();
+                record.fail(&error);
+                response
+            }
+        };
+        record.status = response.status().as_u16();
+        let edge_ms = started.elapsed().as_secs_f64() * 1e3;
+        let timing = match record.origin_ms {
+            Some(origin_ms) => format!("edge;dur={edge_ms:.3}, origin;dur={origin_ms:.3}"),
+            None => format!("edge;dur={edge_ms:.3}"),
+        };
+        if let Ok(value) = HeaderValue::from_str(&timing) {
+            response.headers_mut().append("server-timing", value);
+        }
+        if self.access_log {
+            response = response.map(|body| LoggedBody::new(body, record, started).boxed_unsync());
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Body>,
+        conn: Conn,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, EdgeError> {
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target_len > self.max_uri_bytes {
+            return Err(EdgeError::UriTooLong {
+                len: target_len,
+                limit: self.max_uri_bytes,
+            });
+        }
+        if !req.uri().path().starts_with('/') {
+            return Err(EdgeError::BadRequest(
+                "request target must be an absolute path",
+            ));
+        }
+        let host = request_host(&req)?;
+        let route = self
+            .router
+            .find(&host, req.uri().path())
+            .map_err(|e| match e {
+                NoRoute::UnknownHost => EdgeError::UnknownHost(host.clone().into_owned()),
+                NoRoute::UnknownPath => EdgeError::NoRoute(req.uri().path().to_owned()),
+            })?;
+        record.route = Some(route.index);
+        let origin = &self.origins[&route.origin];
+        let forwarded = ForwardedFor {
+            client: conn.client.ip(),
+            tls: conn.tls,
+        };
+        let answer = origin.send(req, forwarded).await?;
+        record.origin_ms = Some(answer.time_to_first_byte.as_secs_f64() * 1e3);
+        record.upstream = Some(answer.upstream);
+        Ok(answer.response)
+    }
+}
+
+/// The host the viewer asked for, lower-cased and without the port: `:authority` for
+/// h2/h3 and absolute-form targets, else `Host` (RFC 9110 §7.2).
+fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, EdgeError> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            let host = hosts
+                .next()
+                .ok_or(EdgeError::BadRequest("missing Host header"))?;
+            // RFC 9112 §3.2: more than one Host field is a 400.
+            if hosts.next().is_some() {
+                return Err(EdgeError::BadRequest("more than one Host header"));
+            }
+            host.to_str()
+                .map_err(|_| EdgeError::BadRequest("Host header is not ASCII"))?
+        }
+    };
+    let host = strip_port(raw).ok_or(EdgeError::BadRequest("malformed Host"))?;
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(host))
+    }
+}
+
+fn strip_port(authority: &str) -> Option<&str> {
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        let end = rest.find(']')?;
+        &authority[..end + 2]
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let valid = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        });
+    valid.then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(req: Request<()>) -> Result<String, EdgeError> {
+        request_host(&req).map(|h| h.into_owned())
+    }
+
+    #[test]
+    fn host_from_header_or_authority() {
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "Media.Example.com:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(req).unwrap(), "media.example.com");
+        let req = Request::builder()
+            .uri("https://a.example/x")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(req).unwrap(), "a.example");
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "[::1]:8443")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(req).unwrap(), "[::1]");
+    }
+
+    #[test]
+    fn bad_hosts_are_400() {
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        assert!(matches!(host_of(req), Err(EdgeError::BadRequest(_))));
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a")
+            .header("host", "b")
+            .body(())
+            .unwrap();
+        assert!(matches!(host_of(req), Err(EdgeError::BadRequest(_))));
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a b")
+            .body(())
+            .unwrap();
+        assert!(matches!(host_of(req), Err(EdgeError::BadRequest(_))));
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a:port")
+            .body(())
+            .unwrap();
+        assert!(matches!(host_of(req), Err(EdgeError::BadRequest(_))));
+    }
+}

@@ -1,0 +1,155 @@
+//! One structured line per request, written when the response body ends (or is dropped),
+//! so it carries the real byte count and the full duration of the transfer.
+
+use crate::pipeline::EdgeError;
+use bytes::Bytes;
+use http::Request;
+use http_body::{Body as _, Frame, SizeHint};
+use origin::{Body, BoxError};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// What the pipeline learns about a request on its way through.
+pub struct AccessRecord {
+    pub protocol: &'static str,
+    pub method: http::Method,
+    pub host: String,
+    pub path: String,
+    pub client: SocketAddr,
+    pub status: u16,
+    pub route: Option<usize>,
+    pub upstream: Option<Arc<str>>,
+    pub origin_ms: Option<f64>,
+    pub error: Option<String>,
+    pub error_side: Option<&'static str>,
+}
+
+impl AccessRecord {
+    pub fn new<B>(req: &Request<B>, client: SocketAddr) -> Self {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("")
+            .to_owned();
+        AccessRecord {
+            protocol: protocol_name(req.version()),
+            method: req.method().clone(),
+            host,
+            path: req.uri().path().to_owned(),
+            client,
+            status: 0,
+            route: None,
+            upstream: None,
+            origin_ms: None,
+            error: None,
+            error_side: None,
+        }
+    }
+
+    pub fn fail(&mut self, error: &EdgeError) {
+        self.error = Some(error.to_string());
+        self.error_side = Some(error.side().as_str());
+    }
+}
+
+pub fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_3 => "h3",
+        http::Version::HTTP_2 => "h2",
+        http::Version::HTTP_10 => "http/1.0",
+        _ => "http/1.1",
+    }
+}
+
+/// Wraps a response body, counts what is sent, and logs when it is finished or dropped.
+pub struct LoggedBody {
+    inner: Body,
+    record: AccessRecord,
+    started: Instant,
+    bytes: u64,
+    complete: bool,
+    body_error: Option<String>,
+}
+
+impl LoggedBody {
+    pub fn new(inner: Body, record: AccessRecord, started: Instant) -> Self {
+        LoggedBody {
+            inner,
+            record,
+            started,
+            bytes: 0,
+            complete: false,
+            body_error: None,
+        }
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.complete = true;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => self.body_error = Some(e.to_string()),
+            Poll::Ready(None) => self.complete = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // An empty body may be dropped unpolled by the protocol layer (HEAD, 304): it is
+        // complete all the same.
+        let complete = self.complete || self.inner.is_end_stream();
+        let r = &self.record;
+        let error = self.body_error.as_deref().or(r.error.as_deref());
+        tracing::info!(
+            target: "access",
+            protocol = r.protocol,
+            method = %r.method,
+            host = %r.host,
+            path = %r.path,
+            client = %r.client.ip(),
+            status = r.status,
+            bytes = self.bytes,
+            complete,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            origin_ms = r.origin_ms,
+            route = r.route,
+            upstream = r.upstream.as_deref(),
+            error,
+            error_side = r.error_side,
+        );
+    }
+}

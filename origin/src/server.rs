@@ -1,0 +1,352 @@
+//! The sample media origin's HTTP server (bin `origin`): a VOD library from a directory,
+//! a live HLS stream, and a few endpoints that tests and benchmarks rely on.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/health` | 200 `ok` |
+//! | `/bytes/<n>` | exactly `n` deterministic bytes, streamed, cacheable |
+//! | `/status/<code>` | that status with a short body |
+//! | `/delay/<ms>/<rest>` | waits, then answers `<rest>` |
+//! | `/echo` | the request head as JSON (what a proxy forwarded) |
+//! | `/live/<name>/index.m3u8`, `/live/<name>/seg_<n>.ts` | live HLS, rolling window |
+//! | anything else | a file under the library directory, with `Range` support |
+
+use crate::body::{self, Body, BoxError};
+use crate::sample::{self, LiveStream};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use std::convert::Infallible;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+
+/// Chunk size of generated bodies: large enough to keep per-chunk overhead negligible.
+const CHUNK: usize = 64 * 1024;
+
+pub struct SampleOrigin {
+    root: PathBuf,
+    name: String,
+    live: LiveStream,
+    /// One chunk of the `/bytes` pattern, shared by every response (sliced, never copied).
+    pattern: Bytes,
+}
+
+impl SampleOrigin {
+    /// `root` holds the VOD library; `name` is sent as `X-Origin-Name` so tests can tell
+    /// which origin answered.
+    pub fn new(root: PathBuf, name: String) -> Arc<Self> {
+        let pattern: Vec<u8> = (0..CHUNK).map(|i| (i % 251) as u8).collect();
+        Arc::new(SampleOrigin {
+            root,
+            name,
+            live: LiveStream::new(Duration::from_secs(2), 5, 32 * 1024, UNIX_EPOCH),
+            pattern: Bytes::from(pattern),
+        })
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (prior knowledge) until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let origin = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let origin = origin.clone();
+                    async move { Ok::<_, Infallible>(origin.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        let mut response = self.route(&req).await;
+        if req.method() == Method::HEAD {
+            *response.body_mut() = body::empty();
+        }
+        if let Ok(name) = HeaderValue::from_str(&self.name) {
+            response.headers_mut().insert("x-origin-name", name);
+        }
+        response
+    }
+
+    async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() != "/echo" {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+        }
+        let path = req.uri().path();
+        if path == "/health" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if path == "/echo" {
+            return echo(req);
+        }
+        if let Some(n) = path.strip_prefix("/bytes/") {
+            return match n.parse::<u64>() {
+                Ok(n) => self.bytes(n),
+                Err(_) => text(StatusCode::BAD_REQUEST, "bad length\n"),
+            };
+        }
+        if let Some(code) = path.strip_prefix("/status/") {
+            return match code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                Some(status) => text(status, "status\n"),
+                None => text(StatusCode::BAD_REQUEST, "bad status\n"),
+            };
+        }
+        if let Some(rest) = path.strip_prefix("/delay/") {
+            let (ms, rest) = rest.split_once('/').unwrap_or((rest, ""));
+            let Ok(ms) = ms.parse::<u64>() else {
+                return text(StatusCode::BAD_REQUEST, "bad delay\n");
+            };
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+            return text(StatusCode::OK, &format!("/{rest}\n"));
+        }
+        if let Some(rest) = path.strip_prefix("/live/") {
+            return self.live(rest);
+        }
+        self.file(path, req.headers().get(header::RANGE)).await
+    }
+
+    fn bytes(&self, n: u64) -> Response<Body> {
+        let pattern = self.pattern.clone();
+        let chunks = futures_util::stream::iter((0..n).step_by(CHUNK).map(move |offset| {
+            let len = (n - offset).min(CHUNK as u64) as usize;
+            Ok::<_, BoxError>(Frame::data(pattern.slice(..len)))
+        }));
+        let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"b-{n}\"")) {
+            h.insert(header::ETAG, etag);
+        }
+        response
+    }
+
+    fn live(&self, rest: &str) -> Response<Body> {
+        let now = SystemTime::now();
+        let Some((_name, file)) = rest.split_once('/') else {
+            return text(StatusCode::NOT_FOUND, "no such live stream\n");
+        };
+        if file == "index.m3u8" {
+            let max_age = self.live.playlist_max_age(now);
+            let mut response = Response::new(body::full(self.live.playlist(now)));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(sample::content_type(file)),
+            );
+            if let Ok(cc) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+                h.insert(header::CACHE_CONTROL, cc);
+            }
+            return response;
+        }
+        let seq = file
+            .strip_prefix("seg_")
+            .and_then(|f| f.strip_suffix(".ts"))
+            .and_then(|n| n.parse::<u64>().ok());
+        match seq.and_then(|seq| self.live.segment(seq, now)) {
+            Some(bytes) => {
+                let mut response = Response::new(body::full(bytes));
+                let h = response.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=3600"),
+                );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "segment not available\n"),
+        }
+    }
+
+    async fn file(&self, path: &str, range: Option<&HeaderValue>) -> Response<Body> {
+        let Some(full_path) = safe_join(&self.root, path) else {
+            return text(StatusCode::BAD_REQUEST, "bad path\n");
+        };
+        let Ok(data) = tokio::fs::read(&full_path).await else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let modified = tokio::fs::metadata(&full_path)
+            .await
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH);
+        let data = Bytes::from(data);
+        let total = data.len() as u64;
+        let mtime = modified
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut response = match range.and_then(|r| parse_single_range(r, total)) {
+            Some(Ok((start, end))) => {
+                let mut r = Response::new(body::full(data.slice(start as usize..=end as usize)));
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                r
+            }
+            Some(Err(())) => {
+                let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return r;
+            }
+            None => Response::new(body::full(data)),
+        };
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(sample::content_type(path)),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let max_age = if path.ends_with(".m3u8") || path.ends_with(".mpd") {
+            10
+        } else {
+            86400
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{total:x}-{mtime:x}\"")) {
+            h.insert(header::ETAG, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        response
+    }
+}
+
+/// Joins a URL path under `root`, refusing anything that would escape it.
+fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let relative = Path::new(url_path.trim_start_matches('/'));
+    let mut out = root.to_path_buf();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range (RFC 9110 §14.1.2). `None` means
+/// "ignore the header and send the whole representation"; `Some(Err)` means 416.
+fn parse_single_range(value: &HeaderValue, total: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.to_str().ok()?.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 || total == 0 {
+                return Some(Err(()));
+            }
+            (total.saturating_sub(n), total - 1)
+        }
+        (first, "") => (first.parse().ok()?, total.saturating_sub(1)),
+        (first, last) => {
+            let (s, e): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            if e < s {
+                return None;
+            }
+            (s, e.min(total.saturating_sub(1)))
+        }
+    };
+    if start >= total {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+fn echo<B>(req: &Request<B>) -> Response<Body> {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            )
+        })
+        .collect();
+    let json = serde_json::json!({
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    let mut response = Response::new(body::full(json.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(body::full(message.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(v: &'static str, total: u64) -> Option<Result<(u64, u64), ()>> {
+        parse_single_range(&HeaderValue::from_static(v), total)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(range("bytes=50-500", 100), Some(Ok((50, 99))));
+        assert_eq!(range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(range("bytes=9-1", 100), None);
+        assert_eq!(range("bytes=0-1,5-6", 100), None);
+        assert_eq!(range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn paths_cannot_escape_root() {
+        let root = Path::new("/srv/media");
+        assert_eq!(
+            safe_join(root, "/vod/a.ts"),
+            Some(PathBuf::from("/srv/media/vod/a.ts"))
+        );
+        assert_eq!(safe_join(root, "/../etc/passwd"), None);
+        assert_eq!(safe_join(root, "/vod/../../x"), None);
+    }
+}
