@@ -148,12 +148,14 @@ impl Config {
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let mut path = serde_path(e.path());
                 let message = e.inner().message().to_owned();
-                // serde reports an unknown field at its parent; point at the field itself.
+                // Point at an unknown field itself, not only at its table.
                 if let Some(name) = message
                     .strip_prefix("unknown field `")
                     .and_then(|m| m.split('`').next())
                 {
-                    path.push(Segment::Key(name.to_owned()));
+                    if path.last() != Some(&Segment::Key(name.to_owned())) {
+                        path.push(Segment::Key(name.to_owned()));
+                    }
                 }
                 Unlocated { path, message }
             })?;
@@ -555,7 +557,7 @@ origin = "media"
             "[origins.media]\nprimary = \"http://10.0.0.1:80\"\n",
         );
         let c = Config::load(&path, Some("eu-west")).unwrap();
-        assert_eq!(c.origins[0].upstreams[0].to_string(), "http://10.0.0.1/");
+        assert_eq!(c.origins[0].upstreams[0].to_string(), "http://10.0.0.1:80/");
         assert_eq!(
             c.origins[0].upstreams.len(),
             2,
