@@ -260,7 +260,8 @@ def start_json_ready(name: str, argv: list[str], logdir: Path) -> tuple[Server, 
             f"--- stderr tail ({err_log}) ---\n{tail(err_log)}"
         )
     log(f"{name} ready: {json.dumps(obj)}")
-    return Server(name, proc), obj
+    # Children count too (none expected from the Rust binaries; harmless if there are none).
+    return Server(name, proc, include_children=True), obj
 
 
 def wait_tcp(host: str, port: int, server: Server, errlog: Path, deadline: float) -> None:
@@ -887,6 +888,9 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
     if failure:
         L.append(f"> **FAILED**: {failure.splitlines()[0]}")
         L.append("")
+    if meta.get("quick"):
+        L.append("> `--quick` smoke run (1 run of 3 s per side): checks the harness, not for conclusions.")
+        L.append("")
     if meta.get("self_test"):
         L.append(f"> **Harness self-test** ({meta['self_test']}): not a real edge measurement.")
         L.append("")
@@ -900,11 +904,11 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
     L.append(f"- Method: {meta['runs']} run(s) × {meta['duration']} s per server per scenario after a "
              f"{meta['warmup']} s warm-up each, strictly alternating A/B/A/B; tables show medians. "
              "CPU µs/req = (utime+stime of the server process over the run, from /proc/PID/stat; "
-             "nginx: master + worker) ÷ 2xx responses. `origin CPU µs/req` is the origin process over "
+             "nginx: master + worker; any child processes of the edge count too) ÷ 2xx responses. `origin CPU µs/req` is the origin process over "
              "the same window (≈0 when the edge serves from cache). `server CPU %` is of one core. "
              "Latency is at saturation (closed-loop tools), not at a fixed rate. MiB/s = 2xx × body size "
              "÷ duration. Peak RSS is VmHWM since process start (nginx: largest of master/worker).")
-    L.append("- One server worker each: edge `workers = 1`, access log off; nginx `worker_processes 1`, "
+    L.append("- One server worker each: edge `workers = 1`, access log off, log level warn; nginx `worker_processes 1`, "
              "plain `proxy_pass` (no cache) with upstream `keepalive 64`, `keepalive_requests 1000000`, "
              "`proxy_max_temp_file_size 0`, access log off. Same origin process for both.")
     if meta.get("tls_info"):
@@ -1002,18 +1006,12 @@ def main() -> int:
         defs = [d for d in defs if d["id"] in wanted]
     if args.no_h3 or args.no_edge:
         defs = [d for d in defs if not d.get("h3")]
-    if args.no_edge:
-        # Self-test: benchmark nginx against itself (second "edge" column is the same nginx).
-        pass
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tmp", dir=RESULTS))
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user when started by root
     command = os.environ.get("BENCH_COMMAND") or shlex.join(["python3", "bench/run.py", *sys.argv[1:]])
     tools = Tools()
-    for d in defs:
-        for _, _, tool in d["sides"]:
-            tools.require("oha" if tool.startswith("oha") else tool)
 
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1025,12 +1023,16 @@ def main() -> int:
         "versions": tools.versions(),
         "runs": args.runs, "duration": args.duration, "warmup": args.warmup,
         "max_load": args.max_load,
+        "quick": args.quick,
         "self_test": ", ".join(x for x, on in (("--no-edge", args.no_edge), ("--fake-origin", args.fake_origin)) if on),
     }
     results: list[dict] = []
     failure = None
     ok = False
     try:
+        for d in defs:
+            for _, _, tool in d["sides"]:
+                tools.require("oha" if tool.startswith("oha") else tool)
         cert, key = make_cert(tmp)
         # Origin
         if args.fake_origin:
@@ -1081,7 +1083,8 @@ def main() -> int:
                 'plain_listen = "127.0.0.1:0"\n'
                 "workers = 1\n\n"
                 "[logging]\n"
-                "access_log = false\n\n"
+                "access_log = false\n"
+                'level = "warn"\n\n'
                 "[[tls.certs]]\n"
                 f"cert = {json.dumps(str(cert))}\n"
                 f"key = {json.dumps(str(key))}\n\n"

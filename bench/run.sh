@@ -25,9 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# oha is only needed for the HTTP/3 scenarios (h3-1k, h3-1m).
 want_h3=1
+prev=""
 for a in "$@"; do
-    case "$a" in --no-h3|--no-edge) want_h3=0 ;; esac
+    case "$a" in
+        --no-h3|--no-edge) want_h3=0 ;;
+        --only=*) case "${a#--only=}" in *h3*) ;; *) want_h3=0 ;; esac ;;
+    esac
+    if [ "$prev" = "--only" ]; then case "$a" in *h3*) ;; *) want_h3=0 ;; esac; fi
+    prev=$a
 done
 
 OHA="$ROOT/bench/.tools/bin/oha"

@@ -475,9 +475,7 @@ origin = "media"
     fn error_for(text: &str) -> ConfigError {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "edge.toml", text);
-        Config::load(&path, None)
-            .err()
-            .expect("config should be rejected")
+        Config::load(&path, None).expect_err("config should be rejected")
     }
 
     #[test]

@@ -14,9 +14,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// RFC 9114 §8.1.
-const H3_NO_ERROR: u32 = 0x100;
-
 /// A quinn endpoint on `socket` speaking h3 with the node's certificates and limits.
 pub fn endpoint(
     socket: std::net::UdpSocket,
@@ -129,7 +126,11 @@ async fn connection(
     }
     while requests.join_next().await.is_some() {}
     if draining {
-        quic.close(H3_NO_ERROR.into(), b"shutting down");
+        // A finished request task has only handed its last bytes to quinn; closing now
+        // would discard what the viewer has not acknowledged yet. Clients close the
+        // connection themselves after a GOAWAY once their requests are done (RFC 9114
+        // §5.2); the node's drain timeout bounds the wait for those that don't.
+        let _ = quic.closed().await;
     }
 }
 
@@ -140,7 +141,7 @@ async fn request(
     shared: Arc<Shared>,
 ) {
     let (mut send, recv) = stream.split();
-    let body = request_body(&req, recv);
+    let (body, unread) = request_body(&req, recv);
     let response = shared
         .pipeline
         .handle(req.map(|()| body), Conn { client, tls: true })
@@ -176,18 +177,24 @@ async fn request(
         }
     }
     let _ = send.finish().await;
+    // Dropping the receive side early would send STOP_SENDING while the client may still
+    // be finishing its (empty) request stream.
+    drop(unread);
 }
 
+type RecvStream = RequestStream<h3_quinn::RecvStream, Bytes>;
+
 /// The request body as a stream of frames. A GET or HEAD without `Content-Length` has no
-/// body to read (RFC 9110 §9.3.1), which also lets the origin connector replay it.
-fn request_body(req: &http::Request<()>, recv: RequestStream<h3_quinn::RecvStream, Bytes>) -> Body {
+/// body to read (RFC 9110 §9.3.1), which also lets the origin connector replay it; its
+/// receive stream is handed back, unread, to be dropped after the response.
+fn request_body(req: &http::Request<()>, recv: RecvStream) -> (Body, Option<RecvStream>) {
     let bodiless = matches!(*req.method(), Method::GET | Method::HEAD)
         && req
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .is_none_or(|v| v.as_bytes() == b"0");
     if bodiless {
-        return origin::body::empty();
+        return (origin::body::empty(), Some(recv));
     }
     let frames = futures_util::stream::unfold(Some(recv), |state| async move {
         let mut recv = state?;
@@ -200,5 +207,5 @@ fn request_body(req: &http::Request<()>, recv: RequestStream<h3_quinn::RecvStrea
             Err(e) => Some((Err(Box::new(e) as BoxError), None)),
         }
     });
-    StreamBody::new(frames).boxed_unsync()
+    (StreamBody::new(frames).boxed_unsync(), None)
 }

@@ -133,7 +133,9 @@ async fn serve_http<IO>(
         async move {
             let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
             let mut response = shared.pipeline.handle(req, conn).await;
-            if let Some(alt_svc) = &shared.alt_svc {
+            // Only viewers on TLS can switch to h3; behind a TLS-terminating CDN the
+            // plaintext listener's Alt-Svc would point viewers at the wrong place.
+            if let (true, Some(alt_svc)) = (conn.tls, &shared.alt_svc) {
                 response.headers_mut().insert(ALT_SVC, alt_svc.clone());
             }
             Ok::<_, Infallible>(response)

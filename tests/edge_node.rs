@@ -1,0 +1,362 @@
+//! End-to-end: the edge node as a real process in front of real origin processes, driven
+//! over HTTP/1.1, HTTP/2 (TLS) and HTTP/3 (QUIC).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::clients::{self, Proto, ALL};
+use support::{Node, Origin, Proc};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_bytes_over_h1_h2_h3_with_alt_svc_and_server_timing() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&support::one_origin(&origin.url));
+    let paths = [
+        "/vod/sample/master.m3u8",
+        "/vod/sample/720p/index.m3u8",
+        "/vod/sample/720p/seg_00002.ts",
+        "/vod/sample/manifest.mpd",
+        "/bytes/1000000",
+    ];
+    for path in paths {
+        let direct = origin_direct(&origin, path).await;
+        for proto in ALL {
+            let answer = clients::get(proto, &node.ca, &node.url(path), &[]).await;
+            assert_eq!(answer.status, 200, "{proto:?} {path}");
+            assert_eq!(
+                answer.body, direct,
+                "{proto:?} {path}: bytes differ from the origin's"
+            );
+            let timing = answer.headers["server-timing"].to_str().unwrap();
+            assert!(
+                timing.contains("edge;dur=") && timing.contains("origin;dur="),
+                "{timing}"
+            );
+            assert_eq!(answer.headers["x-origin-name"], "o1");
+            if proto != Proto::H3 {
+                let alt_svc = answer.headers["alt-svc"].to_str().unwrap();
+                assert_eq!(alt_svc, format!("h3=\":{}\"; ma=86400", node.https.port()));
+            }
+        }
+    }
+    // Every request is logged once with its protocol and byte count.
+    let log = node.wait_for_access(|l| l["protocol"] == "h3" && l["path"] == "/bytes/1000000");
+    assert_eq!(log["bytes"], 1_000_000);
+    assert_eq!(log["complete"], true);
+    assert_eq!(log["status"], 200);
+    assert_eq!(log["route"], 0);
+    assert!(log["origin_ms"].as_f64().is_some() && log["duration_ms"].as_f64().is_some());
+    for proto in ["http/1.1", "h2"] {
+        node.wait_for_access(|l| l["protocol"] == proto && l["path"] == "/vod/sample/master.m3u8");
+    }
+}
+
+/// The plaintext listener (behind a TLS-terminating CDN) serves the same pipeline and does
+/// not advertise h3, which its viewers could not reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_listener_serves_without_alt_svc() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&support::one_origin(&origin.url));
+    let mut tcp = tokio::net::TcpStream::connect(node.plain.unwrap())
+        .await
+        .unwrap();
+    let response = clients::exchange(
+        &mut tcp,
+        b"GET /vod/sample/master.m3u8 HTTP/1.1\r\nHost: media.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(clients::status_of(&response), 200);
+    assert!(response.contains("#EXTM3U"));
+    assert!(!response.to_ascii_lowercase().contains("alt-svc"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_hop_by_hop_rules() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&support::one_origin(&origin.url));
+    for proto in ALL {
+        let headers: &[(&str, &str)] = if proto == Proto::H1 {
+            // Connection-specific fields only exist in HTTP/1.1 (RFC 9113 §8.2.2).
+            &[
+                ("connection", "x-private"),
+                ("x-private", "1"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("te", "trailers"),
+            ]
+        } else {
+            &[("x-forwarded-for", "203.0.113.9")]
+        };
+        let answer = clients::get(proto, &node.ca, &node.url("/echo"), headers).await;
+        assert_eq!(answer.status, 200);
+        let echo: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let h = &echo["headers"];
+        let version = match proto {
+            Proto::H1 => "1.1",
+            Proto::H2 => "2",
+            Proto::H3 => "3",
+        };
+        assert_eq!(h["via"], format!("{version} edge"), "{proto:?}: {h}");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["host"],
+            format!("{}", origin.addr()),
+            "upstream authority by default"
+        );
+        for hop in ["connection", "x-private", "te", "keep-alive"] {
+            assert!(h.get(hop).is_none(), "{proto:?}: {hop} was forwarded: {h}");
+        }
+        // The response carries Via too.
+        assert!(answer.headers["via"].to_str().unwrap().ends_with("edge"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_secondary_when_primary_is_killed() {
+    let mut primary = Origin::start("primary");
+    let secondary = Origin::start("secondary");
+    let config = format!(
+        "[origins.media]\nprimary = \"{}\"\nsecondary = \"{}\"\nhealth_path = \"/health\"\n\
+         health_interval_ms = 100\nconnect_timeout_ms = 500\nretries = 1\n\n\
+         [[routes]]\norigin = \"media\"\n",
+        primary.url, secondary.url
+    );
+    let node = Node::start(&config);
+    let url = node.url("/vod/sample/master.m3u8");
+    for proto in ALL {
+        let answer = clients::get(proto, &node.ca, &url, &[]).await;
+        assert_eq!(answer.headers["x-origin-name"], "primary");
+    }
+    primary.proc.kill();
+    // Not one failed request: the first one after the kill retries on the secondary, and
+    // the health check then keeps traffic there.
+    for round in 0..5 {
+        for proto in ALL {
+            let answer = clients::get(proto, &node.ca, &url, &[]).await;
+            assert_eq!(answer.status, 200, "round {round} {proto:?}");
+            assert_eq!(answer.headers["x-origin-name"], "secondary");
+        }
+    }
+    let failed_over = node.wait_for_access(|l| l["upstream"] == secondary.url.as_str());
+    assert_eq!(failed_over["status"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
+    let origin = Origin::start("o1");
+    let mut node = Node::start_with(
+        &support::one_origin(&origin.url),
+        "drain_timeout_ms = 15000",
+    );
+    let size: usize = 48 * 1024 * 1024;
+    let path = format!("/bytes/{size}");
+
+    // h3: start the download and read only its first chunk.
+    let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    let mut h3_stream = h3.start(&node.url(&path), &[]).await;
+    assert_eq!(h3_stream.recv_response().await.unwrap().status(), 200);
+    let mut h3_read = 0usize;
+    if let Some(chunk) = h3_stream.recv_data().await.unwrap() {
+        h3_read += bytes::Buf::remaining(&chunk);
+    }
+
+    // h1 over TLS: same, by hand, so nothing buffers the body ahead of us.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h1 = clients::raw_tls(node.https, &node.ca).await;
+    h1.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut h1_bytes = Vec::new();
+    let n = h1.read(&mut buf).await.unwrap();
+    h1_bytes.extend_from_slice(&buf[..n]);
+
+    node.proc.signal("TERM");
+    // New connections are refused once the listener is closed.
+    let refused = async {
+        loop {
+            if tokio::net::TcpStream::connect(node.https).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(support::WAIT, refused)
+        .await
+        .expect("listener still open after SIGTERM");
+
+    // Both in-flight downloads complete in full.
+    let h1_done = async {
+        loop {
+            let n = h1.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            h1_bytes.extend_from_slice(&buf[..n]);
+            if h1_bytes.len() >= size {
+                let head_end = h1_bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                if h1_bytes.len() - head_end == size {
+                    break;
+                }
+            }
+        }
+        let head_end = h1_bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        h1_bytes.len() - head_end
+    };
+    let h3_done = async {
+        while let Some(chunk) = h3_stream.recv_data().await.expect("h3 body during drain") {
+            h3_read += bytes::Buf::remaining(&chunk);
+        }
+        h3_read
+    };
+    let (h1_len, h3_len) =
+        tokio::time::timeout(support::WAIT, async { tokio::join!(h1_done, h3_done) })
+            .await
+            .expect("downloads did not finish during drain");
+    assert_eq!(h1_len, size, "h1 download cut short");
+    assert_eq!(h3_len, size, "h3 download cut short");
+    drop(h1);
+    // A client closes its QUIC connection once its requests are done after a GOAWAY.
+    h3.conn.close(0u32.into(), b"done");
+    assert_eq!(node.proc.wait_exit(support::WAIT), Some(0));
+    let log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(log.contains("\"drained\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_hls_over_every_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(support::edge_bin());
+    cmd.args(["demo", "--addr", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null());
+    let demo = Proc::start(cmd);
+    let ready = &demo.ready;
+    let ca = std::path::PathBuf::from(ready["ca_pem"].as_str().unwrap());
+    let https = ready["https_url"].as_str().unwrap();
+    assert_eq!(
+        ready["h3_udp_port"].as_u64().unwrap().to_string(),
+        https.rsplit(':').next().unwrap()
+    );
+    let manifest = ready["manifest_url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost");
+    let live = ready["live_url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost");
+    for proto in ALL {
+        let master = clients::get(proto, &ca, &manifest, &[]).await;
+        assert_eq!(master.status, 200);
+        let text = std::str::from_utf8(&master.body).unwrap();
+        assert!(text.starts_with("#EXTM3U"));
+        // Follow the playlist down to a segment, as a player would.
+        let variant = text
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap();
+        let base = manifest.rsplit_once('/').unwrap().0;
+        let media = clients::get(proto, &ca, &format!("{base}/{variant}"), &[]).await;
+        let media_text = std::str::from_utf8(&media.body).unwrap();
+        assert!(media_text.contains("#EXT-X-ENDLIST"));
+        let segment = media_text.lines().find(|l| l.ends_with(".ts")).unwrap();
+        let variant_base = format!("{base}/{}", variant.rsplit_once('/').unwrap().0);
+        let ts = clients::get(proto, &ca, &format!("{variant_base}/{segment}"), &[]).await;
+        assert_eq!(ts.status, 200);
+        assert_eq!(ts.body[0], 0x47, "MPEG-TS sync byte");
+        assert_eq!(ts.body.len() % 188, 0);
+        let live_playlist = clients::get(proto, &ca, &live, &[]).await;
+        assert_eq!(live_playlist.status, 200);
+        assert!(std::str::from_utf8(&live_playlist.body)
+            .unwrap()
+            .contains("#EXT-X-MEDIA-SEQUENCE"));
+    }
+}
+
+#[test]
+fn bad_config_is_rejected_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"missing\"\n",
+    )
+    .unwrap();
+    for command in ["check-config", "serve"] {
+        let out = Command::new(support::edge_bin())
+            .args([command, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command} accepted a bad config");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "{}:9: key `routes[0].origin`: unknown origin `missing`",
+            path.display()
+        );
+        assert!(stderr.contains(&expected), "{command}: {stderr}");
+    }
+
+    // A region overlay with a typo names the overlay file and its line.
+    std::fs::create_dir(dir.path().join("regions")).unwrap();
+    std::fs::write(
+        &path,
+        "[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\n[[routes]]\norigin = \"media\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("regions/eu-west.toml"),
+        "[origins.media]\nprimry = \"http://10.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(support::edge_bin())
+        .args(["check-config", "--region", "eu-west", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("regions/eu-west.toml:2: key `origins.media.primry`: unknown field"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        dir.path().join("regions/eu-west.toml"),
+        "[origins.media]\nsecondary = \"http://10.0.0.1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(support::edge_bin())
+        .args(["check-config", "--region", "eu-west", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The origin's bytes for `path`, fetched directly (plain HTTP/1.1) for comparison.
+async fn origin_direct(origin: &Origin, path: &str) -> bytes::Bytes {
+    let mut tcp = tokio::net::TcpStream::connect(origin.addr()).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tcp.read_to_end(&mut all).await.unwrap();
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&all[..head_end]).to_ascii_lowercase();
+    assert!(
+        head.contains("content-length"),
+        "expected a sized body: {head}"
+    );
+    bytes::Bytes::from(all[head_end..].to_vec())
+}

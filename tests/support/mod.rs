@@ -1,0 +1,233 @@
+//! Test harness for end-to-end tests: real `edge` and `origin` processes on 127.0.0.1,
+//! real TLS with a generated certificate, and real HTTP/1.1, HTTP/2 and HTTP/3 clients.
+#![allow(dead_code)]
+
+pub mod clients;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn edge_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edge"))
+}
+
+/// The `origin` binary is built by the same `cargo test` run (the origin crate has
+/// integration tests, so cargo builds its binary) into the same folder as `edge`.
+pub fn origin_bin() -> PathBuf {
+    let path = edge_bin().with_file_name("origin");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests from the workspace root (cargo test)",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed when the test ends, whatever happens.
+pub struct Proc {
+    pub child: Child,
+    pub ready: serde_json::Value,
+}
+
+impl Proc {
+    /// Starts `cmd` and waits for its one-line JSON ready message on stdout.
+    pub fn start(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn test process");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if value["event"] == "ready" {
+                            return Proc {
+                                child,
+                                ready: value,
+                            };
+                        }
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!("process did not become ready within {WAIT:?} (exit: {status:?})");
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("process {} did not exit within {within:?}", self.pid());
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A sample origin process with its own library folder.
+pub struct Origin {
+    pub proc: Proc,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Origin {
+    pub fn start(name: &str) -> Origin {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(origin_bin());
+        cmd.args(["--listen", "127.0.0.1:0", "--name", name, "--dir"])
+            .arg(dir.path())
+            .stderr(Stdio::null());
+        let proc = Proc::start(cmd);
+        let url = proc.ready["url"].as_str().unwrap().to_owned();
+        Origin {
+            proc,
+            url,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
+    }
+}
+
+/// An `edge serve` process with a generated certificate and a config written by the test.
+pub struct Node {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    pub https: SocketAddr,
+    pub plain: Option<SocketAddr>,
+    pub ca: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// `config` is the TOML after `[server]`'s listen lines and the certificate, which
+    /// the harness adds: origins, routes, limits...
+    pub fn start(config: &str) -> Node {
+        Node::start_with(config, "")
+    }
+
+    /// `server_extra` goes into the `[server]` table.
+    pub fn start_with(config: &str, server_extra: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = edge_runtime::listener::tls::generate_self_signed(
+            dir.path(),
+            &["localhost", "127.0.0.1"],
+        )
+        .unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nplain_listen = \"127.0.0.1:0\"\nworkers = 2\n{server_extra}\n\
+             [[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\n\n{config}",
+            cert.display(),
+            key.display()
+        );
+        let config_path = dir.path().join("edge.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let log = dir.path().join("edge.log");
+        let mut cmd = Command::new(edge_bin());
+        cmd.args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap());
+        let proc = Proc::start(cmd);
+        let https = proc.ready["tcp_addr"].as_str().unwrap().parse().unwrap();
+        let plain = proc.ready["plain_url"]
+            .as_str()
+            .map(|u| u.trim_start_matches("http://").parse().unwrap());
+        Node {
+            proc,
+            dir,
+            https,
+            plain,
+            ca: cert,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+
+    /// Access-log lines (JSON) written so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        read_log(&self.log)
+            .into_iter()
+            .filter(|v| v["target"] == "access")
+            .collect()
+    }
+
+    /// Waits (bounded) for an access-log line that satisfies `pred`.
+    pub fn wait_for_access(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(line) = self.access_log().into_iter().find(|l| pred(l)) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no matching access-log line; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+pub fn read_log(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The usual config: every host and path to one origin.
+pub fn one_origin(url: &str) -> String {
+    format!("[origins.media]\nprimary = \"{url}\"\n\n[[routes]]\nhost = \"*\"\nprefix = \"/\"\norigin = \"media\"\n")
+}
