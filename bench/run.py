@@ -75,25 +75,26 @@ class Procs:
         return p
 
     def stop(self, p: subprocess.Popen, grace: float = 3.0) -> None:
-        # Signal only while our child is still running and unreaped: its pid (the group id)
-        # can't have been reused by then.
+        # Signal the group only while our child is still running and unreaped: its pid (the
+        # group id) can't have been reused by then.
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
             if p.poll() is not None:
                 break
             try:
-                os.killpg(p.pid, sig)  # pgid == pid because of start_new_session
+                os.killpg(p.pid, sig)  # pgid == sid == pid because of start_new_session
             except (ProcessLookupError, PermissionError):
                 break
             try:
                 p.wait(timeout=wait)
-                # The leader is gone; make sure nothing else is left in its group.
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 break
             except subprocess.TimeoutExpired:
                 continue
+        # Leftovers of that session (e.g. an nginx worker whose master died): kill them by pid.
+        for pid in session_members(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         with self._lock:
             if p in self._procs:
                 self._procs.remove(p)
@@ -103,6 +104,24 @@ class Procs:
             procs = list(reversed(self._procs))
         for p in procs:
             self.stop(p)
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes whose process group and session are both `sid` (i.e. descendants of a child
+    we started with start_new_session that stayed in its group)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == sid:
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2 :].split()  # rest[0] = field 3
+        if int(rest[5 - 3]) == sid and int(rest[6 - 3]) == sid:
+            found.append(int(d))
+    return found
 
 
 PROCS = Procs()
@@ -180,8 +199,10 @@ def free_port() -> int:
 class Server:
     """A process (tree) whose CPU and peak RSS we measure."""
 
-    def __init__(self, name: str, proc: subprocess.Popen, include_children: bool = False):
+    def __init__(self, name: str, proc: subprocess.Popen, include_children: bool = False,
+                 errlog: Path | None = None):
         self.name = name
+        self.errlog = errlog
         self.proc = proc
         self.include_children = include_children
 
@@ -193,7 +214,10 @@ class Server:
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise BenchError(f"{self.name} exited unexpectedly (rc={self.proc.returncode})")
+            msg = f"{self.name} exited unexpectedly (rc={self.proc.returncode})"
+            if self.errlog is not None:
+                msg += f"\n--- stderr tail ({self.errlog}) ---\n{tail(self.errlog)}"
+            raise BenchError(msg)
 
     def cpu_ticks(self) -> int:
         self.check_alive()
@@ -261,7 +285,7 @@ def start_json_ready(name: str, argv: list[str], logdir: Path) -> tuple[Server, 
         )
     log(f"{name} ready: {json.dumps(obj)}")
     # Children count too (none expected from the Rust binaries; harmless if there are none).
-    return Server(name, proc, include_children=True), obj
+    return Server(name, proc, include_children=True, errlog=err_log), obj
 
 
 def wait_tcp(host: str, port: int, server: Server, errlog: Path, deadline: float) -> None:
@@ -324,7 +348,7 @@ def start_nginx(name: str, conf_text: str, prefix: Path, ports: list[int]) -> Se
     log(f"starting {name}: {shlex.join(base)}")
     with open(prefix / "logs" / "stderr.log", "wb") as err_f:
         proc = PROCS.spawn(base, stdout=subprocess.DEVNULL, stderr=err_f)
-    srv = Server(name, proc, include_children=True)
+    srv = Server(name, proc, include_children=True, errlog=errlog)
     deadline = time.monotonic() + READY_TIMEOUT
     for port in ports:
         wait_tcp("127.0.0.1", port, srv, errlog, deadline)
@@ -668,6 +692,7 @@ def measure(label: str, server: Server, origin: Server, tool: str, argv: list[st
                 pass
 
         timer = threading.Timer(duration + 0.2, sample_end)
+        timer.daemon = True
     cpu0, ocpu0 = server.cpu_ticks(), origin.cpu_ticks()
     t0 = time.monotonic()
     if timer:
@@ -675,6 +700,10 @@ def measure(label: str, server: Server, origin: Server, tool: str, argv: list[st
     timeout = duration + (90 if tool == "oha-h3" else 60)
     try:
         out = run_tool(argv, timeout, out_path)
+    except BaseException:
+        if timer:
+            timer.cancel()
+        raise
     finally:
         if timer:
             timer.join()
