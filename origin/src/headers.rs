@@ -1,25 +1,43 @@
 //! Header rules for forwarding a message through the node (RFC 9110 §7.6).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, VIA};
 use std::net::IpAddr;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// RFC 9110 §7.6.1: hop-by-hop fields that a proxy must not forward, beyond those the
 /// `Connection` field itself names. `Proxy-Connection` and `Keep-Alive` are the legacy
-/// HTTP/1.0 ones that RFC 9110 also asks intermediaries to drop.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
+/// HTTP/1.0 ones that RFC 9110 also asks intermediaries to drop; `Upgrade` because the
+/// node does not tunnel.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ]
+    .contains(&name)
+}
 
-/// Removes hop-by-hop fields: the fixed list, `Upgrade` (the node does not tunnel), and
-/// every field named in `Connection` (RFC 9110 §7.6.1).
+/// Removes hop-by-hop fields: the fixed list and every field named in `Connection`
+/// (RFC 9110 §7.6.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names is cheaper than nine removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -30,75 +48,119 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
         headers.remove(name);
     }
-    headers.remove(http::header::UPGRADE);
 }
 
-/// How the viewer reached the node, for the forwarding fields.
-#[derive(Clone, Copy, Debug)]
+/// How the viewer reached the node, as the forwarding fields will say it. Built once per
+/// connection, so each request only clones reference-counted values.
+#[derive(Clone, Debug)]
 pub struct ForwardedFor {
     pub client: IpAddr,
     /// `true` when the viewer's connection was TLS (h2/h3 or h1 over TLS).
     pub tls: bool,
+    ip: HeaderValue,
+    forwarded: HeaderValue,
 }
 
-/// Adds `Via` (RFC 9110 §7.6.3), `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`
-/// (RFC 7239) to a request going to an origin. An existing `X-Forwarded-For` chain from a
-/// CDN in front is kept and extended, as is `Forwarded`.
+impl ForwardedFor {
+    pub fn new(client: IpAddr, tls: bool) -> Self {
+        let ip = client.to_string();
+        let proto = if tls { "https" } else { "http" };
+        // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
+        let forwarded = match client {
+            IpAddr::V4(_) => format!("for={ip};proto={proto}"),
+            IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={proto}"),
+        };
+        ForwardedFor {
+            client,
+            tls,
+            ip: HeaderValue::from_str(&ip).expect("an IP address is a valid header value"),
+            forwarded: HeaderValue::from_str(&forwarded).expect("ASCII without controls"),
+        }
+    }
+}
+
+/// `Via` values for each protocol version, built once per origin (RFC 9110 §7.6.3).
+#[derive(Clone, Debug)]
+pub struct Via {
+    http10: HeaderValue,
+    http11: HeaderValue,
+    http2: HeaderValue,
+    http3: HeaderValue,
+}
+
+impl Via {
+    /// `name` must be a valid header value (config validation checks it is a token).
+    pub fn new(name: &str) -> Via {
+        let value = |version: &str| {
+            HeaderValue::from_str(&format!("{version} {name}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("1.1 edge"))
+        };
+        Via {
+            http10: value("1.0"),
+            http11: value("1.1"),
+            http2: value("2"),
+            http3: value("3"),
+        }
+    }
+
+    fn for_version(&self, version: http::Version) -> &HeaderValue {
+        match version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => &self.http10,
+            http::Version::HTTP_2 => &self.http2,
+            http::Version::HTTP_3 => &self.http3,
+            _ => &self.http11,
+        }
+    }
+
+    /// Adds this hop to a message's `Via`, after any hops already listed.
+    pub fn append_to(&self, headers: &mut HeaderMap, version: http::Version) {
+        append_comma(headers, VIA, self.for_version(version));
+    }
+}
+
+/// Adds `Via`, `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded` (RFC 7239) to a
+/// request going to an origin. An existing `X-Forwarded-For` chain from a CDN in front is
+/// kept and extended, as is `Forwarded`.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
     version: http::Version,
-    via_name: &str,
-    fwd: ForwardedFor,
+    via: &Via,
+    fwd: &ForwardedFor,
 ) {
-    append_comma(
-        headers,
-        "via",
-        &format!("{} {via_name}", protocol_version(version)),
-    );
-    let ip = fwd.client.to_string();
-    append_comma(headers, "x-forwarded-for", &ip);
-    let proto = if fwd.tls { "https" } else { "http" };
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    via.append_to(headers, version);
+    append_comma(headers, X_FORWARDED_FOR, &fwd.ip);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = if fwd.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    // RFC 7239 §6: IPv6 addresses are quoted and bracketed.
-    let node = match fwd.client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    append_comma(headers, FORWARDED, &fwd.forwarded);
+}
+
+fn append_comma(headers: &mut HeaderMap, name: HeaderName, value: &HeaderValue) {
+    let joined = match headers.get(&name) {
+        Some(existing) if !existing.is_empty() => {
+            let mut bytes = Vec::with_capacity(existing.len() + 2 + value.len());
+            bytes.extend_from_slice(existing.as_bytes());
+            bytes.extend_from_slice(b", ");
+            bytes.extend_from_slice(value.as_bytes());
+            HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| value.clone())
+        }
+        _ => value.clone(),
     };
-    append_comma(headers, "forwarded", &format!("for={node};proto={proto}"));
-}
-
-/// Adds `Via` to a response going back to the viewer (RFC 9110 §7.6.3).
-pub fn add_response_via(headers: &mut HeaderMap, version: http::Version, via_name: &str) {
-    append_comma(
-        headers,
-        "via",
-        &format!("{} {via_name}", protocol_version(version)),
-    );
-}
-
-fn protocol_version(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
-fn append_comma(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    let joined = match headers.get(name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
-        _ => value.to_owned(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
-    }
+    headers.insert(name, joined);
 }
 
 #[cfg(test)]
@@ -127,11 +189,8 @@ mod tests {
     fn forwarding_extends_existing_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        let fwd = ForwardedFor {
-            client: "192.0.2.1".parse().unwrap(),
-            tls: true,
-        };
-        add_forwarding(&mut h, http::Version::HTTP_3, "edge", fwd);
+        let fwd = ForwardedFor::new("192.0.2.1".parse().unwrap(), true);
+        add_forwarding(&mut h, http::Version::HTTP_3, &Via::new("edge"), &fwd);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
         assert_eq!(h["via"], "3 edge");
         assert_eq!(h["forwarded"], "for=192.0.2.1;proto=https");
@@ -141,11 +200,8 @@ mod tests {
     #[test]
     fn forwarded_quotes_ipv6() {
         let mut h = HeaderMap::new();
-        let fwd = ForwardedFor {
-            client: "2001:db8::1".parse().unwrap(),
-            tls: false,
-        };
-        add_forwarding(&mut h, http::Version::HTTP_11, "edge", fwd);
+        let fwd = ForwardedFor::new("2001:db8::1".parse().unwrap(), false);
+        add_forwarding(&mut h, http::Version::HTTP_11, &Via::new("edge"), &fwd);
         assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http");
         assert_eq!(h["via"], "1.1 edge");
     }

@@ -13,20 +13,20 @@ use tokio::time::{Instant, Sleep};
 pub struct IdleTimeout<T> {
     inner: T,
     timeout: Duration,
-    /// Armed for `last_activity + timeout`; re-armed lazily when it fires, so a busy
-    /// connection pays one `Instant::now()` per I/O call, not a timer update.
     timer: Pin<Box<Sleep>>,
-    last_activity: Instant,
+    /// Set by every read or write; checked (and cleared) only when the timer fires, so a
+    /// busy connection pays nothing per I/O call. A connection is closed after between
+    /// one and two timeouts of silence.
+    active: bool,
 }
 
 impl<T> IdleTimeout<T> {
     pub fn new(inner: T, timeout: Duration) -> Self {
-        let now = Instant::now();
         IdleTimeout {
             inner,
             timeout,
-            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
-            last_activity: now,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            active: false,
         }
     }
 
@@ -35,16 +35,14 @@ impl<T> IdleTimeout<T> {
     }
 
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let deadline = self.last_activity + self.timeout;
-            if Instant::now() >= deadline {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if !std::mem::take(&mut self.active) {
                 return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "connection idle"));
             }
-            self.timer.as_mut().reset(deadline);
+            let next = Instant::now() + self.timeout;
+            self.timer.as_mut().reset(next);
         }
+        Poll::Pending
     }
 }
 
@@ -60,7 +58,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
                 Poll::Pending => Poll::Pending,
             },
             ready => {
-                self.last_activity = Instant::now();
+                self.active = true;
                 ready
             }
         }
@@ -79,7 +77,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
                 Poll::Pending => Poll::Pending,
             },
             ready => {
-                self.last_activity = Instant::now();
+                self.active = true;
                 ready
             }
         }
@@ -96,7 +94,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
                 Poll::Pending => Poll::Pending,
             },
             ready => {
-                self.last_activity = Instant::now();
+                self.active = true;
                 ready
             }
         }
@@ -125,13 +123,19 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(64);
         let mut idle = IdleTimeout::new(a, Duration::from_secs(10));
         let mut buf = [0u8; 4];
-        // Activity every 6 s keeps it open past the 10 s timeout.
-        for _ in 0..3 {
+        // Activity every 6 s keeps it open well past the 10 s timeout.
+        for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;
             b.write_all(b"ping").await.unwrap();
             idle.read_exact(&mut buf).await.unwrap();
         }
+        let quiet_since = Instant::now();
         let err = idle.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let quiet = quiet_since.elapsed();
+        assert!(
+            quiet >= Duration::from_secs(10) && quiet <= Duration::from_secs(20),
+            "{quiet:?}"
+        );
     }
 }

@@ -89,16 +89,17 @@ async fn connection(
             return;
         }
     };
+    let conn = Arc::new(Conn::new(client, true));
     let mut requests = JoinSet::new();
     let mut draining = false;
     loop {
         tokio::select! {
             accepted = h3_conn.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let shared = shared.clone();
+                    let (shared, conn) = (shared.clone(), conn.clone());
                     requests.spawn(async move {
                         match resolver.resolve_request().await {
-                            Ok((req, stream)) => request(req, stream, client, shared).await,
+                            Ok((req, stream)) => request(req, stream, &conn, &shared).await,
                             // h3 has already answered 431 or reset the stream.
                             Err(e) => tracing::debug!(%client, error = %e, "malformed h3 request"),
                         }
@@ -137,15 +138,13 @@ async fn connection(
 async fn request(
     req: http::Request<()>,
     stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
-    client: SocketAddr,
-    shared: Arc<Shared>,
+    conn: &Conn,
+    shared: &Shared,
 ) {
+    let client = conn.client;
     let (mut send, recv) = stream.split();
     let (body, unread) = request_body(&req, recv);
-    let response = shared
-        .pipeline
-        .handle(req.map(|()| body), Conn { client, tls: true })
-        .await;
+    let response = shared.pipeline.handle(req.map(|()| body), conn).await;
     let (parts, mut body) = response.into_parts();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))
@@ -177,9 +176,12 @@ async fn request(
         }
     }
     let _ = send.finish().await;
-    // Dropping the receive side early would send STOP_SENDING while the client may still
-    // be finishing its (empty) request stream.
-    drop(unread);
+    // RFC 9114 §4.1: a server that answers before the request is complete asks the client
+    // to stop with H3_NO_ERROR. Dropping the stream instead would stop it with code 0,
+    // which clients report as an error.
+    if let Some(mut recv) = unread {
+        recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+    }
 }
 
 type RecvStream = RequestStream<h3_quinn::RecvStream, Bytes>;

@@ -98,8 +98,14 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let io = IdleTimeout::new(stream, shared.limits.idle_timeout);
     let Some(acceptor) = tls else {
-        let conn = Conn { client, tls: false };
-        serve_http(io, conn, &builders.http1, shared, watcher).await;
+        serve_http(
+            io,
+            Conn::new(client, false),
+            &builders.http1,
+            shared,
+            watcher,
+        )
+        .await;
         return;
     };
     let handshake = tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(io));
@@ -116,7 +122,7 @@ async fn connection(
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let builder = if h2 { &builders.http2 } else { &builders.http1 };
-    serve_http(stream, Conn { client, tls: true }, builder, shared, watcher).await;
+    serve_http(stream, Conn::new(client, true), builder, shared, watcher).await;
 }
 
 async fn serve_http<IO>(
@@ -128,11 +134,13 @@ async fn serve_http<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = Arc::new(conn);
+    let client = conn.client;
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let shared = shared.clone();
+        let (shared, conn) = (shared.clone(), conn.clone());
         async move {
             let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
-            let mut response = shared.pipeline.handle(req, conn).await;
+            let mut response = shared.pipeline.handle(req, &conn).await;
             // Only viewers on TLS can switch to h3; behind a TLS-terminating CDN the
             // plaintext listener's Alt-Svc would point viewers at the wrong place.
             if let (true, Some(alt_svc)) = (conn.tls, &shared.alt_svc) {
@@ -143,6 +151,6 @@ async fn serve_http<IO>(
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+        tracing::debug!(%client, error = %e, "connection ended with an error");
     }
 }

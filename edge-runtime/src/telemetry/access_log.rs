@@ -10,46 +10,36 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// What the pipeline learns about a request on its way through.
+/// What the pipeline learns about a request on its way through. Built on every request,
+/// so it holds reference-counted clones of the request's parts, not copies.
 pub struct AccessRecord {
     pub protocol: &'static str,
     pub method: http::Method,
-    pub host: String,
-    pub path: String,
+    pub uri: http::Uri,
+    pub host_header: Option<http::HeaderValue>,
     pub client: SocketAddr,
     pub status: u16,
     pub route: Option<usize>,
     pub upstream: Option<Arc<str>>,
-    pub origin_ms: Option<f64>,
+    pub origin_time: Option<Duration>,
     pub error: Option<String>,
     pub error_side: Option<&'static str>,
 }
 
 impl AccessRecord {
     pub fn new<B>(req: &Request<B>, client: SocketAddr) -> Self {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("")
-            .to_owned();
         AccessRecord {
             protocol: protocol_name(req.version()),
             method: req.method().clone(),
-            host,
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
+            host_header: req.headers().get(http::header::HOST).cloned(),
             client,
             status: 0,
             route: None,
             upstream: None,
-            origin_ms: None,
+            origin_time: None,
             error: None,
             error_side: None,
         }
@@ -58,6 +48,14 @@ impl AccessRecord {
     pub fn fail(&mut self, error: &EdgeError) {
         self.error = Some(error.to_string());
         self.error_side = Some(error.side().as_str());
+    }
+
+    fn host(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host_header.as_ref().and_then(|h| h.to_str().ok()))
+            .unwrap_or("")
     }
 }
 
@@ -138,14 +136,14 @@ impl Drop for LoggedBody {
             target: "access",
             protocol = r.protocol,
             method = %r.method,
-            host = %r.host,
-            path = %r.path,
+            host = r.host(),
+            path = r.uri.path(),
             client = %r.client.ip(),
             status = r.status,
             bytes = self.bytes,
             complete,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            origin_ms = r.origin_ms,
+            origin_ms = r.origin_time.map(|t| t.as_secs_f64() * 1e3),
             route = r.route,
             upstream = r.upstream.as_deref(),
             error,

@@ -5,6 +5,9 @@ use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Sample media origin: HLS + DASH VOD library and a live HLS stream")]
 struct Args {

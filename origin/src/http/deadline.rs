@@ -17,10 +17,11 @@ pub struct DeadlineBody {
 }
 
 impl DeadlineBody {
-    pub fn new(inner: Body, timeout: Duration) -> Self {
+    /// `deadline` is already armed; `timeout` is what error messages report.
+    pub fn new(inner: Body, deadline: Pin<Box<Sleep>>, timeout: Duration) -> Self {
         DeadlineBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline,
             timeout,
         }
     }

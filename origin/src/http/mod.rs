@@ -8,6 +8,7 @@ mod health;
 
 use crate::body::Body;
 use crate::headers::{self, ForwardedFor};
+use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -87,6 +88,8 @@ pub struct OriginResponse {
 
 struct Upstream {
     base: Uri,
+    /// The upstream URL's path without its trailing `/`, when it has one (`/media`).
+    base_path: Option<String>,
     label: Arc<str>,
     authority: HeaderValue,
     healthy: AtomicBool,
@@ -96,6 +99,7 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 pub struct HttpOrigin {
     config: OriginConfig,
+    via: headers::Via,
     upstreams: Vec<Upstream>,
     client: HttpClient,
 }
@@ -113,7 +117,9 @@ impl HttpOrigin {
                         origin: config.name.clone(),
                         path: uri.to_string(),
                     })?;
+                let base_path = uri.path().trim_end_matches('/');
                 Ok(Upstream {
+                    base_path: (!base_path.is_empty()).then(|| base_path.to_owned()),
                     base: uri.clone(),
                     label: Arc::from(uri.to_string().trim_end_matches('/')),
                     authority,
@@ -123,6 +129,7 @@ impl HttpOrigin {
             .collect::<Result<Vec<_>, OriginError>>()?;
         let client = build_client(&config);
         let origin = Arc::new(HttpOrigin {
+            via: headers::Via::new(&config.via_name),
             config,
             upstreams,
             client,
@@ -147,56 +154,61 @@ impl HttpOrigin {
 
     /// Sends a viewer's request to this origin and returns the response head with a
     /// streaming body. Hop-by-hop fields are removed both ways and forwarding fields set.
+    /// `started` is when the node received the request: timeouts count from it.
     pub async fn send(
         &self,
         req: Request<Body>,
-        fwd: ForwardedFor,
+        fwd: &ForwardedFor,
+        started: Instant,
     ) -> Result<OriginResponse, OriginError> {
-        let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarding(
-            &mut parts.headers,
-            parts.version,
-            &self.config.via_name,
-            fwd,
-        );
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned();
+        headers::add_forwarding(&mut parts.headers, parts.version, &self.via, fwd);
 
         // A request can be sent again only if its body was empty: a streamed body is gone
         // once sent. Replays go to the next upstream in failover order.
         let replayable = body.is_end_stream();
-        let order = self.attempt_order();
         let max_attempts = if replayable {
             1 + self.config.retries as usize
         } else {
             1
         };
+        let first = self.first_choice();
+        let total_deadline = tokio::time::Instant::from_std(started) + self.config.total_timeout;
+        // One timer per exchange: it bounds each attempt's wait for the response head,
+        // then moves into the body to bound the whole exchange.
+        let mut timer = Box::pin(tokio::time::sleep_until(total_deadline));
         let mut body = Some(body);
         let mut last_error = None;
         for attempt in 0..max_attempts {
-            let upstream = &self.upstreams[order[attempt % order.len()]];
+            let upstream = &self.upstreams[(first + attempt) % self.upstreams.len()];
+            let last = attempt + 1 == max_attempts;
+            let headers = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             let body = body.take().unwrap_or_else(crate::body::empty);
-            let request = self.upstream_request(upstream, &parts, &path, body)?;
-            let remaining = self.config.total_timeout.saturating_sub(started.elapsed());
-            let wait = self.config.first_byte_timeout.min(remaining);
-            let error = match tokio::time::timeout(wait, self.client.request(request)).await {
-                Ok(Ok(response)) => {
-                    let time_to_first_byte = started.elapsed();
-                    let remaining = self.config.total_timeout.saturating_sub(time_to_first_byte);
+            let request = self.upstream_request(upstream, &parts, headers, body)?;
+            let wait_until =
+                total_deadline.min(tokio::time::Instant::now() + self.config.first_byte_timeout);
+            timer.as_mut().reset(wait_until);
+            let outcome = tokio::select! {
+                biased;
+                result = self.client.request(request) => Some(result),
+                () = timer.as_mut() => None,
+            };
+            let error = match outcome {
+                Some(Ok(response)) => {
+                    timer.as_mut().reset(total_deadline);
                     return Ok(OriginResponse {
-                        response: self.viewer_response(response, remaining),
+                        response: self.viewer_response(response, timer),
                         upstream: upstream.label.clone(),
-                        time_to_first_byte,
+                        time_to_first_byte: started.elapsed(),
                         attempts: attempt as u32 + 1,
                     });
                 }
-                Ok(Err(e)) if e.is_connect() => {
+                Some(Err(e)) if e.is_connect() => {
                     // Passive health: a refused connection marks the upstream down at
                     // once; the active check brings it back.
                     if self.config.health.is_some() {
@@ -208,20 +220,23 @@ impl HttpOrigin {
                         reason: error_chain(&e),
                     }
                 }
-                Ok(Err(e)) => OriginError::Protocol {
+                Some(Err(e)) => OriginError::Protocol {
                     origin: self.config.name.clone(),
                     upstream: upstream.label.to_string(),
                     reason: error_chain(&e),
                 },
-                Err(_) => OriginError::Timeout {
+                None => OriginError::Timeout {
                     origin: self.config.name.clone(),
                     upstream: upstream.label.to_string(),
-                    timeout: wait,
+                    timeout: self
+                        .config
+                        .first_byte_timeout
+                        .min(self.config.total_timeout),
                 },
             };
             let safe_to_replay = replayable
                 && (is_idempotent(&parts.method) || matches!(error, OriginError::Connect { .. }));
-            let time_left = started.elapsed() < self.config.total_timeout;
+            let time_left = tokio::time::Instant::now() < total_deadline;
             tracing::debug!(origin = %self.config.name, attempt, error = %error, "origin attempt failed");
             last_error = Some(error);
             if !(safe_to_replay && time_left) {
@@ -231,47 +246,62 @@ impl HttpOrigin {
         Err(last_error.expect("at least one attempt was made"))
     }
 
-    /// Healthy upstreams first (in configured order), then the unhealthy ones as a last
-    /// resort, so a wrong health verdict never leaves a route with nothing to try.
-    fn attempt_order(&self) -> Vec<usize> {
-        let (mut up, down): (Vec<usize>, Vec<usize>) = (0..self.upstreams.len())
-            .partition(|&i| self.upstreams[i].healthy.load(Ordering::Relaxed));
-        up.extend(down);
-        up
+    /// The first upstream to try: the first healthy one in configured order, or the
+    /// primary when none is healthy, so a wrong health verdict never leaves a route with
+    /// nothing to try. Replays continue round the list from there.
+    fn first_choice(&self) -> usize {
+        self.upstreams
+            .iter()
+            .position(|u| u.healthy.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     fn upstream_request(
         &self,
         upstream: &Upstream,
         parts: &http::request::Parts,
-        path: &str,
+        headers: http::HeaderMap,
         body: Body,
     ) -> Result<Request<Body>, OriginError> {
         let bad_url = || OriginError::BadUrl {
             origin: self.config.name.clone(),
-            path: path.to_owned(),
+            path: parts.uri.to_string(),
         };
-        let base_path = upstream.base.path().trim_end_matches('/');
-        let uri = Uri::builder()
-            .scheme(upstream.base.scheme().cloned().ok_or_else(bad_url)?)
-            .authority(upstream.base.authority().cloned().ok_or_else(bad_url)?)
-            .path_and_query(format!("{base_path}{path}"))
-            .build()
-            .map_err(|_| bad_url())?;
+        let path_and_query = match (&upstream.base_path, parts.uri.path_and_query()) {
+            // The common case reuses the viewer's target as is (a reference count, no parse).
+            (None, Some(pq)) => pq.clone(),
+            (None, None) => PathAndQuery::from_static("/"),
+            (Some(base), pq) => {
+                let pq = pq.map_or("/", |p| p.as_str());
+                PathAndQuery::try_from(format!("{base}{pq}")).map_err(|_| bad_url())?
+            }
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = upstream.base.scheme().cloned();
+        uri.authority = upstream.base.authority().cloned();
+        uri.path_and_query = Some(path_and_query);
+        let uri = Uri::from_parts(uri).map_err(|_| bad_url())?;
+
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = headers;
         // h2/h3 viewers carry the host in `:authority`; an h1 origin needs `Host`.
-        let viewer_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let host = if self.config.preserve_host {
             parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let host = match viewer_host {
-            Some(host) if self.config.preserve_host => host,
-            _ => upstream.authority.clone(),
+                .headers
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| request.headers().get(header::HOST).cloned())
+                .or_else(|| {
+                    parts
+                        .uri
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                })
+                .unwrap_or_else(|| upstream.authority.clone())
+        } else {
+            upstream.authority.clone()
         };
         request.headers_mut().insert(header::HOST, host);
         Ok(request)
@@ -280,15 +310,16 @@ impl HttpOrigin {
     fn viewer_response(
         &self,
         response: Response<hyper::body::Incoming>,
-        remaining: Duration,
+        timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_response_via(&mut parts.headers, parts.version, &self.config.via_name);
+        self.via.append_to(&mut parts.headers, parts.version);
         let body = deadline::DeadlineBody::new(
             body.map_err(|e| -> crate::BoxError { Box::new(e) })
                 .boxed_unsync(),
-            remaining,
+            timer,
+            self.config.total_timeout,
         );
         Response::from_parts(parts, body.boxed_unsync())
     }
