@@ -173,6 +173,15 @@ async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
     let n = h1.read(&mut buf).await.unwrap();
     h1_bytes.extend_from_slice(&buf[..n]);
 
+    // h2: same, through hyper's client.
+    use http_body_util::BodyExt;
+    let mut h2 = clients::start_tcp(Proto::H2, &node.ca, &node.url(&path)).await;
+    assert_eq!(h2.version(), http::Version::HTTP_2);
+    let mut h2_read = 0usize;
+    if let Some(frame) = h2.body_mut().frame().await {
+        h2_read += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+
     node.proc.signal("TERM");
     // New connections are refused once the listener is closed.
     let refused = async {
@@ -211,11 +220,23 @@ async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
         }
         h3_read
     };
-    let (h1_len, h3_len) =
-        tokio::time::timeout(support::WAIT, async { tokio::join!(h1_done, h3_done) })
-            .await
-            .expect("downloads did not finish during drain");
+    let h2_done = async {
+        while let Some(frame) = h2.body_mut().frame().await {
+            h2_read += frame
+                .expect("h2 body during drain")
+                .into_data()
+                .map(|d| d.len())
+                .unwrap_or(0);
+        }
+        h2_read
+    };
+    let (h1_len, h2_len, h3_len) = tokio::time::timeout(support::WAIT, async {
+        tokio::join!(h1_done, h2_done, h3_done)
+    })
+    .await
+    .expect("downloads did not finish during drain");
     assert_eq!(h1_len, size, "h1 download cut short");
+    assert_eq!(h2_len, size, "h2 download cut short");
     assert_eq!(h3_len, size, "h3 download cut short");
     drop(h1);
     // A client closes its QUIC connection once its requests are done after a GOAWAY.
@@ -359,4 +380,142 @@ async fn origin_direct(origin: &Origin, path: &str) -> bytes::Bytes {
         "expected a sized body: {head}"
     );
     bytes::Bytes::from(all[head_end..].to_vec())
+}
+
+/// Several certificates, chosen by SNI: the first is the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_chosen_by_sni() {
+    let origin = Origin::start("o1");
+    let other = tempfile::tempdir().unwrap();
+    let (cert_b, key_b) =
+        edge_runtime::listener::tls::generate_self_signed(other.path(), &["media.test"]).unwrap();
+    let config = format!(
+        "[[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"media.test\"]\n\n{}",
+        cert_b.display(),
+        key_b.display(),
+        support::one_origin(&origin.url)
+    );
+    let node = Node::start(&config);
+    let handshake = |ca: std::path::PathBuf, name: &'static str| async move {
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(clients::tls_config(
+            &ca,
+            &[b"http/1.1"],
+        )));
+        let tcp = tokio::net::TcpStream::connect(node.https).await.unwrap();
+        connector
+            .connect(name.try_into().unwrap(), tcp)
+            .await
+            .is_ok()
+    };
+    assert!(
+        handshake(cert_b.clone(), "media.test").await,
+        "SNI media.test gets its own certificate"
+    );
+    assert!(
+        !handshake(node.ca.clone(), "media.test").await,
+        "and not the default one"
+    );
+    assert!(
+        handshake(node.ca.clone(), "localhost").await,
+        "other names get the default"
+    );
+    assert!(!handshake(cert_b, "localhost").await);
+}
+
+/// An https origin trusted through `ca_file`, reached over HTTP/2: a second node stands in
+/// as that origin. Without the CA the chain is refused and the viewer gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_origin_with_configured_ca_over_h2() {
+    let origin = Origin::start("o1");
+    let inner = Node::start(&support::one_origin(&origin.url));
+    let outer_config = |ca_line: &str| {
+        format!(
+            "[origins.media]\nprimary = \"https://localhost:{}\"\n{ca_line}\n\n[[routes]]\norigin = \"media\"\n",
+            inner.https.port()
+        )
+    };
+    let outer = Node::start(&outer_config(&format!(
+        "ca_file = \"{}\"",
+        inner.ca.display()
+    )));
+    let answer = clients::get(Proto::H1, &outer.ca, &outer.url("/echo"), &[]).await;
+    assert_eq!(answer.status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        echo["headers"]["via"], "1.1 edge, 2 edge",
+        "outer node spoke h2 to the inner one: {echo}"
+    );
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1, 127.0.0.1");
+
+    let untrusting = Node::start(&outer_config(""));
+    let answer = clients::get(Proto::H1, &untrusting.ca, &untrusting.url("/echo"), &[]).await;
+    assert_eq!(answer.status, 502);
+    let line = untrusting.wait_for_access(|l| l["status"] == 502);
+    assert!(
+        line["error"].as_str().unwrap().contains("certificate"),
+        "{line}"
+    );
+}
+
+/// `http2 = true` speaks HTTP/2 with prior knowledge to a plaintext origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_origin_over_h2_prior_knowledge() {
+    let origin = Origin::start("o1");
+    let config = format!(
+        "[origins.media]\nprimary = \"{}\"\nhttp2 = true\n\n[[routes]]\norigin = \"media\"\n",
+        origin.url
+    );
+    let node = Node::start(&config);
+    let answer = clients::get(Proto::H1, &node.ca, &node.url("/echo"), &[]).await;
+    let echo: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
+}
+
+/// Active health checks bring the primary back once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_returns_to_the_primary_when_it_recovers() {
+    let mut primary = Origin::start("primary");
+    let primary_addr = primary.addr();
+    let secondary = Origin::start("secondary");
+    let config = format!(
+        "[origins.media]\nprimary = \"{}\"\nsecondary = \"{}\"\nhealth_path = \"/health\"\nhealth_interval_ms = 50\n\n\
+         [[routes]]\norigin = \"media\"\n",
+        primary.url, secondary.url
+    );
+    let node = Node::start(&config);
+    let url = node.url("/health");
+    primary.proc.kill();
+    let served_by =
+        |answer: &clients::Answer| answer.headers["x-origin-name"].to_str().unwrap().to_owned();
+    assert_eq!(
+        served_by(&clients::get(Proto::H2, &node.ca, &url, &[]).await),
+        "secondary"
+    );
+
+    // Same address again: the health check must notice without any viewer traffic failing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(support::origin_bin());
+    cmd.args([
+        "--listen",
+        &primary_addr.to_string(),
+        "--name",
+        "primary",
+        "--dir",
+    ])
+    .arg(dir.path())
+    .stderr(std::process::Stdio::null());
+    let _revived = Proc::start(cmd);
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let answer = clients::get(Proto::H2, &node.ca, &url, &[]).await;
+        assert_eq!(answer.status, 200);
+        if served_by(&answer) == "primary" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "primary never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -62,6 +62,28 @@ pub async fn get(proto: Proto, ca: &Path, url: &str, headers: &[(&str, &str)]) -
         .expect("request timed out")
 }
 
+/// Sends a GET over h1 or h2 and returns the response with its body still unread.
+pub async fn start_tcp(
+    proto: Proto,
+    ca: &Path,
+    url: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca, &[]))
+        .https_only();
+    let req = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+    let response = if proto == Proto::H2 {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(builder.enable_http2().build());
+        client.request(req).await
+    } else {
+        let client = Client::builder(TokioExecutor::new()).build(builder.enable_http1().build());
+        client.request(req).await
+    };
+    response.expect("request")
+}
+
 async fn get_tcp(proto: Proto, ca: &Path, url: &str, headers: &[(&str, &str)]) -> Answer {
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(ca, &[]))

@@ -284,10 +284,12 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         let idx = i.to_string();
         let cert_path = existing_file(dir, &cert.cert, &["tls", "certs", &idx, "cert"])?;
         let key_path = existing_file(dir, &cert.key, &["tls", "certs", &idx, "key"])?;
-        if raw.tls.certs.len() > 1 && cert.names.is_empty() {
+        // The first certificate is the default (no SNI, or an unknown name); any other
+        // would never be chosen without names.
+        if i > 0 && cert.names.is_empty() {
             return Err(Unlocated::at(
-                &["tls", "certs", &idx, "names"],
-                "required when more than one certificate is configured (SNI names)",
+                &["tls", "certs", &idx],
+                "`names` (SNI) is required for every certificate after the first, which is the default",
             ));
         }
         tls.push(CertConfig {
