@@ -1123,6 +1123,9 @@ def main() -> int:
                 'host = "*"\n'
                 'prefix = "/"\n'
                 'origin = "bench"\n'
+                # Proxying without cache: the scenarios here measure the proxy path.
+                "[routes.cache]\n"
+                "enabled = false\n"
             )
             edge, ready = start_json_ready("edge", [str(edge_bin), "serve", "--config", str(cfg)], tmp)
             servers["edge"] = edge
