@@ -5,6 +5,8 @@
 //! adapters knows the protocol except for logging. [`node`] wires config, listeners and
 //! the drain on shutdown together; [`demo`] runs a node with the sample origin.
 
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod listener;

@@ -1,6 +1,8 @@
 //! The node: builds the pipeline and listeners from a validated config, reports where it
 //! listens, and drains on shutdown.
 
+use crate::admin::Admin;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::listener::{self, conn_limit::ConnLimiter, tls, Shared};
 use crate::pipeline::Pipeline;
@@ -33,6 +35,7 @@ pub struct Ready {
     /// The UDP port for HTTP/3, when enabled (the same number as the TCP port).
     pub h3_udp_port: Option<u16>,
     pub plain_url: Option<String>,
+    pub admin_url: Option<String>,
 }
 
 /// Runs the node until `shutdown` completes, then drains: stop accepting, GOAWAY on h2 and
@@ -43,7 +46,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let server_tls = tls::server_tls(&config.tls)?;
-    let pipeline = Arc::new(Pipeline::new(&config)?);
+    let cache = Cache::new(
+        config.cache.max_bytes,
+        config.cache.shards,
+        config.cache.max_object_bytes,
+    );
+    let pipeline = Arc::new(Pipeline::new(&config, cache.clone())?);
     let (tcp, udp) = bind_tcp_and_udp(config.server.listen, config.server.http3)?;
     let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
         addr: config.server.listen,
@@ -109,11 +117,29 @@ pub async fn run(
         None => None,
     };
 
+    let admin_url = match &config.admin {
+        Some(admin) => {
+            let listener = bind_tcp(admin.listen)?;
+            let url = listener.local_addr().ok().map(|a| format!("http://{a}"));
+            let exclude_query = config
+                .routes
+                .iter()
+                .filter_map(|r| r.cache.as_ref())
+                .flat_map(|c| c.key.exclude_query.iter().cloned())
+                .collect();
+            let admin = Admin::new(admin.token.clone(), cache.clone(), exclude_query);
+            tasks.spawn(admin.serve(listener, stop_rx.clone()));
+            url
+        }
+        None => None,
+    };
+
     on_ready(&Ready {
         https_url: format!("https://{tcp_addr}"),
         tcp_addr,
         h3_udp_port,
         plain_url,
+        admin_url,
     });
     shutdown.await;
     tracing::info!(

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod headers;
 pub mod http;
+pub mod range;
 pub mod sample;
 pub mod server;
 

@@ -9,9 +9,18 @@
 //! | `/delay/<ms>/<rest>` | waits, then answers `<rest>` |
 //! | `/echo` | the request head as JSON (what a proxy forwarded) |
 //! | `/live/<name>/index.m3u8`, `/live/<name>/seg_<n>.ts` | live HLS, rolling window |
+//! | `/object/<name>?...` | a response shaped by its query (below), for cache tests |
+//! | `/counts?path=/object/x` | how many requests this origin saw for that path |
+//!
+//! `/object` parameters: `size` (bytes, default 1000), `v` (content version), `cc`
+//! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
+//! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
+//! `vary`, `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
+//! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort).
 //! | anything else | a file under the library directory, with `Range` support |
 
 use crate::body::{self, Body, BoxError};
+use crate::range::RangeAnswer;
 use crate::sample::{self, LiveStream};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -29,6 +38,7 @@ const CHUNK: usize = 64 * 1024;
 pub struct SampleOrigin {
     root: PathBuf,
     name: String,
+    counts: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     live: LiveStream,
     /// One chunk of the `/bytes` pattern, shared by every response (sliced, never copied).
     pattern: Bytes,
@@ -42,6 +52,7 @@ impl SampleOrigin {
         Arc::new(SampleOrigin {
             root,
             name,
+            counts: Default::default(),
             live: LiveStream::new(Duration::from_secs(2), 5, 32 * 1024, UNIX_EPOCH),
             pattern: Bytes::from(pattern),
         })
@@ -80,10 +91,24 @@ impl SampleOrigin {
     }
 
     async fn route<B>(&self, req: &Request<B>) -> Response<Body> {
-        if !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() != "/echo" {
+        let any_method = req.uri().path() == "/echo" || req.uri().path().starts_with("/object/");
+        if !matches!(*req.method(), Method::GET | Method::HEAD) && !any_method {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
         }
         let path = req.uri().path();
+        if path != "/counts" {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            *counts.entry(path.to_owned()).or_default() += 1;
+        }
+        if path == "/counts" {
+            let wanted = query_param(req.uri().query(), "path").unwrap_or_default();
+            let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.get(&wanted).copied().unwrap_or(0);
+            return text(StatusCode::OK, &format!("{n}\n"));
+        }
+        if let Some(name) = path.strip_prefix("/object/") {
+            return object(name, req).await;
+        }
         if path == "/health" {
             return text(StatusCode::OK, "ok\n");
         }
@@ -197,8 +222,8 @@ impl SampleOrigin {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let mut response = match range.and_then(|r| parse_single_range(r, total)) {
-            Some(Ok((start, end))) => {
+        let mut response = match crate::range::parse(range, total) {
+            RangeAnswer::Partial { start, end } => {
                 let mut r = Response::new(body::full(data.slice(start as usize..=end as usize)));
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
@@ -206,14 +231,14 @@ impl SampleOrigin {
                 }
                 r
             }
-            Some(Err(())) => {
+            RangeAnswer::Unsatisfiable => {
                 let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
                     r.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
                 return r;
             }
-            None => Response::new(body::full(data)),
+            RangeAnswer::Full => Response::new(body::full(data)),
         };
         let h = response.headers_mut();
         h.insert(
@@ -239,6 +264,139 @@ impl SampleOrigin {
     }
 }
 
+/// The programmable response of `/object/<name>` (see the module docs).
+async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
+    let q = req.uri().query();
+    let param = |k: &str| query_param(q, k);
+    let num = |k: &str| param(k).and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = num("delay_ms") {
+        tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+    }
+    let size = num("size").unwrap_or(1000).min(256 * 1024 * 1024);
+    let version = param("v").unwrap_or_default();
+    let status = num("status")
+        .and_then(|c| StatusCode::from_u16(c as u16).ok())
+        .unwrap_or(StatusCode::OK);
+    let etag = param("etag").map(|e| format!("\"{e}\""));
+    let mut headers = http::HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(cc) = param("cc") {
+        set("cache-control", cc);
+    }
+    if let Some(etag) = &etag {
+        set("etag", etag.clone());
+    }
+    if let Some(lm) = num("lm") {
+        set(
+            "last-modified",
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(lm)),
+        );
+    }
+    if let Some(exp) = num("expires") {
+        set(
+            "expires",
+            httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(exp)),
+        );
+    }
+    if let Some(sk) = param("sk") {
+        set("surrogate-key", sk);
+    }
+    if let Some(vary) = param("vary") {
+        set("vary", vary);
+    }
+    if param("cookie").is_some() {
+        set("set-cookie", format!("session={name}"));
+    }
+    let matches = etag.as_ref().is_some_and(|e| {
+        req.headers()
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|inm| inm.as_bytes() == e.as_bytes())
+    });
+    if matches {
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = headers;
+        return r;
+    }
+    // Body: "<name>:<version>;" repeated, so content changes are visible to tests.
+    let unit = format!("{name}:{version};");
+    let full: Bytes = unit
+        .bytes()
+        .cycle()
+        .take(size as usize)
+        .collect::<Vec<u8>>()
+        .into();
+    let truncate = param("truncate").is_some();
+    let chunk_ms = num("chunk_ms").unwrap_or(0);
+    let send = if truncate { full.len() / 2 } else { full.len() };
+    let chunks: Vec<Bytes> = (0..send)
+        .step_by(16 * 1024)
+        .map(|at| full.slice(at..(at + 16 * 1024).min(send)))
+        .collect();
+    let frames = futures_util::stream::unfold(
+        (chunks.into_iter(), truncate, true),
+        move |(mut chunks, truncate, first)| async move {
+            if !first && chunk_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(chunk_ms)).await;
+            }
+            match chunks.next() {
+                Some(chunk) => Some((
+                    Ok::<_, BoxError>(Frame::data(chunk)),
+                    (chunks, truncate, false),
+                )),
+                None if truncate => Some((
+                    Err(BoxError::from("truncated on purpose")),
+                    (chunks, false, false),
+                )),
+                None => None,
+            }
+        },
+    );
+    let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// Minimal `%XX` and `+` decoding for the test endpoints' query values.
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 3 <= bytes.len() => match u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Joins a URL path under `root`, refusing anything that would escape it.
 fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
     let relative = Path::new(url_path.trim_start_matches('/'));
@@ -251,37 +409,6 @@ fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-/// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range (RFC 9110 §14.1.2). `None` means
-/// "ignore the header and send the whole representation"; `Some(Err)` means 416.
-fn parse_single_range(value: &HeaderValue, total: u64) -> Option<Result<(u64, u64), ()>> {
-    let spec = value.to_str().ok()?.strip_prefix("bytes=")?.trim();
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (start, end) = match (first.trim(), last.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            if n == 0 || total == 0 {
-                return Some(Err(()));
-            }
-            (total.saturating_sub(n), total - 1)
-        }
-        (first, "") => (first.parse().ok()?, total.saturating_sub(1)),
-        (first, last) => {
-            let (s, e): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
-            if e < s {
-                return None;
-            }
-            (s, e.min(total.saturating_sub(1)))
-        }
-    };
-    if start >= total {
-        return Some(Err(()));
-    }
-    Some(Ok((start, end)))
 }
 
 fn echo<B>(req: &Request<B>) -> Response<Body> {
@@ -322,22 +449,6 @@ fn text(status: StatusCode, message: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn range(v: &'static str, total: u64) -> Option<Result<(u64, u64), ()>> {
-        parse_single_range(&HeaderValue::from_static(v), total)
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(range("bytes=0-9", 100), Some(Ok((0, 9))));
-        assert_eq!(range("bytes=90-", 100), Some(Ok((90, 99))));
-        assert_eq!(range("bytes=-10", 100), Some(Ok((90, 99))));
-        assert_eq!(range("bytes=50-500", 100), Some(Ok((50, 99))));
-        assert_eq!(range("bytes=100-", 100), Some(Err(())));
-        assert_eq!(range("bytes=9-1", 100), None);
-        assert_eq!(range("bytes=0-1,5-6", 100), None);
-        assert_eq!(range("items=0-1", 100), None);
-    }
 
     #[test]
     fn paths_cannot_escape_root() {

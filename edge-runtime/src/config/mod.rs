@@ -9,6 +9,7 @@
 pub mod raw;
 mod source;
 
+use crate::cache::{policy::RoutePolicy, KeySpec, RouteCache};
 use origin::http::{HealthCheck, OriginConfig};
 use raw::RawConfig;
 use rustls_pki_types::pem::PemObject;
@@ -47,8 +48,23 @@ pub struct Config {
     pub limits: Limits,
     pub tls: Vec<CertConfig>,
     pub logging: LoggingConfig,
+    pub cache: CacheConfig,
+    pub admin: Option<AdminConfig>,
     pub origins: Vec<OriginConfig>,
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub max_bytes: usize,
+    pub max_object_bytes: usize,
+    pub shards: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: String,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +108,8 @@ pub struct RouteConfig {
     pub host: String,
     pub prefix: String,
     pub origin: String,
+    /// `None` when the route does not cache.
+    pub cache: Option<RouteCache>,
 }
 
 /// hyper refuses a smaller HTTP/1.1 read buffer.
@@ -400,20 +418,109 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
                 format!("`{}` is not `*`, a host name, or `*.domain`", r.host),
             ));
         }
+        let c = &r.cache;
+        let cache = if c.enabled {
+            let mut headers = Vec::new();
+            for (h, name) in c.key_headers.iter().enumerate() {
+                let parsed = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    Unlocated::at(
+                        &["routes", &idx, "cache", "key_headers", &h.to_string()],
+                        format!("`{name}` is not a header name"),
+                    )
+                })?;
+                headers.push(parsed);
+            }
+            Some(RouteCache {
+                policy: RoutePolicy {
+                    default_ttl: c.default_ttl_s.map(Duration::from_secs),
+                    override_ttl: c.override_ttl_s.map(Duration::from_secs),
+                },
+                key: KeySpec {
+                    headers,
+                    exclude_query: c.exclude_query.clone(),
+                },
+            })
+        } else {
+            None
+        };
         routes.push(RouteConfig {
             host,
             prefix: r.prefix.clone(),
             origin: r.origin.clone(),
+            cache,
         });
     }
     if routes.is_empty() {
         return Err(Unlocated::at(&["routes"], "at least one route is required"));
     }
 
+    let cache = CacheConfig {
+        max_bytes: usize::try_from(raw.cache.max_bytes).unwrap_or(usize::MAX),
+        max_object_bytes: usize::try_from(raw.cache.max_object_bytes).unwrap_or(usize::MAX),
+        shards: raw.cache.shards,
+    };
+    if cache.shards == 0 || cache.shards > 1024 {
+        return Err(Unlocated::at(
+            &["cache", "shards"],
+            "must be between 1 and 1024",
+        ));
+    }
+    if cache.max_object_bytes > cache.max_bytes / cache.shards {
+        return Err(Unlocated::at(
+            &["cache", "max_object_bytes"],
+            format!(
+                "must not exceed max_bytes / shards ({} bytes): each shard must hold its largest object",
+                cache.max_bytes / cache.shards
+            ),
+        ));
+    }
+    let admin = match &raw.admin {
+        Some(a) => {
+            let listen = addr(&["admin", "listen"], &a.listen)?;
+            let token = match (&a.token, &a.token_file) {
+                (Some(t), None) => t.trim().to_owned(),
+                (None, Some(f)) => {
+                    let path = existing_file(dir, f, &["admin", "token_file"])?;
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| {
+                            Unlocated::at(
+                                &["admin", "token_file"],
+                                format!("{}: {e}", path.display()),
+                            )
+                        })?
+                        .trim()
+                        .to_owned()
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Unlocated::at(
+                        &["admin", "token_file"],
+                        "give `token` or `token_file`, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(Unlocated::at(
+                        &["admin"],
+                        "a bearer `token` (or `token_file`) is required",
+                    ))
+                }
+            };
+            if token.len() < 16 {
+                return Err(Unlocated::at(
+                    &["admin", "token"],
+                    "must be at least 16 characters",
+                ));
+            }
+            Some(AdminConfig { listen, token })
+        }
+        None => None,
+    };
+
     Ok(Config {
         server,
         limits,
         tls,
+        cache,
+        admin,
         logging: LoggingConfig {
             access_log: raw.logging.access_log,
             level: raw.logging.level,

@@ -16,9 +16,47 @@ pub struct RawConfig {
     #[serde(default)]
     pub logging: RawLogging,
     #[serde(default)]
+    pub cache: RawCache,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
     pub origins: BTreeMap<String, RawOrigin>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// Memory for cached responses, in bytes; never exceeded.
+    pub max_bytes: u64,
+    /// Larger responses pass through without being stored.
+    pub max_object_bytes: u64,
+    pub shards: usize,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_bytes: 256 * 1024 * 1024,
+            max_object_bytes: 16 * 1024 * 1024,
+            shards: 16,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Plain HTTP; keep it on localhost or a private network.
+    #[serde(default = "admin_listen")]
+    pub listen: String,
+    /// Bearer token every admin request must carry (or `token_file`).
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+}
+
+fn admin_listen() -> String {
+    "127.0.0.1:9901".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +216,34 @@ pub struct RawRoute {
     #[serde(default = "root_prefix")]
     pub prefix: String,
     pub origin: String,
+    #[serde(default)]
+    pub cache: RawRouteCache,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRouteCache {
+    pub enabled: bool,
+    /// Freshness for responses that carry no explicit lifetime.
+    pub default_ttl_s: Option<u64>,
+    /// Freshness that replaces the origin's (never overrides `no-store` or `private`).
+    pub override_ttl_s: Option<u64>,
+    /// Request header fields that are part of the cache key.
+    pub key_headers: Vec<String>,
+    /// Query parameters left out of the cache key (signed-URL credentials).
+    pub exclude_query: Vec<String>,
+}
+
+impl Default for RawRouteCache {
+    fn default() -> Self {
+        RawRouteCache {
+            enabled: true,
+            default_ttl_s: None,
+            override_ttl_s: None,
+            key_headers: Vec::new(),
+            exclude_query: Vec::new(),
+        }
+    }
 }
 
 fn any_host() -> String {

@@ -1,6 +1,7 @@
 //! Every way a request can fail inside the node, and the one place that turns a failure
 //! into an HTTP response.
 
+use crate::cache::CacheError;
 use http::{header, HeaderValue, Response, StatusCode};
 use origin::http::OriginError;
 use origin::Body;
@@ -34,6 +35,8 @@ pub enum EdgeError {
     NoRoute(String),
     #[error(transparent)]
     Origin(#[from] OriginError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl EdgeError {
@@ -45,12 +48,15 @@ impl EdgeError {
             EdgeError::NoRoute(_) => StatusCode::NOT_FOUND,
             EdgeError::Origin(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Origin(_) => StatusCode::BAD_GATEWAY,
+            EdgeError::Cache(e) => e.status(),
         }
     }
 
     pub fn side(&self) -> Side {
         match self {
             EdgeError::Origin(_) => Side::Origin,
+            EdgeError::Cache(CacheError::OnlyIfCached) => Side::Client,
+            EdgeError::Cache(_) => Side::Origin,
             _ => Side::Client,
         }
     }
@@ -62,6 +68,13 @@ impl EdgeError {
         let reason = match self {
             EdgeError::Origin(e) if e.is_timeout() => "origin timed out".to_owned(),
             EdgeError::Origin(_) => "origin unavailable".to_owned(),
+            EdgeError::Cache(CacheError::OnlyIfCached) => {
+                "not in cache (only-if-cached)".to_owned()
+            }
+            EdgeError::Cache(e) if e.status() == StatusCode::GATEWAY_TIMEOUT => {
+                "origin timed out".to_owned()
+            }
+            EdgeError::Cache(_) => "origin unavailable".to_owned(),
             other => other.to_string(),
         };
         let text = format!(

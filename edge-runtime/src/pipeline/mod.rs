@@ -16,9 +16,10 @@ mod route;
 pub use error::{EdgeError, Side};
 pub use route::{NoRoute, Router};
 
+use crate::cache::{self, Cache, CacheStatus, RouteCache};
 use crate::config::Config;
 use crate::telemetry::access_log::{AccessRecord, LoggedBody};
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use origin::headers::ForwardedFor;
 use origin::http::{HttpOrigin, OriginError};
@@ -51,8 +52,11 @@ impl Conn {
 pub struct Pipeline {
     router: Router,
     origins: HashMap<String, Arc<HttpOrigin>>,
-    /// The origin of each route, by route index: no name lookup per request.
+    /// The origin and cache settings of each route, by route index: no lookup by name
+    /// per request.
     route_origins: Vec<Arc<HttpOrigin>>,
+    route_caches: Vec<Option<RouteCache>>,
+    cache: Arc<Cache>,
     max_uri_bytes: usize,
     access_log: bool,
 }
@@ -60,7 +64,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Builds the router and one pooled client per origin. Must run inside a Tokio
     /// runtime: origins start their health-check tasks.
-    pub fn new(config: &Config) -> Result<Self, OriginError> {
+    pub fn new(config: &Config, cache: Arc<Cache>) -> Result<Self, OriginError> {
         let mut origins = HashMap::new();
         for o in &config.origins {
             origins.insert(o.name.clone(), HttpOrigin::new(o.clone())?);
@@ -74,6 +78,8 @@ impl Pipeline {
             router: Router::new(&config.routes),
             origins,
             route_origins,
+            route_caches: config.routes.iter().map(|r| r.cache.clone()).collect(),
+            cache,
             max_uri_bytes: config.limits.max_uri_bytes,
             access_log: config.logging.access_log,
         })
@@ -95,7 +101,7 @@ impl Pipeline {
             }
         };
         record.status = response.status().as_u16();
-        let timing = server_timing(started.elapsed(), record.origin_time);
+        let timing = server_timing(started.elapsed(), record.origin_time, record.cache);
         if let Ok(value) = HeaderValue::from_str(&timing) {
             response.headers_mut().append(SERVER_TIMING, value);
         }
@@ -134,7 +140,36 @@ impl Pipeline {
             })?;
         record.route = Some(route.index);
         let origin = &self.route_origins[route.index];
+        let route_cache = &self.route_caches[route.index];
+        if let Some(route_cache) = route_cache {
+            if matches!(*req.method(), Method::GET | Method::HEAD) {
+                let host = host.into_owned();
+                let ctx = cache::Ctx {
+                    origin,
+                    forwarded: &conn.forwarded,
+                    started,
+                    route: route_cache,
+                    host: &host,
+                };
+                let answer = self.cache.serve(req, ctx).await?;
+                record.cache = Some(answer.status);
+                record.origin_time = answer.origin_time;
+                record.upstream = answer.upstream;
+                return Ok(answer.response);
+            }
+        }
+        // RFC 9111 §4.4: a successful unsafe request invalidates the stored target URI.
+        let invalidate = route_cache
+            .as_ref()
+            .filter(|_| !req.method().is_safe())
+            .map(|rc| cache::key::primary(&host, req.uri(), &http::HeaderMap::new(), &rc.key));
         let answer = origin.send(req, &conn.forwarded, started).await?;
+        if let Some(key) = invalidate {
+            let status = answer.response.status();
+            if status.is_success() || status.is_redirection() {
+                self.cache.purge(&cache::Purge::Url(key));
+            }
+        }
         record.origin_time = Some(answer.time_to_first_byte);
         record.upstream = Some(answer.upstream);
         Ok(answer.response)
@@ -146,9 +181,9 @@ const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-ti
 /// `Server-Timing` (W3C): the node's time to the response head and the origin's time to
 /// first byte, in milliseconds with microsecond precision. Integer formatting: this runs
 /// on every request.
-fn server_timing(edge: Duration, origin: Option<Duration>) -> String {
+fn server_timing(edge: Duration, origin: Option<Duration>, cache: Option<CacheStatus>) -> String {
     use std::fmt::Write;
-    let mut out = String::with_capacity(48);
+    let mut out = String::with_capacity(64);
     let mut metric = |name: &str, d: Duration| {
         let us = d.as_micros();
         let sep = if out.is_empty() { "" } else { ", " };
@@ -157,6 +192,9 @@ fn server_timing(edge: Duration, origin: Option<Duration>) -> String {
     metric("edge", edge);
     if let Some(origin) = origin {
         metric("origin", origin);
+    }
+    if let Some(cache) = cache {
+        let _ = write!(out, ", cache;desc={}", cache.as_str());
     }
     out
 }
@@ -219,33 +257,11 @@ mod tests {
         let t = server_timing(
             Duration::from_micros(1_234),
             Some(Duration::from_micros(56)),
+            None,
         );
         assert_eq!(t, "edge;dur=1.234, origin;dur=0.056");
-        assert_eq!(
-            server_timing(Duration::from_millis(20), None),
-            "edge;dur=20.000"
-        );
-    }
-
-    #[test]
-    fn host_from_header_or_authority() {
-        let req = Request::builder()
-            .uri("/x")
-            .header("host", "Media.Example.com:8443")
-            .body(())
-            .unwrap();
-        assert_eq!(host_of(req).unwrap(), "media.example.com");
-        let req = Request::builder()
-            .uri("https://a.example/x")
-            .body(())
-            .unwrap();
-        assert_eq!(host_of(req).unwrap(), "a.example");
-        let req = Request::builder()
-            .uri("/x")
-            .header("host", "[::1]:8443")
-            .body(())
-            .unwrap();
-        assert_eq!(host_of(req).unwrap(), "[::1]");
+        let t = server_timing(Duration::from_millis(20), None, Some(CacheStatus::Hit));
+        assert_eq!(t, "edge;dur=20.000, cache;desc=HIT");
     }
 
     #[test]

@@ -123,6 +123,7 @@ mod tests {
                 host: host.to_string(),
                 prefix: prefix.to_string(),
                 origin: origin.to_string(),
+                cache: None,
             })
             .collect();
         Router::new(&configs)

@@ -26,6 +26,7 @@ pub struct AccessRecord {
     pub origin_time: Option<Duration>,
     pub error: Option<String>,
     pub error_side: Option<&'static str>,
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 impl AccessRecord {
@@ -42,6 +43,7 @@ impl AccessRecord {
             origin_time: None,
             error: None,
             error_side: None,
+            cache: None,
         }
     }
 
@@ -145,6 +147,7 @@ impl Drop for LoggedBody {
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             origin_ms = r.origin_time.map(|t| t.as_secs_f64() * 1e3),
             route = r.route,
+            cache = r.cache.map(|c| c.as_str()),
             upstream = r.upstream.as_deref(),
             error,
             error_side = r.error_side,

@@ -2,6 +2,7 @@
 //! (target `access`).
 
 pub mod access_log;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

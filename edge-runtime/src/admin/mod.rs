@@ -1,0 +1,191 @@
+//! The admin listener: plain HTTP/1.1, meant for localhost or a private network, every
+//! request but `/health` authenticated with a bearer token.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /health` | 200 `ok` (no token: for liveness probes) |
+//! | `GET /metrics` | OpenMetrics text |
+//! | `POST /purge` `{"url": "https://host/path?q"}` | removes that URL, all variants |
+//! | `POST /purge` `{"prefix": "https://host/vod/"}` | removes every URL under the prefix |
+//! | `POST /purge` `{"surrogate_key": "title-42"}` | removes what the origin tagged so |
+
+use crate::cache::{self, Cache, Purge};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Purge requests are tiny; anything bigger is refused before parsing.
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct Admin {
+    token: String,
+    cache: Arc<Cache>,
+    /// Query parameters some route leaves out of its keys: a purged URL is normalized the
+    /// same way, so a purge with a signed URL still finds the object.
+    exclude_query: Vec<String>,
+}
+
+impl Admin {
+    pub fn new(token: String, cache: Arc<Cache>, exclude_query: Vec<String>) -> Arc<Admin> {
+        Arc::new(Admin {
+            token,
+            cache,
+            exclude_query,
+        })
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let admin = self.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let admin = admin.clone();
+                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/health" {
+            return text(StatusCode::OK, "ok\n");
+        }
+        if !self.authorized(&req) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut r = text(
+                    StatusCode::OK,
+                    &crate::telemetry::metrics::render(&self.cache),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            }
+            (&Method::POST, "/purge") => self.purge(req).await,
+            (_, "/metrics" | "/purge") => text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n"),
+            _ => text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
+        }
+    }
+
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(given) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        // Constant time, so the token cannot be guessed byte by byte from response times.
+        use subtle::ConstantTimeEq;
+        bool::from(given.trim().as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    async fn purge(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "purge request over 16 KiB\n"),
+        };
+        let request: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad purge request: {e}\n"),
+                )
+            }
+        };
+        let purge = match (request.url, request.prefix, request.surrogate_key) {
+            (Some(url), None, None) => match self.normalize(&url) {
+                Some(key) => Purge::Url(key),
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad purge request: `{url}` is not an absolute URL\n"),
+                    )
+                }
+            },
+            (None, Some(prefix), None) => match self.normalize(&prefix) {
+                Some(key) => Purge::Prefix(key),
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        &format!("bad purge request: `{prefix}` is not an absolute URL\n"),
+                    )
+                }
+            },
+            (None, None, Some(tag)) if !tag.is_empty() => Purge::SurrogateKey(tag),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "bad purge request: give exactly one of url, prefix, surrogate_key\n",
+                )
+            }
+        };
+        let purged = self.cache.purge(&purge);
+        tracing::info!(?purge, purged, "purge");
+        let mut r = text(StatusCode::OK, &format!("{{\"purged\":{purged}}}\n"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    /// `https://Host:443/p?q` → the URL part of a cache key (`host/p?q`).
+    fn normalize(&self, url: &str) -> Option<String> {
+        let uri: http::Uri = url.parse().ok()?;
+        let host = uri.host()?;
+        let spec = cache::KeySpec {
+            headers: Vec::new(),
+            exclude_query: self.exclude_query.clone(),
+        };
+        Some(cache::key::primary(
+            host,
+            &uri,
+            &http::HeaderMap::new(),
+            &spec,
+        ))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    surrogate_key: Option<String>,
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,503 @@
+//! End-to-end: the cache in front of a real origin process that counts its requests.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use std::time::{Duration, Instant};
+use support::clients::{self, Answer, Proto, ALL};
+use support::{Node, Origin};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn cached_node(origin: &Origin, extra: &str) -> Node {
+    Node::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n{extra}\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\norigin = \"media\"\n\
+         [routes.cache]\nexclude_query = [\"token\", \"exp\"]\n",
+        origin.url
+    ))
+}
+
+async fn origin_count(origin: &Origin, path: &str) -> u64 {
+    let body = direct(origin, &format!("/counts?path={path}")).await;
+    std::str::from_utf8(&body).unwrap().trim().parse().unwrap()
+}
+
+async fn direct(origin: &Origin, path: &str) -> Bytes {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(origin.addr()).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tcp.read_to_end(&mut all).await.unwrap();
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    Bytes::from(all[head_end..].to_vec())
+}
+
+fn x_cache(a: &Answer) -> &str {
+    a.headers
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+async fn get(node: &Node, proto: Proto, path: &str, headers: &[(&str, &str)]) -> Answer {
+    clients::get(proto, &node.ca, &node.url(path), headers).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_then_hit_with_age_over_every_protocol() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let path = "/object/a?cc=max-age%3D60&size=5000";
+    let first = get(&node, Proto::H1, path, &[]).await;
+    assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
+    for proto in ALL {
+        let hit = get(&node, proto, path, &[]).await;
+        assert_eq!(hit.status, 200);
+        assert_eq!(x_cache(&hit), "HIT", "{proto:?}");
+        assert_eq!(hit.body, first.body, "{proto:?}");
+        assert!(hit.headers["age"].to_str().unwrap().parse::<u64>().is_ok());
+        assert_eq!(hit.headers["content-length"], "5000");
+    }
+    assert_eq!(origin_count(&origin, "/object/a").await, 1);
+    let line = node.wait_for_access(|l| l["cache"] == "HIT" && l["protocol"] == "h3");
+    assert_eq!(line["bytes"], 5000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_viewers_make_one_origin_request_and_stream() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    // 320 KiB in 20 chunks 50 ms apart: the fill takes about a second.
+    let path = "/object/storm?cc=max-age%3D60&size=327680&delay_ms=200&chunk_ms=50";
+    let started = Instant::now();
+    let viewers = (0..100).map(|i| {
+        let proto = ALL[i % 3];
+        let (ca, url) = (node.ca.clone(), node.url(path));
+        async move { clients::get(proto, &ca, &url, &[]).await }
+    });
+    let answers = join_all(viewers).await;
+    let expected = direct(&origin, "/object/storm?size=327680").await;
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.status, 200, "viewer {i}");
+        assert_eq!(a.body, expected, "viewer {i} got different bytes");
+    }
+    assert_eq!(
+        origin_count(&origin, "/object/storm").await,
+        2,
+        "one fill plus our direct read"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // Streaming: a waiter gets its first bytes long before the fill completes.
+    let path = "/object/slow?cc=max-age%3D60&size=65536&chunk_ms=300";
+    let leader = tokio::spawn({
+        let (ca, url) = (node.ca.clone(), node.url(path));
+        async move { clients::get(Proto::H1, &ca, &url, &[]).await }
+    });
+    let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    let mut stream = h3.start(&node.url(path), &[]).await;
+    let response = stream.recv_response().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let t0 = Instant::now();
+    let first = stream.recv_data().await.unwrap();
+    let first_at = t0.elapsed();
+    assert!(first.is_some());
+    while stream.recv_data().await.unwrap().is_some() {}
+    let last_at = t0.elapsed();
+    assert!(
+        last_at >= first_at + Duration::from_millis(500),
+        "first bytes at {first_at:?}, last at {last_at:?}: the body was not streamed"
+    );
+    assert_eq!(leader.await.unwrap().status, 200);
+    assert_eq!(origin_count(&origin, "/object/slow").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_stored_copy_when_the_origin_is_killed() {
+    let mut origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    // max-age=0: stale at once, so the next request revalidates.
+    let ok = "/object/sie?cc=max-age%3D0%2C%20stale-if-error%3D600&etag=v1";
+    let strict =
+        "/object/strict?cc=max-age%3D0%2C%20must-revalidate%2C%20stale-if-error%3D600&etag=v1";
+    let first = get(&node, Proto::H2, ok, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(get(&node, Proto::H2, strict, &[]).await.status, 200);
+    origin.proc.kill();
+    for proto in ALL {
+        let stale = get(&node, proto, ok, &[]).await;
+        assert_eq!(stale.status, 200, "{proto:?}");
+        assert_eq!(x_cache(&stale), "STALE");
+        assert_eq!(stale.body, first.body);
+        // must-revalidate forbids it: the viewer gets the origin failure.
+        assert_eq!(
+            get(&node, proto, strict, &[]).await.status,
+            502,
+            "{proto:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_conditional_requests_and_ranges() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    // ETag validator, stale at once: every request revalidates and the origin says 304.
+    let path = "/object/rv?cc=max-age%3D0&etag=v1&size=4000";
+    assert_eq!(x_cache(&get(&node, Proto::H1, path, &[]).await), "MISS");
+    let again = get(&node, Proto::H1, path, &[]).await;
+    assert_eq!(
+        (again.status.as_u16(), x_cache(&again)),
+        (200, "REVALIDATED")
+    );
+    assert_eq!(again.body.len(), 4000);
+    assert_eq!(origin_count(&origin, "/object/rv").await, 2);
+
+    // The viewer's own validators are answered from the cache.
+    let fresh = "/object/cond?cc=max-age%3D600&etag=v7&lm=1000000&size=100";
+    let full = get(&node, Proto::H2, fresh, &[]).await;
+    for proto in ALL {
+        let nm = get(&node, proto, fresh, &[("if-none-match", "\"v7\"")]).await;
+        assert_eq!(nm.status, 304, "{proto:?}");
+        assert!(nm.body.is_empty());
+        assert_eq!(nm.headers["etag"], "\"v7\"");
+        let ims = get(
+            &node,
+            proto,
+            fresh,
+            &[("if-modified-since", "Mon, 12 Jan 1970 13:46:40 GMT")],
+        )
+        .await;
+        assert_eq!(ims.status, 304);
+        let changed = get(&node, proto, fresh, &[("if-none-match", "\"other\"")]).await;
+        assert_eq!(changed.status, 200);
+
+        // Ranges from the stored object.
+        let part = get(&node, proto, fresh, &[("range", "bytes=10-19")]).await;
+        assert_eq!(part.status, 206);
+        assert_eq!(part.headers["content-range"], "bytes 10-19/100");
+        assert_eq!(part.body, full.body.slice(10..20));
+        let tail = get(&node, proto, fresh, &[("range", "bytes=-5")]).await;
+        assert_eq!(tail.body, full.body.slice(95..));
+        let bad = get(&node, proto, fresh, &[("range", "bytes=500-")]).await;
+        assert_eq!(bad.status, 416);
+        assert_eq!(bad.headers["content-range"], "bytes */100");
+        for ignored in ["bytes=5-1", "bytes=abc", "lines=1-2", "bytes=0-1,5-6"] {
+            let whole = get(&node, proto, fresh, &[("range", ignored)]).await;
+            assert_eq!(whole.status, 200, "{ignored}: an invalid Range is ignored");
+            assert_eq!(whole.body, full.body);
+        }
+        // If-Range with a different validator: the whole object.
+        let if_range = get(
+            &node,
+            proto,
+            fresh,
+            &[("range", "bytes=0-1"), ("if-range", "\"old\"")],
+        )
+        .await;
+        assert_eq!(if_range.status, 200);
+    }
+    assert_eq!(origin_count(&origin, "/object/cond").await, 1);
+
+    // A range on a cold key fetches the whole object once and serves the slice.
+    let cold = "/object/cold?cc=max-age%3D600&size=50000";
+    let part = get(&node, Proto::H3, cold, &[("range", "bytes=40000-40009")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body.len(), 10);
+    let whole = get(&node, Proto::H1, cold, &[]).await;
+    assert_eq!(x_cache(&whole), "HIT");
+    assert_eq!(part.body, whole.body.slice(40000..40010));
+    assert_eq!(origin_count(&origin, "/object/cold").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_must_not_be_cached_or_shared_is_not() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    for (name, query) in [
+        ("nostore", "cc=no-store"),
+        ("private", "cc=private%2C%20max-age%3D60"),
+        ("cookie", "cc=max-age%3D60&cookie=1"),
+    ] {
+        let path = format!("/object/{name}?{query}&delay_ms=200");
+        let both = join_all((0..2).map(|_| get(&node, Proto::H2, &path, &[]))).await;
+        assert!(both.iter().all(|a| a.status == 200));
+        let third = get(&node, Proto::H1, &path, &[]).await;
+        assert_ne!(x_cache(&third), "HIT", "{name}");
+    }
+    // no-store: the two concurrent viewers share one fetch (the answer is the same for
+    // everyone), nothing is stored, so the third fetches again.
+    assert_eq!(origin_count(&origin, "/object/nostore").await, 2);
+    // private and Set-Cookie answers are never shared nor stored: one request per viewer.
+    assert_eq!(origin_count(&origin, "/object/private").await, 3);
+    assert_eq!(origin_count(&origin, "/object/cookie").await, 3);
+
+    // A request with Authorization is not answered from, nor stored into, the shared cache
+    // unless the response allows it.
+    let path = "/object/authz?cc=max-age%3D60";
+    get(&node, Proto::H1, path, &[("authorization", "Bearer a")]).await;
+    get(&node, Proto::H1, path, &[("authorization", "Bearer b")]).await;
+    assert_eq!(origin_count(&origin, "/object/authz").await, 2);
+
+    // only-if-cached with nothing stored: 504 (RFC 9111 §5.2.1.7).
+    let miss = get(
+        &node,
+        Proto::H1,
+        "/object/never",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await;
+    assert_eq!(miss.status, 504);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_vary_and_auth_query_parameters() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let path = "/object/v?cc=max-age%3D60&vary=x-device";
+    for device in ["tv", "phone", "tv", "phone"] {
+        let a = get(&node, Proto::H2, path, &[("x-device", device)]).await;
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(
+        origin_count(&origin, "/object/v").await,
+        2,
+        "one per variant"
+    );
+
+    // Signed-URL parameters are not part of the key: every viewer's token differs.
+    for token in ["a", "b", "c"] {
+        let a = get(
+            &node,
+            Proto::H1,
+            &format!("/object/signed?cc=max-age%3D60&token={token}&exp=9"),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(origin_count(&origin, "/object/signed").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_refreshes_once_in_the_background() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let path = "/object/swr?cc=max-age%3D1%2C%20stale-while-revalidate%3D600";
+    assert_eq!(x_cache(&get(&node, Proto::H1, path, &[]).await), "MISS");
+    // Wait (bounded) until the stored copy is stale.
+    let deadline = Instant::now() + support::WAIT;
+    let mut answers = Vec::new();
+    loop {
+        let a = get(&node, Proto::H2, path, &[]).await;
+        if x_cache(&a) == "STALE" {
+            answers.push(a);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went stale");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ten more right away: all served from memory, one refresh behind them.
+    answers.extend(join_all((0..10).map(|_| get(&node, Proto::H1, path, &[]))).await);
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && ["STALE", "HIT"].contains(&x_cache(a))));
+    let deadline = Instant::now() + support::WAIT;
+    while origin_count(&origin, "/object/swr").await < 2 {
+        assert!(Instant::now() < deadline, "no background refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        origin_count(&origin, "/object/swr").await,
+        2,
+        "exactly one refresh"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_origin_body_is_never_cached() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    // chunk_ms lets the origin flush what it sends before it aborts.
+    let path = "/object/trunc?cc=max-age%3D60&size=100000&truncate=1&chunk_ms=20";
+    for _ in 0..2 {
+        // The viewer's connection ends with an error instead of a short "complete" body.
+        let mut tls = clients::raw_tls(node.https, &node.ca).await;
+        let text = clients::exchange(
+            &mut tls,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let body_len = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:.200}");
+        assert!(
+            body_len < 100_000,
+            "a truncated body was delivered as complete"
+        );
+    }
+    assert_eq!(
+        origin_count(&origin, "/object/trunc").await,
+        2,
+        "nothing was stored"
+    );
+    let line = node.wait_for_access(|l| l["path"] == "/object/trunc" && l["complete"] == false);
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("origin body failed"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_url_prefix_and_surrogate_key_through_the_admin_api() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let admin: std::net::SocketAddr = node.proc.ready["admin_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let paths = [
+        "/object/p1?cc=max-age%3D600",
+        "/object/dir/p2?cc=max-age%3D600",
+        "/object/dir/p3?cc=max-age%3D600",
+        "/object/p4?cc=max-age%3D600&sk=title-42%20season-1",
+    ];
+    for p in paths {
+        assert_eq!(x_cache(&get(&node, Proto::H1, p, &[]).await), "MISS");
+        assert_eq!(x_cache(&get(&node, Proto::H1, p, &[]).await), "HIT");
+    }
+    let purge = |body: String, token: Option<&'static str>| async move {
+        let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /purge HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        clients::exchange(&mut tcp, req.as_bytes()).await
+    };
+    let port = node.https.port();
+    let r = purge(
+        format!("{{\"url\":\"https://localhost:{port}/object/p1?cc=max-age%3D600\"}}"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(clients::status_of(&r), 200, "{r}");
+    assert!(r.contains("\"purged\":1"), "{r}");
+    assert_eq!(x_cache(&get(&node, Proto::H1, paths[0], &[]).await), "MISS");
+    let r = purge(
+        "{\"prefix\":\"https://localhost/object/dir/\"}".to_string(),
+        Some(TOKEN),
+    )
+    .await;
+    assert!(r.contains("\"purged\":2"), "{r}");
+    assert_eq!(x_cache(&get(&node, Proto::H2, paths[2], &[]).await), "MISS");
+    let r = purge("{\"surrogate_key\":\"season-1\"}".into(), Some(TOKEN)).await;
+    assert!(r.contains("\"purged\":1"), "{r}");
+    assert_eq!(x_cache(&get(&node, Proto::H3, paths[3], &[]).await), "MISS");
+
+    // Bad admin requests get specific answers.
+    assert_eq!(
+        clients::status_of(&purge("{\"url\":\"x\"}".into(), None).await),
+        401
+    );
+    assert_eq!(
+        clients::status_of(&purge("{\"url\":\"x\"}".into(), Some("wrong-token-wrong-token")).await),
+        401
+    );
+    for bad in [
+        "not json",
+        "{\"url\":\"/relative\"}",
+        "{\"url\":\"https://a/\",\"prefix\":\"https://a/\"}",
+        "{\"flush\":true}",
+        "{}",
+    ] {
+        let r = purge(bad.into(), Some(TOKEN)).await;
+        assert_eq!(clients::status_of(&r), 400, "{bad}: {r}");
+        assert!(r.contains("bad purge request"), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_and_metrics_report_it() {
+    let origin = Origin::start("o");
+    let node = cached_node(
+        &origin,
+        "[cache]\nmax_bytes = 1048576\nshards = 4\nmax_object_bytes = 200000\n",
+    );
+    for i in 0..40 {
+        let a = get(
+            &node,
+            Proto::H2,
+            &format!("/object/fill{i}?cc=max-age%3D600&size=100000"),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, 200);
+    }
+    // Too large to store: passes through every time.
+    for _ in 0..2 {
+        get(
+            &node,
+            Proto::H1,
+            "/object/huge?cc=max-age%3D600&size=300000",
+            &[],
+        )
+        .await;
+    }
+    assert_eq!(origin_count(&origin, "/object/huge").await, 2);
+
+    let admin = node.proc.ready["admin_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&admin).await.unwrap();
+    let text = clients::exchange(
+        &mut tcp,
+        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    let used = metric("edge_cache_memory_bytes");
+    assert!(used > 0.0 && used <= 1_048_576.0, "memory {used}");
+    assert!(metric("edge_cache_evictions_total") > 0.0);
+    // Every fetch through the cache counts as a miss, stored or not.
+    assert_eq!(metric("edge_cache_misses_total"), 42.0);
+    assert_eq!(metric("edge_cache_not_stored_too_large_total"), 2.0);
+    assert_eq!(metric("edge_cache_max_bytes"), 1_048_576.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_invalidate_the_stored_url() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let path = "/object/inv?cc=max-age%3D600";
+    get(&node, Proto::H1, path, &[]).await;
+    assert_eq!(x_cache(&get(&node, Proto::H1, path, &[]).await), "HIT");
+    let mut tls = clients::raw_tls(node.https, &node.ca).await;
+    let r = clients::exchange(
+        &mut tls,
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(clients::status_of(&r), 200);
+    assert_eq!(x_cache(&get(&node, Proto::H1, path, &[]).await), "MISS");
+}
