@@ -9,23 +9,37 @@ responses); the report shows medians per server and the ratio edge/nginx.
 Normally started by bench/run.sh, which installs the tools and builds the binaries.
 Progress goes to stderr; the markdown report goes to stdout and bench/results/latest.md.
 
+Scenarios (--only ids):
+  proxying, no cache:  h1-1k, h2-1k, h1-1m (edge vs nginx), h3-1k, h3-1m (edge h3 vs h1)
+  cache hits:          hit-h1-1k, hit-h1-1m (edge vs nginx proxy_cache vs varnish),
+                       hit-h2-1k (edge vs nginx proxy_cache), hit-h3-1k, hit-h3-1m (edge h3 vs h1)
+  miss storm:          storm (1,000 concurrent requests for one new object: origin fetches)
+The cache scenarios send `Host: cache.bench` (h2load: `:authority`, oha: --connect-to), which
+the edge routes to a caching route and nginx to a server block with proxy_cache; every other
+request goes to the uncached proxy as before. Varnish (Debian package `varnish`) is an extra
+peer for hit-h1-1k and hit-h1-1m when varnishd is installed (else noted and skipped).
+
 Options for testing the harness itself (not for real numbers):
   --no-edge      benchmark nginx only (skips the HTTP/3 scenario)
   --fake-origin  use a second nginx serving static files as the origin instead of
-                 target/release/origin
+                 target/release/origin (skips the cache scenarios: they need /object, /counts)
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import collections
 import datetime as dt
+import errno
 import http.client
 import json
 import os
 import platform
 import queue
 import re
+import resource
+import selectors
 import shlex
 import shutil
 import signal
@@ -47,6 +61,15 @@ READY_TIMEOUT = 20.0
 MAX_BAD_RATIO = 0.001  # non-2xx + errors above 0.1% of requests fails the benchmark
 KIB = 1024
 MIB = 1024 * 1024
+
+# Cache scenarios: this Host selects the caching route of the edge and the proxy_cache
+# server of nginx; the objects stay fresh for the whole run (max-age=3600).
+CACHE_HOST = "cache.bench"
+HIT_PATHS = {KIB: "/object/hit1k?cc=max-age%3D3600&size=1024",
+             MIB: "/object/hit1m?cc=max-age%3D3600&size=1048576"}
+STORM_VIEWERS = 1000
+STORM_QUERY = "cc=max-age%3D600&size=1048576&delay_ms=300"
+STORM_DELAY_MS = 300
 
 
 class BenchError(Exception):
@@ -420,6 +443,121 @@ def fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def fetch_full(url: str, host: str | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """GET over HTTP/1.1 (plain or TLS) with an optional Host header; header names lower-cased."""
+    m = re.match(r"(https?)://([^/:]+):(\d+)(/.*)?$", url)
+    if not m:
+        raise BenchError(f"bad URL {url}")
+    scheme, addr, port, path = m.group(1), m.group(2), int(m.group(3)), m.group(4) or "/"
+    if scheme == "https":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(addr, port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(addr, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host} if host else {})
+        r = conn.getresponse()
+        body = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def cache_status(headers: dict[str, str]) -> str:
+    """How a response says it was served: edge `X-Cache`, nginx `X-Cache-Status` (added by
+    bench/nginx.conf.tmpl), Varnish `X-Varnish` (two transaction ids on a hit)."""
+    if "x-cache" in headers:
+        return headers["x-cache"].strip().upper()
+    if "x-cache-status" in headers:
+        return headers["x-cache-status"].strip().upper()
+    if "x-varnish" in headers:
+        return "HIT" if len(headers["x-varnish"].split()) >= 2 else "MISS"
+    return "?"
+
+
+def origin_count(origin_url: str, path: str) -> int:
+    """Requests the origin saw for `path` (its /counts endpoint; the query is not part of it)."""
+    try:
+        status, body = fetch(f"{origin_url}/counts?path={path}")
+    except (OSError, http.client.HTTPException) as e:
+        raise BenchError(f"GET {origin_url}/counts?path={path} failed: {e!r}")
+    try:
+        if status != 200:
+            raise ValueError(status)
+        return int(body.decode().strip())
+    except ValueError:
+        raise BenchError(f"origin /counts?path={path} answered {status} {body[:200]!r} (want a number)")
+
+
+def fs_type(path: Path) -> str:
+    """File system type of the mount holding `path` (longest mount-point prefix)."""
+    best, kind = "", "unknown"
+    try:
+        target = str(path.resolve())
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def varnishd_binary() -> str | None:
+    p = shutil.which("varnishd")
+    if p:
+        return p
+    for cand in ("/usr/sbin/varnishd", "/usr/local/sbin/varnishd"):
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+# Varnish's own parameters beyond the brief's `-s malloc,256m -p thread_pools=1`: none. Its
+# model is a worker thread per request in progress (thread_pool_min defaults to 100 threads),
+# so "one worker" cannot be matched exactly; one pool is the closest, and CPU per request
+# (all varnishd processes and threads) is the comparable figure.
+VARNISH_PARAMS = ["-p", "thread_pools=1"]
+
+
+def start_varnish(tmp: Path, origin_hostport: str) -> tuple[Server, str, list[str]]:
+    varnishd = varnishd_binary()
+    if not varnishd:
+        raise BenchError("varnishd not found")
+    port = free_port()
+    workdir = tmp / "varnish"
+    argv = [varnishd, "-F", "-a", f"127.0.0.1:{port}", "-b", origin_hostport, "-s", "malloc,256m",
+            "-n", str(workdir), *VARNISH_PARAMS]
+    errlog = tmp / "varnish.log"
+    log(f"starting varnish: {shlex.join(argv)}")
+    with open(errlog, "wb") as f:
+        proc = PROCS.spawn(argv, stdout=f, stderr=subprocess.STDOUT)
+    # The manager forks the cache process ("child"), which does the work: count both.
+    srv = Server("varnish", proc, include_children=True, errlog=errlog)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        srv.check_alive()
+        try:
+            status, _ = fetch(f"{base}/health", timeout=2.0)
+            if status == 200 and proc_children(proc.pid):
+                break
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"varnish did not answer GET /health within {READY_TIMEOUT:.0f} s\n"
+                             f"--- {errlog} ---\n{tail(errlog)}")
+        time.sleep(0.1)
+    log(f"varnish ready on port {port} (manager pid {proc.pid}, child {proc_children(proc.pid)})")
+    return srv, base, argv
+
+
 def sanity_check(targets: dict[str, str]) -> None:
     bodies = {}
     for label, base in targets.items():
@@ -626,19 +764,49 @@ class Tools:
         return v
 
 
+def split_url(url: str) -> tuple[str, str, int, str]:
+    m = re.match(r"(https?)://([^/:]+):(\d+)(/.*)?$", url)
+    if not m:
+        raise BenchError(f"bad URL {url}")
+    return m.group(1), m.group(2), int(m.group(3)), m.group(4) or "/"
+
+
 def tool_cmd(tools: Tools, tool: str, url: str, duration: int, sc: dict, extra_log: Path | None = None) -> list[str]:
+    # sc["host"] (cache scenarios): the virtual host to ask for. wrk sends it as Host;
+    # h2load only overrides :authority with `-H ':authority: ...'` (with `-H 'host: ...'` it
+    # sends both, and the edge routes by :authority); oha cannot send another Host over
+    # HTTP/3 ("Failed to build request headers"), so it gets a URL with that host name and
+    # --connect-to mapping it to the listener (:authority / Host = host:port, SNI = host).
+    host = sc.get("host")
     if tool == "wrk":
-        return [tools.require("wrk"), f"-t{sc['threads']}", f"-c{sc['conns']}", f"-d{duration}s", "--latency", url]
+        cmd = [tools.require("wrk"), f"-t{sc['threads']}", f"-c{sc['conns']}", f"-d{duration}s", "--latency"]
+        if host:
+            cmd += ["-H", f"Host: {host}"]
+        return cmd + [url]
     if tool == "h2load":
         cmd = [tools.require("h2load"), f"-c{sc['conns']}", f"-m{sc['streams']}", "-D", str(duration)]
+        if host:
+            cmd += ["-H", f":authority: {host}"]
         if extra_log is not None:
             cmd += ["--log-file", str(extra_log)]
         return cmd + [url]
     if tool in ("oha-h3", "oha-h1"):
         version = "3" if tool == "oha-h3" else "1.1"
+        extra = []
+        if host:
+            scheme, addr, port, path = split_url(url)
+            extra = ["--connect-to", f"{host}:{port}:{addr}:{port}"]
+            url = f"{scheme}://{host}:{port}{path}"
         return [tools.require("oha"), "--http-version", version, "--insecure", "-z", f"{duration}s",
-                "-c", str(sc["conns"]), "--no-tui", *tools.oha_json_flag, url]
+                "-c", str(sc["conns"]), "--no-tui", *tools.oha_json_flag, *extra, url]
     raise AssertionError(tool)
+
+
+def tool_host_header(tool: str, url: str, host: str) -> str:
+    """The Host / :authority a load tool sends for `host` (see tool_cmd)."""
+    if tool.startswith("oha"):
+        return f"{host}:{split_url(url)[2]}"
+    return host
 
 
 # --------------------------------------------------------------------------------------
@@ -751,9 +919,23 @@ def measure(label: str, server: Server, origin: Server, tool: str, argv: list[st
 # Scenarios
 
 
+OHA_HOST_NOTE = (f"Both sides ask for `{CACHE_HOST}` the same way: oha gets `https://{CACHE_HOST}:PORT/...` and "
+                 f"`--connect-to {CACHE_HOST}:PORT:127.0.0.1:PORT` (oha cannot override :authority over HTTP/3), "
+                 "so both use the same cache entry (key host:port + path).")
+STORM_NOTE = (f"Each run asks for a new object `/object/storm-...?{STORM_QUERY}` (1 MiB, the origin waits "
+              f"{STORM_DELAY_MS} ms before answering) through the plaintext listener with `Host: {CACHE_HOST}`. "
+              f"The driver (run.py, stdlib) opens {STORM_VIEWERS:,} TCP connections, waits until every one is "
+              "established, then writes one `GET` (`Connection: close`) on each in a single loop — the "
+              f"\"requests written in\" column, which must stay below the origin's {STORM_DELAY_MS} ms — and "
+              "reads all responses concurrently; every response must be a complete 200. \"origin requests\" "
+              "is the origin's own count for that path (`/counts?path=...`) after the last response; target 1. "
+              "nginx runs the same storm on its own fresh objects with `proxy_cache_lock on` "
+              "(waiting requests re-check the lock every 500 ms).")
+
+
 def scenario_defs(h1_peer: str) -> list[dict]:
     h1_label = "edge-h1 (TLS)" if h1_peer == "tls" else "edge-h1 (plain)"
-    return [
+    defs = [
         {"id": "h1-1k", "title": "a. 1 KiB over HTTP/1.1 keep-alive", "tool": "wrk",
          "threads": 2, "conns": 64, "size": KIB, "primary": "cpu",
          "sides": [("edge", "edge_plain", "wrk"), ("nginx", "nginx_plain", "wrk")]},
@@ -771,19 +953,101 @@ def scenario_defs(h1_peer: str) -> list[dict]:
          "conns": 16, "size": MIB, "primary": "mib", "h3": True,
          "sides": [("edge-h3", "edge_h3", "oha-h3"),
                    (h1_label, "edge_tls" if h1_peer == "tls" else "edge_plain", "oha-h1")]},
+        # Cache hits: same load shapes as a-d2, but Host cache.bench and an object that stays
+        # fresh for the whole run. Varnish sides are dropped when varnishd is not installed.
+        {"id": "hit-h1-1k", "title": "e1. Cache hits, 1 KiB over HTTP/1.1 keep-alive", "tool": "wrk",
+         "threads": 2, "conns": 64, "size": KIB, "primary": "cpu", "cache": True,
+         "target": ("cpu_us", "edge", "nginx", "<=", 0.7, "edge/nginx CPU µs/req"),
+         "sides": [("edge", "edge_plain", "wrk"), ("nginx", "nginx_plain", "wrk"),
+                   ("varnish", "varnish_plain", "wrk")]},
+        {"id": "hit-h2-1k", "title": "e2. Cache hits, 1 KiB over HTTP/2 over TLS", "tool": "h2load",
+         "conns": 16, "streams": 32, "size": KIB, "primary": "cpu", "cache": True,
+         "target": ("cpu_us", "edge", "nginx", "<=", 0.7, "edge/nginx CPU µs/req"),
+         "sides": [("edge", "edge_tls", "h2load"), ("nginx", "nginx_tls", "h2load")]},
+        {"id": "hit-h1-1m", "title": "e3. Cache hits, 1 MiB over HTTP/1.1", "tool": "wrk",
+         "threads": 2, "conns": 16, "size": MIB, "primary": "mib", "cache": True,
+         "target": ("mib_s", "edge", "nginx", ">=", 1.0, "edge/nginx MiB/s"),
+         "sides": [("edge", "edge_plain", "wrk"), ("nginx", "nginx_plain", "wrk"),
+                   ("varnish", "varnish_plain", "wrk")]},
+        {"id": "hit-h3-1k", "title": "e4. Cache hits, 1 KiB: HTTP/3 vs HTTP/1.1 on the edge (oha)", "tool": "oha",
+         "conns": 16, "size": KIB, "primary": "cpu", "h3": True, "cache": True,
+         "target": ("cpu_us", "edge-h3", None, "<=", 20.0, "edge h3 CPU µs per 1 KiB hit"),
+         "notes": [OHA_HOST_NOTE],
+         "sides": [("edge-h3", "edge_h3", "oha-h3"),
+                   (h1_label, "edge_tls" if h1_peer == "tls" else "edge_plain", "oha-h1")]},
+        {"id": "hit-h3-1m", "title": "e5. Cache hits, 1 MiB: HTTP/3 vs HTTP/1.1 on the edge (oha)", "tool": "oha",
+         "conns": 16, "size": MIB, "primary": "mib", "h3": True, "cache": True,
+         "target": ("mib_s", "edge-h3", h1_label, ">=", 0.7, "edge h3/h1 MiB/s"),
+         "notes": [OHA_HOST_NOTE],
+         "sides": [("edge-h3", "edge_h3", "oha-h3"),
+                   (h1_label, "edge_tls" if h1_peer == "tls" else "edge_plain", "oha-h1")]},
+        {"id": "storm", "title": f"f. Miss storm: {STORM_VIEWERS:,} concurrent requests for one new 1 MiB object",
+         "kind": "storm", "tool": "storm", "size": MIB, "cache": True,
+         "target": ("origin_max", "edge", None, "<=", 1, "origin fetches per new object (edge)"),
+         "notes": [STORM_NOTE],
+         "sides": [("edge", "edge_plain", "storm"), ("nginx", "nginx_plain", "storm")]},
     ]
+    for d in defs:
+        if d.get("cache"):
+            d["host"] = CACHE_HOST
+            if d.get("kind") != "storm":
+                d["path"] = HIT_PATHS[d["size"]]
+    return defs
+
+
+def side_server(servers: dict[str, Server], base_key: str) -> Server:
+    # "edge_plain" -> the edge, "nginx_tls" -> nginx, "varnish_plain" -> varnish
+    return servers[base_key.split("_")[0]]
+
+
+def prime_cache(sc: dict, sides: list, origin_url: str) -> dict:
+    """Fill each server's cache with the scenario's object and check that the next request
+    is a hit (X-Cache / X-Cache-Status / X-Varnish), with the Host the load tool will send.
+    HTTP/2 and HTTP/3 sides are checked over HTTP/1.1 on the same TCP port number (the edge
+    serves TLS and QUIC on one port; its cache key is host + path, not the protocol)."""
+    path = sc["path"]
+    bodies = {}
+    for label, _server, url, tool in sides:
+        host = tool_host_header(tool, url, sc["host"])
+        statuses = []
+        for attempt in range(4):
+            try:
+                status, headers, body = fetch_full(url, host=host)
+            except (OSError, http.client.HTTPException) as e:
+                raise BenchError(f"{sc['id']}: GET {url} (Host: {host}) via {label} failed: {e!r}")
+            if status != 200 or len(body) != sc["size"]:
+                raise BenchError(f"{sc['id']}: GET {url} (Host: {host}) via {label} gave status {status}, "
+                                 f"{len(body)} bytes (want 200, {sc['size']})")
+            statuses.append(cache_status(headers))
+            if attempt > 0 and statuses[-1] == "HIT":
+                break
+            time.sleep(0.05)
+        else:
+            raise BenchError(f"{sc['id']}: {label} does not serve {path} (Host: {host}) from cache: "
+                             f"cache status of 4 requests {statuses}; last headers {headers}")
+        bodies[label] = body
+        log(f"{label}: {url} (Host: {host}) cached: {' -> '.join(statuses)}")
+    if len(set(bodies.values())) != 1:
+        raise BenchError(f"{sc['id']}: bodies of {path} differ between {sorted(bodies)}")
+    return {"object_path": path.split("?")[0]}
 
 
 def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], origin: Server,
-                 tools: Tools, args, tmp: Path) -> dict:
+                 tools: Tools, args, tmp: Path, origin_url: str = "") -> dict:
     log(f"=== {sc['title']} ===")
-    path = f"/bytes/{sc['size']}"
+    path = sc.get("path") or f"/bytes/{sc['size']}"
     sides = []
     for label, base_key, tool in sc["sides"]:
-        server = servers["edge"] if label.startswith("edge") else servers["nginx"]
-        sides.append((label, server, bases[base_key] + path, tool))
+        sides.append((label, side_server(servers, base_key), bases[base_key] + path, tool))
     result = {"id": sc["id"], "title": sc["title"], "size": sc["size"], "primary": sc["primary"],
-              "sides": [s[0] for s in sides], "runs": {s[0]: [] for s in sides}, "cmds": {}}
+              "sides": [s[0] for s in sides], "runs": {s[0]: [] for s in sides}, "cmds": {},
+              "h3": bool(sc.get("h3")), "cache": bool(sc.get("cache")), "notes": list(sc.get("notes", []))}
+    if sc.get("target"):
+        result["target"] = sc["target"]
+    object_path = None
+    if sc.get("cache"):
+        object_path = prime_cache(sc, sides, origin_url)["object_path"]
+        result["object_path"] = object_path
     for label, server, url, tool in sides:
         h2_log = tmp / "h2load.log" if tool == "h2load" else None
         result["cmds"][label] = shlex.join(tool_cmd(tools, tool, url, args.duration, sc, h2_log))
@@ -798,12 +1062,195 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
                 h2_log.unlink()
             argv = tool_cmd(tools, tool, url, args.duration, sc, h2_log)
             log(f"run {i + 1}/{args.runs} {label}: {shlex.join(argv)}")
+            before = origin_count(origin_url, object_path) if object_path else None
             r = measure(f"{sc['id']}-{label.split()[0]}-{i + 1}", server, origin, tool, argv,
                         args.duration, tmp, h2_log)
+            if object_path:
+                # Every request of a hit run must come from the cache: the origin must not
+                # have seen the object again (the count covers all servers; runs are serial).
+                fetched = origin_count(origin_url, object_path) - before
+                r["origin_fetches"] = fetched
+                if fetched:
+                    raise BenchError(f"{sc['id']} {label}: the origin saw {fetched} request(s) for {object_path} "
+                                     f"during a cache-hit run (want 0: not every response was a hit)")
             result["runs"][label].append(r)
             log(f"  {r['rps']:.0f} req/s, {mib_s(r, sc['size']):.1f} MiB/s, "
                 f"p99 {fmt(r['p99_ms'], 2)} ms, CPU {fmt(r['cpu_us_per_req'], 2)} µs/req "
                 f"(server {r['server_cpu_pct']:.0f}% of a core), bad {r['bad']}")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Miss storm: N viewers ask for one object nobody has yet, all at once.
+
+
+def storm_requests(url: str, host: str, n: int, size: int, timeout: float = 60.0) -> dict:
+    """Open `n` connections, wait until every one is established, then write one GET on each
+    (Connection: close) in a tight loop, and read all responses concurrently. Returns timings
+    (ms since the first request was written), status and cache-status tallies, and failures."""
+    _scheme, addr, port, path = split_url(url)
+    req = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edge-bench-storm\r\n"
+           "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+    socks: list[socket.socket] = []
+    sel = selectors.DefaultSelector()
+    try:
+        t_start = time.monotonic()
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = s.connect_ex((addr, port))
+            if err not in (0, errno.EINPROGRESS):
+                raise BenchError(f"storm: connect #{len(socks)} to {addr}:{port} failed: {os.strerror(err)}")
+        for i, s in enumerate(socks):
+            sel.register(s, selectors.EVENT_WRITE, i)
+        pending = n
+        deadline = time.monotonic() + timeout
+        while pending:
+            events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
+            if not events and time.monotonic() >= deadline:
+                raise BenchError(f"storm: only {n - pending} of {n} connections established in {timeout:.0f} s")
+            for key, _ in events:
+                err = socks[key.data].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise BenchError(f"storm: connection #{key.data + 1} failed: {os.strerror(err)}")
+                sel.unregister(socks[key.data])
+                pending -= 1
+        t_connected = time.monotonic()
+        t_send0 = time.monotonic()
+        for i, s in enumerate(socks):
+            try:
+                sent = s.send(req)
+            except OSError as e:
+                raise BenchError(f"storm: writing request #{i + 1} failed: {e!r} (did the server close it?)")
+            if sent != len(req):
+                raise BenchError(f"storm: short write on connection #{i + 1}")
+        t_send1 = time.monotonic()
+        state = [{"head": bytearray(), "hdrs": None, "status": None, "body": 0, "first": None,
+                  "done": None, "error": None} for _ in socks]
+        for i, s in enumerate(socks):
+            sel.register(s, selectors.EVENT_READ, i)
+        buf = bytearray(256 * 1024)
+        view = memoryview(buf)
+        open_n = n
+        deadline = time.monotonic() + timeout
+        while open_n:
+            events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
+            if not events and time.monotonic() >= deadline:
+                raise BenchError(f"storm: {open_n} of {n} responses not complete after {timeout:.0f} s")
+            for key, _ in events:
+                i, s, st = key.data, socks[key.data], state[key.data]
+                try:
+                    k = s.recv_into(buf)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    st["error"] = repr(e)
+                    k = 0
+                now = time.monotonic()
+                if k and st["first"] is None:
+                    st["first"] = now
+                if k == 0:
+                    st["done"] = now
+                    sel.unregister(s)
+                    open_n -= 1
+                    continue
+                if st["hdrs"] is not None:
+                    st["body"] += k
+                    continue
+                st["head"] += view[:k]
+                j = st["head"].find(b"\r\n\r\n")
+                if j < 0:
+                    if len(st["head"]) > 64 * 1024:
+                        st["error"] = "response head over 64 KiB"
+                    continue
+                lines = bytes(st["head"][:j]).decode("latin-1").split("\r\n")
+                m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+                st["status"] = int(m.group(1)) if m else None
+                st["hdrs"] = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                              for l in lines[1:] if ":" in l}
+                st["body"] = len(st["head"]) - j - 4
+                st["head"] = None
+    finally:
+        sel.close()
+        for s in socks:
+            s.close()
+
+    statuses: collections.Counter = collections.Counter()
+    caches: collections.Counter = collections.Counter()
+    failures = []
+    for i, st in enumerate(state):
+        statuses[st["status"] or "none"] += 1
+        hdrs = st["hdrs"] or {}
+        caches[cache_status(hdrs) if hdrs else "none"] += 1
+        if st["status"] != 200 or st["error"] is not None:
+            complete = False
+        elif "content-length" in hdrs:
+            complete = st["body"] == int(hdrs["content-length"]) == size
+        elif "chunked" in hdrs.get("transfer-encoding", "").lower():
+            complete = st["body"] >= size  # counted with the chunk framing
+        else:
+            complete = st["body"] == size  # delimited by the close
+        if not complete and len(failures) < 5:
+            failures.append(f"#{i + 1}: status {st['status']}, {st['body']} body bytes, "
+                            f"content-length {hdrs.get('content-length')}, error {st['error']}")
+        st["complete"] = complete
+    firsts = sorted((st["first"] - t_send0) * 1e3 for st in state if st["first"] is not None)
+    dones = [(st["done"] - t_send0) * 1e3 for st in state if st["done"] is not None]
+    return {
+        "n": n,
+        "ok": sum(1 for st in state if st["complete"]),
+        "statuses": dict(statuses),
+        "cache": dict(caches),
+        "failures": failures,
+        "connect_ms": (t_connected - t_start) * 1e3,
+        "send_spread_ms": (t_send1 - t_send0) * 1e3,
+        "first_byte_ms": (firsts[0], percentile(firsts, 50), firsts[-1]) if firsts else None,
+        "last_done_ms": max(dones) if dones else None,
+    }
+
+
+def run_storm(sc: dict, servers: dict[str, Server], bases: dict[str, str], origin: Server,
+              args, tmp: Path, origin_url: str) -> dict:
+    log(f"=== {sc['title']} ===")
+    result = {"id": sc["id"], "title": sc["title"], "kind": "storm", "size": sc["size"], "cache": True,
+              "sides": [s[0] for s in sc["sides"]], "runs": {s[0]: [] for s in sc["sides"]},
+              "target": sc.get("target"), "notes": list(sc.get("notes", [])), "cmds": {}}
+    tag = f"{os.getpid()}-{int(time.time())}"
+    for i in range(args.runs):
+        for label, base_key, _tool in sc["sides"]:  # alternate, a fresh object every time
+            server = side_server(servers, base_key)
+            server.check_alive()
+            name = f"storm-{label.split()[0]}-{tag}-{i + 1}"
+            obj = f"/object/{name}"
+            url = f"{bases[base_key]}{obj}?{STORM_QUERY}"
+            result["cmds"][label] = (f"{STORM_VIEWERS} connections (run.py storm_requests), then one "
+                                     f"`GET {obj}?{STORM_QUERY}` with `Host: {sc['host']}` on each")
+            if origin_count(origin_url, obj):
+                raise BenchError(f"storm: {obj} is not new: the origin already saw it")
+            time.sleep(args.pause)
+            log(f"storm {i + 1}/{args.runs} {label}: {STORM_VIEWERS} concurrent GET {url} (Host: {sc['host']})")
+            cpu0 = server.cpu_ticks()
+            r = storm_requests(url, sc["host"], STORM_VIEWERS, sc["size"])
+            cpu1 = server.cpu_ticks()
+            server.check_alive()
+            r["origin_requests"] = origin_count(origin_url, obj)
+            r["object"] = obj
+            r["server_cpu_ms"] = 1e3 * (cpu1 - cpu0) / CLK_TCK
+            result["runs"][label].append(r)
+            fb = r["first_byte_ms"]
+            log(f"  origin saw {r['origin_requests']} request(s); {r['ok']}/{r['n']} complete 200s; "
+                f"cache status {r['cache']}; connect {r['connect_ms']:.0f} ms, requests written in "
+                f"{r['send_spread_ms']:.1f} ms, first byte {fb[0]:.0f}/{fb[1]:.0f}/{fb[2]:.0f} ms "
+                f"(min/median/max), last done {r['last_done_ms']:.0f} ms" if fb else
+                f"  origin saw {r['origin_requests']} request(s); {r['ok']}/{r['n']} complete 200s")
+            if r["ok"] != r["n"]:
+                raise BenchError(f"storm via {label}: {r['n'] - r['ok']} of {r['n']} responses failed or were "
+                                 f"incomplete; statuses {r['statuses']}; first failures:\n" + "\n".join(r["failures"]))
+            if r["send_spread_ms"] >= STORM_DELAY_MS:
+                raise BenchError(f"storm via {label}: writing {r['n']} requests took {r['send_spread_ms']:.0f} ms, "
+                                 f"not within the origin's {STORM_DELAY_MS} ms delay: not a simultaneous storm")
     return result
 
 
@@ -848,9 +1295,9 @@ def summarize(runs: list[dict], size: int) -> dict:
 
 
 def scenario_table(res: dict) -> list[str]:
-    a, b = res["sides"]
-    sa, sb = summarize(res["runs"][a], res["size"]), summarize(res["runs"][b], res["size"])
-    res["medians"] = {a: sa, b: sb}
+    # One row per server, then one ratio row of the first server against each other one.
+    summ = {side: summarize(res["runs"][side], res["size"]) for side in res["sides"]}
+    res["medians"] = summ
     mib_first = res["primary"] == "mib"
     cols = [("rps", "req/s", 0), ("mib_s", "MiB/s", 1), ("p50_ms", "p50 ms", 2), ("p99_ms", "p99 ms", 2),
             ("cpu_us", "CPU µs/req", 2), ("origin_cpu_us", "origin CPU µs/req", 2),
@@ -860,13 +1307,61 @@ def scenario_table(res: dict) -> list[str]:
     primary_key = "mib_s" if mib_first else "cpu_us"
     head = ["server"] + [f"**{h}**" if k == primary_key else h for k, h, _ in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in ((a, sa), (b, sb)):
-        lines.append("| " + " | ".join([name] + [fmt(s[k], d) for k, _, d in cols]) + " |")
+    for name in res["sides"]:
+        lines.append("| " + " | ".join([name] + [fmt(summ[name][k], d) for k, _, d in cols]) + " |")
     ratio_keys = {"rps", "mib_s", "p50_ms", "p99_ms", "cpu_us", "rss_mib"}
-    cells = [f"**{a} / {b}**"]
-    for k, _, _ in cols:
-        cells.append(fmt(ratio(sa[k], sb[k]), 2) + "×" if k in ratio_keys and ratio(sa[k], sb[k]) is not None else "")
-    lines.append("| " + " | ".join(cells) + " |")
+    a, sa = res["sides"][0], summ[res["sides"][0]]
+    for b in res["sides"][1:]:
+        sb = summ[b]
+        cells = [f"**{a} / {b}**"]
+        for k, _, _ in cols:
+            cells.append(fmt(ratio(sa[k], sb[k]), 2) + "×" if k in ratio_keys and ratio(sa[k], sb[k]) is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_check(res: dict) -> dict | None:
+    """The issue's target for a scenario, against the medians (or the storm's worst run)."""
+    t = res.get("target")
+    if not t:
+        return None
+    key, a, b, op, limit, what = t
+    if res.get("kind") == "storm":
+        counts = [r["origin_requests"] for r in res["runs"].get(a, [])]
+        value = max(counts) if counts else None
+        shown = ", ".join(str(c) for c in counts) + " (per run)" if counts else "n/a"
+        for other in res["sides"]:
+            if other != a and res["runs"].get(other):
+                shown += f"; {other}: " + ", ".join(str(r["origin_requests"]) for r in res["runs"][other])
+    else:
+        med_ = res.get("medians") or {}
+        if a not in med_ or (b is not None and b not in med_):
+            return None
+        value = med_[a][key] if b is None else ratio(med_[a][key], med_[b][key])
+        shown = (f"{fmt(value, 2)} µs" if b is None else f"{fmt(value, 2)}×") if value is not None else "n/a"
+    met = None if value is None else (value <= limit if op == "<=" else value >= limit)
+    unit = "" if res.get("kind") == "storm" else (" µs" if b is None else "×")
+    return {"what": what, "target": f"{op.replace('<=', '≤').replace('>=', '≥')} {limit:g}{unit}",
+            "value": value, "shown": shown, "met": met}
+
+
+def storm_table(res: dict) -> list[str]:
+    lines = ["| run | server | object | **origin requests** | complete 2xx | cache status of the responses | "
+             "connect all ms | requests written in ms | first byte ms min / median / max | last done ms | server CPU ms |",
+             "|" + "---|" * 11]
+    n = max(len(v) for v in res["runs"].values()) if res["runs"] else 0
+    for i in range(n):
+        for side in res["sides"]:
+            if i >= len(res["runs"][side]):
+                continue
+            r = res["runs"][side][i]
+            fb = r["first_byte_ms"]
+            lines.append("| " + " | ".join([
+                str(i + 1), side, f"`{r['object']}`", f"**{r['origin_requests']}**", f"{r['ok']} / {r['n']}",
+                ", ".join(f"{k} {v}" for k, v in sorted(r["cache"].items(), key=lambda kv: -kv[1])),
+                fmt(r["connect_ms"], 0), fmt(r["send_spread_ms"], 1),
+                " / ".join(fmt(x, 0) for x in fb) if fb else "n/a", fmt(r["last_done_ms"], 0),
+                fmt(r["server_cpu_ms"], 0)]) + " |")
     return lines
 
 
@@ -885,6 +1380,41 @@ def runs_table(res: dict) -> list[str]:
                 fmt(r["cpu_us_per_req"], 2), fmt(r["origin_cpu_us_per_req"], 2),
                 fmt(r["server_cpu_pct"], 0), fmt((r["peak_rss_kib"] or 0) / 1024, 1), str(r["bad"]),
                 fmt(r["load1_before"], 2)]) + " |")
+    return lines
+
+
+def cache_setup_lines(meta: dict, varnish_missing: bool, no_edge: bool) -> list[str]:
+    fs = meta.get("nginx_cache_fs", "unknown")
+    where = ("tmpfs under /dev/shm, linked from the run's nginx prefix as `cache`" if fs == "tmpfs" else
+             f"{fs} (no writable tmpfs at /dev/shm): the run's nginx prefix `cache`")
+    lines = [
+        f"Cache scenarios (hit-*, storm) ask for the virtual host `{CACHE_HOST}`: wrk `-H 'Host: {CACHE_HOST}'`; "
+        f"h2load `-H ':authority: {CACHE_HOST}'` (with `-H 'host: ...'` h2load keeps the URL's :authority and adds "
+        "a host field, which the edge routes by :authority and nginx rejects with 400); oha a "
+        f"`https://{CACHE_HOST}:PORT/...` URL with `--connect-to {CACHE_HOST}:PORT:127.0.0.1:PORT` "
+        "(it cannot override the authority over HTTP/3), so :authority/Host is `cache.bench:PORT` and SNI "
+        "`cache.bench` (answered with the edge's only certificate; `--insecure`).",
+        f"Edge: an exact-host route `{CACHE_HOST}` with `[routes.cache] enabled = true` in front of the uncached "
+        "`*` route the proxy scenarios use; `[cache] max_bytes = 536870912, max_object_bytes = 16777216, "
+        "shards = 16` (in memory); `max_connections_per_ip = 4096` for the storm.",
+        f"nginx: a `server_name {CACHE_HOST}` server on the same two ports with `proxy_cache` "
+        "(`proxy_cache_path ... keys_zone=bench:32m use_temp_path=off`, `proxy_cache_valid 200 10m`, "
+        f"`proxy_cache_lock on`, `open_file_cache max=1000`), cache directory on {where}. nginx caches in files: "
+        "on tmpfs (or via the page cache) hits are served from memory, but through open/read/sendfile of a "
+        "cache file rather than from an in-process store; the cache manager process counts in its CPU.",
+        "Hit objects: `" + "`, `".join(HIT_PATHS.values()) + "` (max-age=3600: fresh for the whole run), "
+        "filled and checked as hits on every server before the warm-up; the origin's per-object request "
+        "count must not move during a measured run.",
+    ]
+    if meta.get("varnish_cmd"):
+        lines.append(f"Varnish (hit-h1-1k, hit-h1-1m; no TLS): `{meta['varnish_cmd']}` with the built-in VCL. "
+                     "One thread pool, but Varnish runs a worker thread per request in progress (100 threads at "
+                     "least), so it is not single-threaded like the other two: its CPU µs/req (manager + cache "
+                     "process, all threads) compares, its req/s and CPU % may use both cores.")
+    elif varnish_missing:
+        lines.append("Varnish: not run (see the notes of hit-h1-1k / hit-h1-1m).")
+    if no_edge:
+        lines.append("`--no-edge`: the edge sides are nginx's cache.bench server.")
     return lines
 
 
@@ -923,6 +1453,9 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
     if meta.get("self_test"):
         L.append(f"> **Harness self-test** ({meta['self_test']}): not a real edge measurement.")
         L.append("")
+    for note in meta.get("skipped", []):
+        L.append(f"> {note}")
+        L.append("")
     L.append(f"- Command: `{meta['command']}`")
     L.append(f"- Host: {meta['nproc']} CPUs (nproc), {meta['cpu_model']}, kernel {meta['kernel']}")
     la = meta["load_before"]
@@ -933,22 +1466,59 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
     L.append(f"- Method: {meta['runs']} run(s) × {meta['duration']} s per server per scenario after a "
              f"{meta['warmup']} s warm-up each, strictly alternating A/B/A/B; tables show medians. "
              "CPU µs/req = (utime+stime of the server process over the run, from /proc/PID/stat; "
-             "nginx: master + worker; any child processes of the edge count too) ÷ 2xx responses. `origin CPU µs/req` is the origin process over "
+             "nginx: master + worker (+ cache manager/loader); Varnish: manager + cache process; any child processes of the edge count too) ÷ 2xx responses. `origin CPU µs/req` is the origin process over "
              "the same window (≈0 when the edge serves from cache). `server CPU %` is of one core. "
              "Latency is at saturation (closed-loop tools), not at a fixed rate. MiB/s = 2xx × body size "
              "÷ duration. Peak RSS is VmHWM since process start (nginx: largest of master/worker).")
     L.append("- One server worker each: edge `workers = 1`, access log off, log level warn; nginx `worker_processes 1`, "
              "plain `proxy_pass` (no cache) with upstream `keepalive 64`, `keepalive_requests 1000000`, "
              "`proxy_max_temp_file_size 0`, access log off. Same origin process for both.")
+    if meta.get("cache_setup"):
+        for line in meta["cache_setup"]:
+            L.append(f"- {line}")
     if meta.get("tls_info"):
         L.append("- TLS as negotiated by h2load: " + "; ".join(f"{k}: {v}" for k, v in meta["tls_info"].items()))
     L.append("")
+    checks = []
+    for res in results:
+        if res.get("kind") != "storm":
+            res["_table"] = scenario_table(res)  # also fills res["medians"]
+        c = target_check(res)
+        if c:
+            checks.append((res, c))
+    if checks:
+        L.append("## Cache targets")
+        L.append("")
+        L.append("| scenario | measure | target | measured | met |")
+        L.append("|---|---|---|---|---|")
+        for res, c in checks:
+            met = "n/a" if c["met"] is None else ("**yes**" if c["met"] else "**no**")
+            L.append(f"| {res['id']} | {c['what']} | {c['target']} | {c['shown']} | {met} |")
+        L.append("")
     for res in results:
         L.append(f"## {res['title']}")
         L.append("")
-        L.extend(scenario_table(res))
+        if res.get("kind") == "storm":
+            L.extend(storm_table(res))
+            L.append("")
+            for note in res.get("notes", []):
+                L.append(note)
+                L.append("")
+            L.append("How: " + next(iter(res["cmds"].values()), ""))
+            L.append("")
+            continue
+        L.extend(res.pop("_table"))
         L.append("")
-        if res["id"].startswith("h3"):
+        for note in res.get("notes", []):
+            L.append(note)
+            L.append("")
+        if res.get("object_path"):
+            fetched = [r.get("origin_fetches", 0) for runs in res["runs"].values() for r in runs]
+            L.append(f"All hits: before the runs every server answered a repeat request for `{res['object_path']}` "
+                     f"as a cache hit, and the origin saw {sum(fetched)} request(s) for it during the measured "
+                     f"runs (checked per run; any would fail the benchmark).")
+            L.append("")
+        if res.get("h3") or res["id"].startswith("h3"):
             L.append("HTTP/3 req/s = 2xx responses ÷ the `-z` duration (oha's own figure includes its "
                      "~30 s QUIC idle wait); CPU is sampled over launch … launch + duration. Both sides "
                      "use the same client (oha, same `-c`).")
@@ -1010,8 +1580,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, help="runs per server per scenario (default 3)")
     ap.add_argument("--duration", type=int, help="seconds per run (default 10)")
     ap.add_argument("--warmup", type=int, help="warm-up seconds per server per scenario (default 2)")
-    ap.add_argument("--only", help="comma-separated scenario ids: h1-1k,h2-1k,h1-1m,h3-1k,h3-1m")
+    ap.add_argument("--only", help="comma-separated scenario ids: h1-1k,h2-1k,h1-1m,h3-1k,h3-1m,"
+                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm")
     ap.add_argument("--no-h3", action="store_true", help="skip the HTTP/3 scenarios (no oha needed)")
+    ap.add_argument("--no-varnish", action="store_true", help="leave Varnish out of the cache-hit scenarios")
     ap.add_argument("--h1-peer", choices=("tls", "plain"), default="tls",
                     help="HTTP/1.1 side of the HTTP/3 comparison: over TLS (default) or plaintext")
     ap.add_argument("--max-load", type=float, default=1.5, help="1-min load average considered quiet")
@@ -1035,6 +1607,32 @@ def main() -> int:
         defs = [d for d in defs if d["id"] in wanted]
     if args.no_h3 or args.no_edge:
         defs = [d for d in defs if not d.get("h3")]
+    skipped_notes = []
+    if args.fake_origin and any(d.get("cache") for d in defs):
+        skipped_notes.append("Cache scenarios skipped: --fake-origin has no /object and /counts endpoints.")
+        defs = [d for d in defs if not d.get("cache")]
+    # Varnish: an extra peer where a scenario lists it, if varnishd is installed.
+    want_varnish = any(b.startswith("varnish") for d in defs for _, b, _ in d["sides"])
+    varnish_note = None
+    if want_varnish and (args.no_varnish or not varnishd_binary()):
+        varnish_note = ("Varnish left out (--no-varnish)." if args.no_varnish else
+                        "Varnish left out: varnishd is not installed (`apt-get install -y varnish`; "
+                        "bench/run.sh tries this).")
+        for d in defs:
+            if any(b.startswith("varnish") for _, b, _ in d["sides"]):
+                d["sides"] = [side for side in d["sides"] if not side[1].startswith("varnish")]
+                d.setdefault("notes", []).append(varnish_note)
+        want_varnish = False
+    # The storm opens 1,000 client sockets here, and nginx/the edge accept as many: lift the
+    # soft open-files limit to the hard one (children inherit it).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    if any(d.get("kind") == "storm" for d in defs):
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if nofile != resource.RLIM_INFINITY and nofile < 2 * STORM_VIEWERS + 256:
+            raise SystemExit(f"bench: the storm needs ~{2 * STORM_VIEWERS + 256} open files; "
+                             f"RLIMIT_NOFILE is {nofile} (raise it with ulimit -n)")
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tmp", dir=RESULTS))
@@ -1055,13 +1653,18 @@ def main() -> int:
         "quick": args.quick,
         "self_test": ", ".join(x for x, on in (("--no-edge", args.no_edge), ("--fake-origin", args.fake_origin)) if on),
     }
+    if want_varnish:
+        meta["versions"]["varnish"] = (subprocess.run([varnishd_binary(), "-V"], capture_output=True, text=True)
+                                       .stderr.strip().splitlines() or ["n/a"])[0]
+    cache_dir: Path | None = None
     results: list[dict] = []
     failure = None
     ok = False
     try:
         for d in defs:
             for _, _, tool in d["sides"]:
-                tools.require("oha" if tool.startswith("oha") else tool)
+                if tool != "storm":
+                    tools.require("oha" if tool.startswith("oha") else tool)
         cert, key = make_cert(tmp)
         # Origin
         if args.fake_origin:
@@ -1090,9 +1693,22 @@ def main() -> int:
         else:
             tls_listen = f"listen 127.0.0.1:{n_tls} ssl http2;"
         nprefix = tmp / "nginx"
+        nprefix.mkdir()
+        # proxy_cache of the cache.bench server: on tmpfs when there is one (/dev/shm), linked
+        # from the prefix; removed at the end of the run.
+        shm = Path("/dev/shm")
+        if shm.is_dir() and os.access(shm, os.W_OK) and fs_type(shm) == "tmpfs":
+            cache_dir = Path(tempfile.mkdtemp(prefix="edge-bench-nginx-cache-", dir=shm))
+            os.chmod(cache_dir, 0o755)  # the worker (nobody when started by root) creates the levels
+            (nprefix / "cache").symlink_to(cache_dir)
+        else:
+            cache_dir = None
+            (nprefix / "cache").mkdir()
+        nginx_cache = nprefix / "cache" / "proxy_cache"
+        meta["nginx_cache_fs"] = fs_type(nprefix / "cache")
         conf_text = render((BENCH / "nginx.conf.tmpl").read_text(), {
             "PREFIX": str(nprefix), "ORIGIN_HOSTPORT": origin_hostport, "PLAIN_PORT": str(n_plain),
-            "TLS_LISTEN": tls_listen, "CERT": str(cert), "KEY": str(key)})
+            "TLS_LISTEN": tls_listen, "CERT": str(cert), "KEY": str(key), "CACHE_DIR": str(nginx_cache)})
         nginx_srv = start_nginx("nginx", conf_text, nprefix, [n_plain, n_tls])
         bases = {"nginx_plain": f"http://127.0.0.1:{n_plain}", "nginx_tls": f"https://127.0.0.1:{n_tls}"}
         servers = {"nginx": nginx_srv}
@@ -1111,6 +1727,9 @@ def main() -> int:
                 'listen = "127.0.0.1:0"\n'
                 'plain_listen = "127.0.0.1:0"\n'
                 "workers = 1\n\n"
+                # The storm scenario opens 1,000 connections from 127.0.0.1 (default: 256 per IP).
+                "[limits]\n"
+                "max_connections_per_ip = 4096\n\n"
                 "[logging]\n"
                 "access_log = false\n"
                 'level = "warn"\n\n'
@@ -1119,11 +1738,23 @@ def main() -> int:
                 f"key = {json.dumps(str(key))}\n\n"
                 "[origins.bench]\n"
                 f"primary = {json.dumps(origin_url)}\n\n"
+                "[cache]\n"
+                "max_bytes = 536870912\n"
+                "max_object_bytes = 16777216\n"
+                "shards = 16\n\n"
+                # Cache scenarios (hit-*, storm) send Host / :authority cache.bench: a caching
+                # route (an exact host beats "*").
+                "[[routes]]\n"
+                f"host = {json.dumps(CACHE_HOST)}\n"
+                'prefix = "/"\n'
+                'origin = "bench"\n'
+                "[routes.cache]\n"
+                "enabled = true\n\n"
                 "[[routes]]\n"
                 'host = "*"\n'
                 'prefix = "/"\n'
                 'origin = "bench"\n'
-                # Proxying without cache: the scenarios here measure the proxy path.
+                # Proxying without cache: the scenarios h1-1k ... h3-1m measure the proxy path.
                 "[routes.cache]\n"
                 "enabled = false\n"
             )
@@ -1141,7 +1772,15 @@ def main() -> int:
             elif any(d.get("h3") for d in defs):
                 raise BenchError(f"edge ready line lacks h3_udp_port (needed for HTTP/3): {ready}")
 
+        if want_varnish:
+            varnish_srv, varnish_base, varnish_argv = start_varnish(tmp, origin_hostport)
+            servers["varnish"] = varnish_srv
+            bases["varnish_plain"] = varnish_base
+            meta["varnish_cmd"] = shlex.join(varnish_argv)
+
         sanity_check({k: v for k, v in bases.items() if k != "edge_h3"})
+        if any(d.get("cache") for d in defs):
+            meta["cache_setup"] = cache_setup_lines(meta, bool(varnish_note), args.no_edge)
 
         wait_for_load(args.max_load, args.load_wait)
         meta["load_before"] = loadavg()
@@ -1149,7 +1788,10 @@ def main() -> int:
 
         tls_info = {}
         for d in defs:
-            res = run_scenario(d, servers, bases, origin, tools, args, tmp)
+            if d.get("kind") == "storm":
+                results.append(run_storm(d, servers, bases, origin, args, tmp, origin_url))
+                continue
+            res = run_scenario(d, servers, bases, origin, tools, args, tmp, origin_url)
             results.append(res)
             if d["tool"] == "h2load":
                 for side in res["sides"]:
@@ -1162,7 +1804,12 @@ def main() -> int:
     finally:
         meta.setdefault("load_before", loadavg())
         PROCS.stop_all()
+        if cache_dir is not None:
+            shutil.rmtree(cache_dir, ignore_errors=True)  # tmpfs: memory
 
+    for note in skipped_notes:
+        log(note)
+    meta["skipped"] = skipped_notes
     report = build_report(meta, results, failure)
     out_name = "latest" if ok and not meta["self_test"] else ("self-test" if ok else "failed")
     (RESULTS / f"{out_name}.md").write_text(report + "\n")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one benchmark command: edge vs nginx (and edge HTTP/3 vs HTTP/1.1).
+# The one benchmark command: edge vs nginx (and edge HTTP/3 vs HTTP/1.1), proxying and
+# cache hits (+ Varnish), and a miss storm.
 #   bench/run.sh [--quick] [run.py options...]     (bench/run.py --help lists them)
 # Installs what it needs, builds the release binaries, then runs bench/run.py, which
 # prints a markdown report and writes it to bench/results/latest.md.
@@ -25,17 +26,32 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# oha is only needed for the HTTP/3 scenarios (h3-1k, h3-1m).
+# oha is only needed for the HTTP/3 scenarios (h3-1k, h3-1m, hit-h3-1k, hit-h3-1m);
+# Varnish only for hit-h1-1k and hit-h1-1m (an optional peer: run.py notes its absence).
 want_h3=1
+want_varnish=1
 prev=""
 for a in "$@"; do
     case "$a" in
         --no-h3|--no-edge) want_h3=0 ;;
-        --only=*) case "${a#--only=}" in *h3*) ;; *) want_h3=0 ;; esac ;;
+        --no-varnish|--fake-origin) want_varnish=0 ;;
+        --only=*) case "${a#--only=}" in *h3*) ;; *) want_h3=0 ;; esac
+                  case "${a#--only=}" in *hit-h1*) ;; *) want_varnish=0 ;; esac ;;
     esac
-    if [ "$prev" = "--only" ]; then case "$a" in *h3*) ;; *) want_h3=0 ;; esac; fi
+    if [ "$prev" = "--only" ]; then
+        case "$a" in *h3*) ;; *) want_h3=0 ;; esac
+        case "$a" in *hit-h1*) ;; *) want_varnish=0 ;; esac
+    fi
     prev=$a
 done
+
+if [ "$want_varnish" = 1 ] && ! have varnishd; then
+    # Debian's package also enables a varnish.service on systemd hosts (not used here).
+    echo "bench: installing varnish with apt-get (optional peer for the cache-hit scenarios)" >&2
+    if ! { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq varnish; }; then
+        echo "bench: varnish did not install; the report will say it was left out" >&2
+    fi
+fi
 
 OHA="$ROOT/bench/.tools/bin/oha"
 if [ "$want_h3" = 1 ] && [ ! -x "$OHA" ]; then

@@ -156,6 +156,11 @@ impl Node {
 
     /// `server_extra` goes into the `[server]` table.
     pub fn start_with(config: &str, server_extra: &str) -> Node {
+        Node::start_full(config, server_extra, &[])
+    }
+
+    /// As [`Node::start_with`], with extra environment variables for the process.
+    pub fn start_full(config: &str, server_extra: &str, env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = edge_runtime::listener::tls::generate_self_signed(
             dir.path(),
@@ -175,6 +180,7 @@ impl Node {
         cmd.args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log).unwrap());
         let proc = Proc::start(cmd);
         let https = proc.ready["tcp_addr"].as_str().unwrap().parse().unwrap();

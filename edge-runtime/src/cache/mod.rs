@@ -19,9 +19,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use inflight::{FillOutcome, FillWriter, Head, Inflights, Role, SharedHead};
 use origin::headers::ForwardedFor;
-use origin::http::{HttpOrigin, OriginError};
+use origin::http::OriginError;
 use origin::range::RangeAnswer;
 use origin::Body;
+use origin::Origin;
 use policy::{CacheControl, Freshness, RoutePolicy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,7 +124,7 @@ pub struct CacheAnswer {
 
 /// The request-scoped things the cache needs besides the request.
 pub struct Ctx<'a> {
-    pub origin: &'a Arc<HttpOrigin>,
+    pub origin: &'a Arc<Origin>,
     pub forwarded: &'a ForwardedFor,
     pub started: Instant,
     pub route: &'a RouteCache,
@@ -253,6 +254,7 @@ impl Cache {
                     policy: ctx.route.policy.clone(),
                     stale: stale.as_ref().map(|(e, _)| e.clone()),
                     serve_stale_on_error: stale.as_ref().is_some_and(|(_, ok)| *ok),
+                    leader_wants_range: req.headers().contains_key(header::RANGE),
                     leader: tx,
                 };
                 tokio::spawn(job.run());
@@ -298,8 +300,12 @@ impl Cache {
             Head::NotShared => match leader_rx {
                 // The fill fetched this viewer's own response; hand it over.
                 Some(rx) => match rx.await {
-                    Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(e)) => Err(e),
+                    Ok(Some(answer)) => {
+                        inc(&self.metrics.passes);
+                        Ok(answer)
+                    }
+                    // A range of an object too large to cache: ask the origin for the range.
+                    Ok(None) => self.pass(req, &ctx).await,
                     Err(_) => Err(CacheError::Fill {
                         status: StatusCode::BAD_GATEWAY,
                         reason: "origin fetch abandoned".into(),
@@ -358,6 +364,7 @@ impl Cache {
                 policy: ctx.route.policy.clone(),
                 stale: Some(entry.clone()),
                 serve_stale_on_error: true,
+                leader_wants_range: false,
                 leader: tx,
             };
             tokio::spawn(job.run());
@@ -535,13 +542,16 @@ struct FillJob {
     writer: FillWriter,
     key: String,
     request: Request<Body>,
-    origin: Arc<HttpOrigin>,
+    origin: Arc<Origin>,
     forwarded: ForwardedFor,
     started: Instant,
     policy: RoutePolicy,
     stale: Option<Arc<Entry>>,
     serve_stale_on_error: bool,
-    leader: tokio::sync::oneshot::Sender<Result<CacheAnswer, CacheError>>,
+    leader_wants_range: bool,
+    /// The leader's own answer when the response cannot be shared: `None` tells it to
+    /// send its own request.
+    leader: tokio::sync::oneshot::Sender<Option<CacheAnswer>>,
 }
 
 impl FillJob {
@@ -557,6 +567,7 @@ impl FillJob {
             policy,
             stale,
             serve_stale_on_error,
+            leader_wants_range,
             leader,
         } = self;
         let generation = cache.purge_generation.load(Ordering::SeqCst);
@@ -630,32 +641,42 @@ impl FillJob {
         }
 
         let response_cc = CacheControl::parse(&parts.headers);
-        // Responses meant for one viewer are never handed to another (nor stored).
-        let shareable = !response_cc.private
-            && !parts.headers.contains_key(header::SET_COOKIE)
-            && !request_headers.contains_key(header::AUTHORIZATION);
-        if !shareable {
-            let mut response = Response::from_parts(parts, body);
-            response.headers_mut().insert(
-                X_CACHE,
-                HeaderValue::from_static(CacheStatus::Pass.as_str()),
-            );
-            let _ = leader.send(Ok(CacheAnswer {
-                response,
-                status: CacheStatus::Pass,
-                origin_time: Some(answer.time_to_first_byte),
-                upstream: Some(answer.upstream),
-            }));
-            writer.set_head(Head::NotShared);
-            cache.inflight.close(&key, writer.fill());
-            return;
-        }
-
         let length = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        // Responses meant for one viewer are never handed to another (nor stored).
+        let for_one_viewer = response_cc.private
+            || parts.headers.contains_key(header::SET_COOKIE)
+            || request_headers.contains_key(header::AUTHORIZATION);
+        // Objects too large to store bypass the cache: each viewer streams its own, with
+        // its own backpressure, instead of the node buffering the whole object for them.
+        let too_large = length.is_some_and(|n| n > cache.max_object_bytes as u64);
+        if too_large {
+            inc(&cache.metrics.not_stored_too_large);
+        }
+        if for_one_viewer || too_large {
+            let answer = if too_large && leader_wants_range {
+                None
+            } else {
+                let mut response = Response::from_parts(parts, body);
+                response.headers_mut().insert(
+                    X_CACHE,
+                    HeaderValue::from_static(CacheStatus::Pass.as_str()),
+                );
+                Some(CacheAnswer {
+                    response,
+                    status: CacheStatus::Pass,
+                    origin_time: Some(answer.time_to_first_byte),
+                    upstream: Some(answer.upstream),
+                })
+            };
+            let _ = leader.send(answer);
+            writer.set_head(Head::NotShared);
+            cache.inflight.close(&key, writer.fill());
+            return;
+        }
         let lifetime =
             policy::freshness_lifetime(parts.status, &parts.headers, &response_cc, &policy);
         let has_validators = parts.headers.contains_key(header::ETAG)
@@ -663,12 +684,6 @@ impl FillJob {
         let mut store_it = policy::storable(&method, &request_headers, &request_cc, parts.status, &parts.headers, &response_cc, &policy)
             // Useless to keep: already stale and nothing to revalidate with.
             && (lifetime > Duration::ZERO || has_validators);
-        if length.is_some_and(|n| n > cache.max_object_bytes as u64) {
-            if store_it {
-                inc(&cache.metrics.not_stored_too_large);
-            }
-            store_it = false;
-        }
         let vary_names: Vec<String> = policy::vary_names(&parts.headers).collect();
         let vary_values = key::vary_values(&vary_names, &request_headers);
         writer.set_head(Head::Shared(SharedHead {

@@ -11,6 +11,7 @@ mod source;
 
 use crate::cache::{policy::RoutePolicy, KeySpec, RouteCache};
 use origin::http::{HealthCheck, OriginConfig};
+use origin::object::{ObjectConfig, StoreKind};
 use raw::RawConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -51,6 +52,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub admin: Option<AdminConfig>,
     pub origins: Vec<OriginConfig>,
+    pub object_origins: Vec<ObjectConfig>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -380,11 +382,72 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         });
     }
 
+    let mut object_origins = Vec::new();
+    for (name, st) in &raw.stores {
+        let at = |key: &'static str| vec!["stores", name.as_str(), key];
+        if raw.origins.contains_key(name) {
+            return Err(Unlocated::at(
+                &["stores", name],
+                format!("`{name}` is also an HTTP origin: names must be unique"),
+            ));
+        }
+        let need = |value: &Option<String>, key: &'static str| {
+            value.clone().filter(|v| !v.is_empty()).ok_or_else(|| {
+                Unlocated::at(&at(key), format!("required for kind = \"{}\"", st.kind))
+            })
+        };
+        let kind = match st.kind.as_str() {
+            "s3" => StoreKind::S3 {
+                bucket: need(&st.bucket, "bucket")?,
+                region: st.region.clone(),
+                endpoint: st.endpoint.clone(),
+            },
+            "gcs" => StoreKind::Gcs {
+                bucket: need(&st.bucket, "bucket")?,
+            },
+            "azure" => StoreKind::Azure {
+                account: need(&st.account, "account")?,
+                container: need(&st.container, "container")?,
+                endpoint: st.endpoint.clone(),
+            },
+            "fs" => {
+                let root = dir.join(need(&st.root, "root")?);
+                if !root.is_dir() {
+                    return Err(Unlocated::at(
+                        &at("root"),
+                        format!("{} is not a directory", root.display()),
+                    ));
+                }
+                StoreKind::Fs { root }
+            }
+            other => {
+                return Err(Unlocated::at(
+                    &at("kind"),
+                    format!("unknown store kind `{other}` (s3, gcs, azure, fs)"),
+                ))
+            }
+        };
+        if let Some(endpoint) = &st.endpoint {
+            upstream_uri(endpoint, &at("endpoint"))?;
+        }
+        object_origins.push(ObjectConfig {
+            name: name.clone(),
+            kind,
+            prefix: st.prefix.clone(),
+            first_byte_timeout: Duration::from_millis(st.first_byte_timeout_ms.max(1)),
+        });
+    }
+
     let mut routes = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let idx = i.to_string();
-        if !raw.origins.contains_key(&r.origin) {
-            let known: Vec<&str> = raw.origins.keys().map(String::as_str).collect();
+        if !raw.origins.contains_key(&r.origin) && !raw.stores.contains_key(&r.origin) {
+            let known: Vec<&str> = raw
+                .origins
+                .keys()
+                .chain(raw.stores.keys())
+                .map(String::as_str)
+                .collect();
             return Err(Unlocated::at(
                 &["routes", &idx, "origin"],
                 format!(
@@ -526,6 +589,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
             level: raw.logging.level,
         },
         origins,
+        object_origins,
         routes,
     })
 }

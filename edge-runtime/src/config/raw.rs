@@ -20,8 +20,28 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub origins: BTreeMap<String, RawOrigin>,
+    /// Object-storage origins, by name (routes name them like HTTP origins).
+    #[serde(default)]
+    pub stores: BTreeMap<String, RawStore>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `s3`, `gcs`, `azure` or `fs`.
+    pub kind: String,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub account: Option<String>,
+    pub container: Option<String>,
+    pub root: Option<String>,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,9 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use origin::headers::ForwardedFor;
 use origin::http::{HttpOrigin, OriginError};
+use origin::object::ObjectOrigin;
 use origin::Body;
+use origin::Origin;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,10 +53,10 @@ impl Conn {
 
 pub struct Pipeline {
     router: Router,
-    origins: HashMap<String, Arc<HttpOrigin>>,
+    origins: HashMap<String, Arc<Origin>>,
     /// The origin and cache settings of each route, by route index: no lookup by name
     /// per request.
-    route_origins: Vec<Arc<HttpOrigin>>,
+    route_origins: Vec<Arc<Origin>>,
     route_caches: Vec<Option<RouteCache>>,
     cache: Arc<Cache>,
     max_uri_bytes: usize,
@@ -67,7 +69,14 @@ impl Pipeline {
     pub fn new(config: &Config, cache: Arc<Cache>) -> Result<Self, OriginError> {
         let mut origins = HashMap::new();
         for o in &config.origins {
-            origins.insert(o.name.clone(), HttpOrigin::new(o.clone())?);
+            origins.insert(
+                o.name.clone(),
+                Arc::new(Origin::Http(HttpOrigin::new(o.clone())?)),
+            );
+        }
+        for o in &config.object_origins {
+            let origin = ObjectOrigin::new(o.clone())?;
+            origins.insert(o.name.clone(), Arc::new(Origin::Object(Arc::new(origin))));
         }
         let route_origins = config
             .routes
@@ -85,7 +94,7 @@ impl Pipeline {
         })
     }
 
-    pub fn origin(&self, name: &str) -> Option<&Arc<HttpOrigin>> {
+    pub fn origin(&self, name: &str) -> Option<&Arc<Origin>> {
         self.origins.get(name)
     }
 
