@@ -504,4 +504,50 @@ async fn unsafe_methods_invalidate_the_stored_url() {
     .await;
     assert_eq!(clients::status_of(&r), 200);
     assert_eq!(x_cache(&get(&node, Proto::H1, path, &[]).await), "MISS");
+
+    // The URI named in Location is invalidated too (same host only).
+    let target = "/object/target?cc=max-age%3D600";
+    get(&node, Proto::H1, target, &[]).await;
+    assert_eq!(x_cache(&get(&node, Proto::H1, target, &[]).await), "HIT");
+    let post = "/object/poster?loc=/object/target%3Fcc%3Dmax-age%253D600";
+    let mut tls = clients::raw_tls(node.https, &node.ca).await;
+    let r = clients::exchange(
+        &mut tls,
+        format!("POST {post} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("location: /object/target?cc=max-age%3d600"),
+        "{r}"
+    );
+    assert_eq!(x_cache(&get(&node, Proto::H1, target, &[]).await), "MISS");
+}
+
+/// A purge of one URL (here by a POST) must not stop other objects being stored while
+/// their fills are in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_only_affects_fills_of_its_own_url() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let slow = "/object/slowfill?cc=max-age%3D600&size=65536&chunk_ms=100";
+    let fill = tokio::spawn({
+        let (ca, url) = (node.ca.clone(), node.url(slow));
+        async move { clients::get(Proto::H1, &ca, &url, &[]).await }
+    });
+    // Wait until the fill is under way, then POST elsewhere.
+    let deadline = Instant::now() + support::WAIT;
+    while origin_count(&origin, "/object/slowfill").await == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut tls = clients::raw_tls(node.https, &node.ca).await;
+    let r = clients::exchange(
+        &mut tls,
+        b"POST /object/elsewhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(clients::status_of(&r), 200);
+    assert_eq!(x_cache(&fill.await.unwrap()), "MISS");
+    assert_eq!(x_cache(&get(&node, Proto::H1, slow, &[]).await), "HIT");
 }

@@ -15,7 +15,7 @@
 //! `/object` parameters: `size` (bytes, default 1000), `v` (content version), `cc`
 //! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
 //! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
-//! `vary`, `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
+//! `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort).
 //! | anything else | a file under the library directory, with `Range` support |
 
@@ -307,6 +307,9 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     }
     if let Some(vary) = param("vary") {
         set("vary", vary);
+    }
+    if let Some(location) = param("loc") {
+        set("location", location);
     }
     if param("cookie").is_some() {
         set("set-cookie", format!("session={name}"));

@@ -66,6 +66,8 @@ struct Chunks {
 pub struct Fill {
     head: watch::Sender<Option<Arc<Head>>>,
     body: Mutex<Chunks>,
+    /// Set by a purge of this key while the fill runs: its result must not be stored.
+    purged: std::sync::atomic::AtomicBool,
 }
 
 impl Fill {
@@ -73,6 +75,7 @@ impl Fill {
         Arc::new(Fill {
             head: watch::channel(None).0,
             body: Mutex::new(Chunks::default()),
+            purged: Default::default(),
         })
     }
 
@@ -103,6 +106,10 @@ impl Fill {
 }
 
 impl Fill {
+    pub fn purged(&self) -> bool {
+        self.purged.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The chunks received so far (reference-counted clones).
     pub fn chunks(&self) -> Vec<Bytes> {
         lock(&self.body).chunks.clone()
@@ -277,6 +284,15 @@ impl Inflights {
         let mut map = lock(&self.map);
         if map.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(key);
+        }
+    }
+
+    /// Marks the fills whose key matches so they do not store what they fetch.
+    pub fn purge(&self, matches: impl Fn(&str) -> bool) {
+        for (key, fill) in lock(&self.map).iter() {
+            if matches(key) {
+                fill.purged.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 

@@ -86,8 +86,9 @@ pub struct Cache {
     inflight: Inflights,
     max_object_bytes: usize,
     pub metrics: CacheMetrics,
-    /// Bumped by every purge: a fill that started before a purge does not store its
-    /// result, so a purge is never undone by a fetch already on its way.
+    /// Bumped by every purge by surrogate key: a fill's tags are unknown until its response
+    /// arrives, so a fill that started before such a purge does not store its result.
+    /// URL and prefix purges mark the matching fills instead.
     purge_generation: AtomicU64,
 }
 
@@ -180,16 +181,24 @@ impl Cache {
     }
 
     /// Removes what `purge` selects; new requests stop seeing it at once.
+    /// A fetch already on its way never undoes a purge: matching fills are marked and do
+    /// not store their result.
     pub fn purge(&self, purge: &Purge) -> usize {
-        self.purge_generation.fetch_add(1, Ordering::SeqCst);
         match purge {
-            Purge::Url(url) => self.store.remove_where(|k, _| key::url_part(k) == url),
-            Purge::Prefix(prefix) => self
-                .store
-                .remove_where(|k, _| key::url_part(k).starts_with(prefix.as_str())),
-            Purge::SurrogateKey(tag) => self
-                .store
-                .remove_where(|_, e| e.surrogate_keys.iter().any(|k| k == tag)),
+            Purge::Url(url) => {
+                self.inflight.purge(|k| key::url_part(k) == url);
+                self.store.remove_where(|k, _| key::url_part(k) == url)
+            }
+            Purge::Prefix(prefix) => {
+                let under = |k: &str| key::url_part(k).starts_with(prefix.as_str());
+                self.inflight.purge(under);
+                self.store.remove_where(|k, _| under(k))
+            }
+            Purge::SurrogateKey(tag) => {
+                self.purge_generation.fetch_add(1, Ordering::SeqCst);
+                self.store
+                    .remove_where(|_, e| e.surrogate_keys.iter().any(|k| k == tag))
+            }
         }
     }
 
@@ -602,8 +611,12 @@ impl FillJob {
 
         // RFC 9111 §4.3.3: 304 → the stored body is current; freshen its fields.
         if let (Some(old), StatusCode::NOT_MODIFIED) = (&stale, parts.status) {
+            // A 304 naming another ETag does not describe the stored copy: leave it as is.
+            let selected = policy::selects(&old.headers, &parts.headers);
             let mut headers = old.headers.clone();
-            policy::freshen(&mut headers, &parts.headers);
+            if selected {
+                policy::freshen(&mut headers, &parts.headers);
+            }
             let entry = new_entry(
                 old.status,
                 headers,
@@ -625,7 +638,10 @@ impl FillJob {
                 origin_time: Some(answer.time_to_first_byte),
             };
             let body = entry.body.clone();
-            if cache.purge_generation.load(Ordering::SeqCst) == generation {
+            if selected
+                && cache.purge_generation.load(Ordering::SeqCst) == generation
+                && !writer.fill().purged()
+            {
                 cache.store.insert(key.clone(), Arc::new(entry));
             }
             writer.set_head(Head::Shared(shared));
@@ -647,9 +663,13 @@ impl FillJob {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         // Responses meant for one viewer are never handed to another (nor stored).
+        // §3.5: with Authorization, only public, s-maxage or must-revalidate responses
+        // may be shared.
+        let authorized_shareable =
+            response_cc.public || response_cc.s_maxage.is_some() || response_cc.must_revalidate;
         let for_one_viewer = response_cc.private
             || parts.headers.contains_key(header::SET_COOKIE)
-            || request_headers.contains_key(header::AUTHORIZATION);
+            || (request_headers.contains_key(header::AUTHORIZATION) && !authorized_shareable);
         // Objects too large to store bypass the cache: each viewer streams its own, with
         // its own backpressure, instead of the node buffering the whole object for them.
         let too_large = length.is_some_and(|n| n > cache.max_object_bytes as u64);
@@ -733,7 +753,10 @@ impl FillJob {
             }
         }
         writer.finish();
-        if store_it && cache.purge_generation.load(Ordering::SeqCst) == generation {
+        if store_it
+            && cache.purge_generation.load(Ordering::SeqCst) == generation
+            && !writer.fill().purged()
+        {
             let body = writer.fill().collect_body();
             let entry = new_entry(
                 parts.status,

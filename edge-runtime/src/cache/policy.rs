@@ -37,6 +37,8 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
     pub immutable: bool,
+    /// RFC 9111 §5.2.2.3: store only if the cache understands the status code.
+    pub must_understand: bool,
     /// A directive we act on had an invalid value (e.g. `max-age=abc`). §4.2.1 asks a
     /// cache to treat such a response as stale.
     pub invalid: bool,
@@ -113,6 +115,7 @@ impl CacheControl {
             "stale-while-revalidate" => self.stale_while_revalidate = seconds(value).ok(),
             "stale-if-error" => self.stale_if_error = seconds(value).ok(),
             "immutable" => self.immutable = true,
+            "must-understand" => self.must_understand = true,
             _ => {}
         }
     }
@@ -180,6 +183,11 @@ pub fn storable(
     if request_cc.no_store || response_cc.no_store || response_cc.private {
         return false;
     }
+    // §5.2.2.3: must-understand limits storing to status codes whose caching rules the
+    // cache implements.
+    if response_cc.must_understand && !understood_status(status) {
+        return false;
+    }
     // A cookie set for one viewer must never reach another.
     if response.contains_key(header::SET_COOKIE) {
         return false;
@@ -203,6 +211,34 @@ pub fn storable(
         || route.override_ttl.is_some()
         || route.default_ttl.is_some()
         || heuristically_cacheable(status)
+}
+
+/// Status codes whose semantics (and caching rules) the node implements.
+fn understood_status(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203
+            | 204
+            | 206
+            | 300
+            | 301
+            | 302
+            | 303
+            | 304
+            | 307
+            | 308
+            | 400
+            | 403
+            | 404
+            | 405
+            | 410
+            | 414
+            | 500
+            | 501
+            | 502
+            | 503
+            | 504
+    )
 }
 
 /// RFC 9110 §15.1: statuses cacheable by default (heuristic freshness allowed).
@@ -269,7 +305,7 @@ pub fn initial_age(response: &HeaderMap, at: AgeInputs) -> Duration {
     let age_value = response
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(parse_age)
         .map(|s| Duration::from_secs(s.min(DELTA_SECONDS_CAP)))
         .unwrap_or_default();
     let date_value = response.get(header::DATE).and_then(http_date);
@@ -282,6 +318,18 @@ pub fn initial_age(response: &HeaderMap, at: AgeInputs) -> Duration {
         .unwrap_or_default();
     let corrected_age_value = age_value + response_delay;
     apparent_age.max(corrected_age_value)
+}
+
+/// RFC 9111 §5.1: a list-valued `Age` uses its first member. Of that member the leading
+/// digits count (`7200.0`, `7200;x=y` → 7200): reading too old a value only makes the cache
+/// revalidate sooner, never serve something staler. No leading digit: ignored.
+fn parse_age(value: &str) -> Option<u64> {
+    let first = value.split(',').next()?.trim();
+    let digits = first.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    Some(first[..digits].parse::<u64>().unwrap_or(DELTA_SECONDS_CAP))
 }
 
 /// What a stored response is at a given moment.
@@ -387,23 +435,37 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     false
 }
 
+/// Fields a 304 must not change in a stored response: they describe the stored body
+/// (RFC 9111 §3.2), which the 304 does not carry.
+fn describes_body(name: &http::HeaderName) -> bool {
+    matches!(
+        name,
+        &header::CONTENT_LENGTH
+            | &header::CONTENT_RANGE
+            | &header::TRANSFER_ENCODING
+            | &header::CONTENT_ENCODING
+    ) || name.as_str() == "content-md5"
+}
+
+/// RFC 9111 §4.3.4: a 304 selects the stored response when its strong validator matches
+/// (or it has none); a 304 for another representation must not update it.
+pub fn selects(stored: &HeaderMap, not_modified: &HeaderMap) -> bool {
+    match (not_modified.get(header::ETAG), stored.get(header::ETAG)) {
+        (Some(new), Some(old)) => new == old,
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
 /// RFC 9111 §4.3.4: a 304 from the origin freshens the stored header fields.
 pub fn freshen(stored: &mut HeaderMap, not_modified: &HeaderMap) {
     for name in not_modified.keys() {
-        // The 304 describes the stored representation; these would misdescribe its body.
-        if matches!(
-            name,
-            &header::CONTENT_LENGTH | &header::CONTENT_RANGE | &header::TRANSFER_ENCODING
-        ) {
-            continue;
+        if !describes_body(name) {
+            stored.remove(name);
         }
-        stored.remove(name);
     }
     for (name, value) in not_modified {
-        if !matches!(
-            name,
-            &header::CONTENT_LENGTH | &header::CONTENT_RANGE | &header::TRANSFER_ENCODING
-        ) {
+        if !describes_body(name) {
             stored.append(name.clone(), value.clone());
         }
     }
@@ -602,6 +664,49 @@ mod tests {
     }
 
     #[test]
+    fn age_field_parsing() {
+        assert_eq!(parse_age("7200"), Some(7200));
+        assert_eq!(parse_age("7200,0"), Some(7200), "first member of a list");
+        assert_eq!(parse_age("7200.0"), Some(7200));
+        assert_eq!(parse_age("7200;foo=bar"), Some(7200));
+        assert_eq!(parse_age("abc"), None);
+        assert_eq!(parse_age("-7200"), None);
+        assert_eq!(
+            parse_age("99999999999999999999999"),
+            Some(DELTA_SECONDS_CAP)
+        );
+    }
+
+    #[test]
+    fn must_understand_limits_storing_to_known_statuses() {
+        let h = headers(&[("cache-control", "max-age=3600, must-understand")]);
+        let c = CacheControl::parse(&h);
+        let none = HeaderMap::new();
+        let s = |code: u16| {
+            let status = StatusCode::from_u16(code).unwrap();
+            storable(
+                &Method::GET,
+                &none,
+                &CacheControl::default(),
+                status,
+                &h,
+                &c,
+                &NO_ROUTE,
+            )
+        };
+        assert!(s(200));
+        assert!(!s(599));
+    }
+
+    #[test]
+    fn a_304_for_another_etag_selects_nothing() {
+        let stored = headers(&[("etag", "\"a\"")]);
+        assert!(selects(&stored, &headers(&[("etag", "\"a\"")])));
+        assert!(!selects(&stored, &headers(&[("etag", "\"b\"")])));
+        assert!(selects(&stored, &HeaderMap::new()));
+    }
+
+    #[test]
     fn age_calculation() {
         let at = AgeInputs {
             request_time: UNIX_EPOCH + Duration::from_secs(1000),
@@ -698,17 +803,20 @@ mod tests {
         let mut stored = headers(&[
             ("etag", "\"v1\""),
             ("content-length", "10"),
+            ("content-encoding", "gzip"),
             ("cache-control", "max-age=1"),
             ("x-keep", "1"),
         ]);
         let update = headers(&[
             ("cache-control", "max-age=60"),
             ("content-length", "0"),
+            ("content-encoding", "br"),
             ("x-new", "2"),
         ]);
         freshen(&mut stored, &update);
         assert_eq!(stored["cache-control"], "max-age=60");
         assert_eq!(stored["content-length"], "10");
+        assert_eq!(stored["content-encoding"], "gzip");
         assert_eq!(stored["x-keep"], "1");
         assert_eq!(stored["x-new"], "2");
     }

@@ -167,16 +167,27 @@ impl Pipeline {
                 return Ok(answer.response);
             }
         }
-        // RFC 9111 §4.4: a successful unsafe request invalidates the stored target URI.
+        // RFC 9111 §4.4: a successful unsafe request invalidates the stored target URI,
+        // and (a MAY the node takes) the URIs in Location and Content-Location on the same
+        // host.
         let invalidate = route_cache
             .as_ref()
             .filter(|_| !req.method().is_safe())
-            .map(|rc| cache::key::primary(&host, req.uri(), &http::HeaderMap::new(), &rc.key));
+            .map(|rc| (host.clone().into_owned(), rc.key.clone()));
+        let target = req.uri().clone();
         let answer = origin.send(req, &conn.forwarded, started).await?;
-        if let Some(key) = invalidate {
+        if let Some((host, key_spec)) = invalidate {
             let status = answer.response.status();
             if status.is_success() || status.is_redirection() {
-                self.cache.purge(&cache::Purge::Url(key));
+                let headers = answer.response.headers();
+                let named = [header::LOCATION, header::CONTENT_LOCATION]
+                    .into_iter()
+                    .filter_map(|name| headers.get(name)?.to_str().ok()?.parse::<http::Uri>().ok())
+                    .filter(|uri| uri.host().is_none_or(|h| h.eq_ignore_ascii_case(&host)));
+                for uri in std::iter::once(target).chain(named) {
+                    let key = cache::key::primary(&host, &uri, &http::HeaderMap::new(), &key_spec);
+                    self.cache.purge(&cache::Purge::Url(key));
+                }
             }
         }
         record.origin_time = Some(answer.time_to_first_byte);
