@@ -706,9 +706,12 @@ impl FillJob {
             && (lifetime > Duration::ZERO || has_validators);
         let vary_names: Vec<String> = policy::vary_names(&parts.headers).collect();
         let vary_values = key::vary_values(&vary_names, &request_headers);
+        // Surrogate-Control speaks to this cache only; viewers never see it.
+        let mut viewer_headers = parts.headers.clone();
+        viewer_headers.remove(policy::SURROGATE_CONTROL);
         writer.set_head(Head::Shared(SharedHead {
             status: parts.status,
-            headers: parts.headers.clone(),
+            headers: viewer_headers,
             length,
             vary_names: vary_names.clone(),
             vary_values: vary_values.clone(),
@@ -794,8 +797,10 @@ fn new_entry(
             response_time,
         },
     );
-    // The node computes Age itself; fields `no-cache="..."` names are not stored.
+    // The node computes Age itself; fields `no-cache="..."` names are not stored, nor is
+    // Surrogate-Control (its lifetime is in `lifetime` now).
     headers.remove(header::AGE);
+    headers.remove(policy::SURROGATE_CONTROL);
     for field in &cc.no_cache_fields {
         headers.remove(field.as_str());
     }

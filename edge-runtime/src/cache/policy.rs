@@ -153,6 +153,45 @@ fn unquote(v: &str) -> String {
         .to_owned()
 }
 
+/// `Surrogate-Control` (W3C Edge Architecture): directives for caches like this one,
+/// taking precedence over `Cache-Control`. The node removes the field before viewers see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SurrogateControl {
+    pub max_age: Option<u64>,
+    pub no_store: bool,
+}
+
+pub const SURROGATE_CONTROL: http::HeaderName = http::HeaderName::from_static("surrogate-control");
+
+impl SurrogateControl {
+    pub fn parse(headers: &HeaderMap) -> Option<SurrogateControl> {
+        let mut sc = SurrogateControl::default();
+        let mut present = false;
+        for value in headers.get_all(&SURROGATE_CONTROL) {
+            present = true;
+            let Ok(text) = value.to_str() else { continue };
+            for directive in split_list(text) {
+                // `max-age=60;edge-a` targets one surrogate; this node takes every target.
+                let directive = directive.split(';').next().unwrap_or("").trim();
+                let (name, value) = match directive.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (directive, None),
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => sc.no_store = true,
+                    "max-age" => {
+                        sc.max_age = value
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .map(|s| s.min(DELTA_SECONDS_CAP))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        present.then_some(sc)
+    }
+}
+
 /// Route settings that bend the origin's caching headers.
 #[derive(Clone, Debug, Default)]
 pub struct RoutePolicy {
@@ -180,7 +219,13 @@ pub fn storable(
     if status.is_informational() || status == StatusCode::PARTIAL_CONTENT {
         return false;
     }
-    if request_cc.no_store || response_cc.no_store || response_cc.private {
+    let surrogate = SurrogateControl::parse(response);
+    if surrogate.is_some_and(|sc| sc.no_store) {
+        return false;
+    }
+    // Surrogate-Control max-age speaks for this cache and outranks Cache-Control.
+    let surrogate_fresh = surrogate.is_some_and(|sc| sc.max_age.is_some());
+    if request_cc.no_store || (!surrogate_fresh && (response_cc.no_store || response_cc.private)) {
         return false;
     }
     // §5.2.2.3: must-understand limits storing to status codes whose caching rules the
@@ -202,7 +247,8 @@ pub fn storable(
     {
         return false;
     }
-    let explicit = response_cc.s_maxage.is_some()
+    let explicit = surrogate_fresh
+        || response_cc.s_maxage.is_some()
         || response_cc.max_age.is_some()
         || response.contains_key(header::EXPIRES);
     explicit
@@ -259,6 +305,9 @@ pub fn freshness_lifetime(
     if let Some(ttl) = route.override_ttl {
         return ttl;
     }
+    if let Some(s) = SurrogateControl::parse(response).and_then(|sc| sc.max_age) {
+        return Duration::from_secs(s);
+    }
     if cc.invalid {
         return Duration::ZERO;
     }
@@ -302,11 +351,8 @@ pub struct AgeInputs {
 
 /// RFC 9111 §4.2.3: `corrected_initial_age`, the age a response had when it was stored.
 pub fn initial_age(response: &HeaderMap, at: AgeInputs) -> Duration {
-    let age_value = response
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_age)
-        .map(|s| Duration::from_secs(s.min(DELTA_SECONDS_CAP)))
+    let age_value = parse_age(response.get_all(header::AGE).iter())
+        .map(Duration::from_secs)
         .unwrap_or_default();
     let date_value = response.get(header::DATE).and_then(http_date);
     let apparent_age = date_value
@@ -320,16 +366,24 @@ pub fn initial_age(response: &HeaderMap, at: AgeInputs) -> Duration {
     apparent_age.max(corrected_age_value)
 }
 
-/// RFC 9111 §5.1: a list-valued `Age` uses its first member. Of that member the leading
-/// digits count (`7200.0`, `7200;x=y` → 7200): reading too old a value only makes the cache
-/// revalidate sooner, never serve something staler. No leading digit: ignored.
-fn parse_age(value: &str) -> Option<u64> {
-    let first = value.split(',').next()?.trim();
-    let digits = first.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
+/// RFC 9111 §5.1 `Age`: one non-negative integer. Anything else (a list, several lines,
+/// a fraction, a parameter, garbage) is taken as the oldest possible age: the cache then
+/// revalidates instead of trusting a value it cannot read, which never serves anything
+/// staler than the origin meant.
+fn parse_age<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(DELTA_SECONDS_CAP);
     }
-    Some(first[..digits].parse::<u64>().unwrap_or(DELTA_SECONDS_CAP))
+    let text = first.to_str().map(str::trim).unwrap_or("");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(DELTA_SECONDS_CAP);
+    }
+    Some(
+        text.parse::<u64>()
+            .unwrap_or(DELTA_SECONDS_CAP)
+            .min(DELTA_SECONDS_CAP),
+    )
 }
 
 /// What a stored response is at a given moment.
@@ -665,15 +719,66 @@ mod tests {
 
     #[test]
     fn age_field_parsing() {
-        assert_eq!(parse_age("7200"), Some(7200));
-        assert_eq!(parse_age("7200,0"), Some(7200), "first member of a list");
-        assert_eq!(parse_age("7200.0"), Some(7200));
-        assert_eq!(parse_age("7200;foo=bar"), Some(7200));
-        assert_eq!(parse_age("abc"), None);
-        assert_eq!(parse_age("-7200"), None);
+        let age = |lines: &[&'static str]| {
+            let values: Vec<HeaderValue> =
+                lines.iter().map(|l| HeaderValue::from_static(l)).collect();
+            parse_age(values.iter())
+        };
+        assert_eq!(age(&["7200"]), Some(7200));
+        assert_eq!(age(&[]), None);
+        for unreadable in [
+            &["7200,0"][..],
+            &["7200.0"],
+            &["7200;foo=bar"],
+            &["abc"],
+            &["-7200"],
+            &["0", "7200"],
+            &["0, 0"],
+        ] {
+            assert_eq!(
+                age(unreadable),
+                Some(DELTA_SECONDS_CAP),
+                "{unreadable:?} must count as old"
+            );
+        }
+    }
+
+    #[test]
+    fn surrogate_control_outranks_cache_control() {
+        let none = HeaderMap::new();
+        let ok = StatusCode::OK;
+        let store = |h: &HeaderMap| {
+            storable(
+                &Method::GET,
+                &none,
+                &CacheControl::default(),
+                ok,
+                h,
+                &CacheControl::parse(h),
+                &NO_ROUTE,
+            )
+        };
+        let h = headers(&[
+            ("surrogate-control", "no-store"),
+            ("cache-control", "max-age=600"),
+        ]);
+        assert!(!store(&h));
+        let h = headers(&[
+            ("surrogate-control", "max-age=60"),
+            ("cache-control", "no-store"),
+        ]);
+        assert!(store(&h));
         assert_eq!(
-            parse_age("99999999999999999999999"),
-            Some(DELTA_SECONDS_CAP)
+            freshness_lifetime(ok, &h, &CacheControl::parse(&h), &NO_ROUTE),
+            Duration::from_secs(60)
+        );
+        let h = headers(&[
+            ("surrogate-control", "max-age=0;edge"),
+            ("cache-control", "max-age=600"),
+        ]);
+        assert_eq!(
+            freshness_lifetime(ok, &h, &CacheControl::parse(&h), &NO_ROUTE),
+            Duration::ZERO
         );
     }
 
