@@ -2,7 +2,6 @@
 
 mod support;
 
-use bytes::Bytes;
 use futures_util::future::join_all;
 use std::time::{Duration, Instant};
 use support::clients::{self, Answer, Proto, ALL};
@@ -20,22 +19,8 @@ fn cached_node(origin: &Origin, extra: &str) -> Node {
 }
 
 async fn origin_count(origin: &Origin, path: &str) -> u64 {
-    let body = direct(origin, &format!("/counts?path={path}")).await;
+    let body = origin.direct(&format!("/counts?path={path}")).await;
     std::str::from_utf8(&body).unwrap().trim().parse().unwrap()
-}
-
-async fn direct(origin: &Origin, path: &str) -> Bytes {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(origin.addr()).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    tcp.read_to_end(&mut all).await.unwrap();
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    Bytes::from(all[head_end..].to_vec())
 }
 
 fn x_cache(a: &Answer) -> &str {
@@ -82,7 +67,7 @@ async fn hundred_concurrent_viewers_make_one_origin_request_and_stream() {
         async move { clients::get(proto, &ca, &url, &[]).await }
     });
     let answers = join_all(viewers).await;
-    let expected = direct(&origin, "/object/storm?size=327680").await;
+    let expected = origin.direct("/object/storm?size=327680").await;
     for (i, a) in answers.iter().enumerate() {
         assert_eq!(a.status, 200, "viewer {i}");
         assert_eq!(a.body, expected, "viewer {i} got different bytes");
@@ -406,6 +391,18 @@ async fn purge_by_url_prefix_and_surrogate_key_through_the_admin_api() {
     let r = purge("{\"surrogate_key\":\"season-1\"}".into(), Some(TOKEN)).await;
     assert!(r.contains("\"purged\":1"), "{r}");
     assert_eq!(x_cache(&get(&node, Proto::H3, paths[3], &[]).await), "MISS");
+
+    // Upstream health for operators.
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let origins = clients::exchange(
+        &mut tcp,
+        format!("GET /origins HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        origins.contains(&format!("{{\"healthy\":true,\"url\":\"{}\"}}", origin.url)),
+        "{origins}"
+    );
 
     // Bad admin requests get specific answers.
     assert_eq!(

@@ -20,7 +20,7 @@ async fn same_bytes_over_h1_h2_h3_with_alt_svc_and_server_timing() {
         "/bytes/1000000",
     ];
     for path in paths {
-        let direct = origin_direct(&origin, path).await;
+        let direct = origin.direct(path).await;
         for proto in ALL {
             let answer = clients::get(proto, &node.ca, &node.url(path), &[]).await;
             assert_eq!(answer.status, 200, "{proto:?} {path}");
@@ -189,7 +189,7 @@ async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
 
     // h2: same, through hyper's client.
     use http_body_util::BodyExt;
-    let mut h2 = clients::start_tcp(Proto::H2, &node.ca, &node.url(&path)).await;
+    let mut h2 = clients::start_tcp(Proto::H2, &node.ca, &node.url(&path), &[]).await;
     assert_eq!(h2.version(), http::Version::HTTP_2);
     let mut h2_read = 0usize;
     if let Some(frame) = h2.body_mut().frame().await {
@@ -374,162 +374,4 @@ fn bad_config_is_rejected_with_file_line_and_key() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The origin's bytes for `path`, fetched directly (plain HTTP/1.1) for comparison.
-async fn origin_direct(origin: &Origin, path: &str) -> bytes::Bytes {
-    let mut tcp = tokio::net::TcpStream::connect(origin.addr()).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    tcp.read_to_end(&mut all).await.unwrap();
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let head = String::from_utf8_lossy(&all[..head_end]).to_ascii_lowercase();
-    assert!(
-        head.contains("content-length"),
-        "expected a sized body: {head}"
-    );
-    bytes::Bytes::from(all[head_end..].to_vec())
-}
-
-/// Several certificates, chosen by SNI: the first is the default.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_chosen_by_sni() {
-    let origin = Origin::start("o1");
-    let other = tempfile::tempdir().unwrap();
-    let (cert_b, key_b) =
-        edge_runtime::listener::tls::generate_self_signed(other.path(), &["media.test"]).unwrap();
-    let config = format!(
-        "[[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"media.test\"]\n\n{}",
-        cert_b.display(),
-        key_b.display(),
-        support::one_origin(&origin.url)
-    );
-    let node = Node::start(&config);
-    let handshake = |ca: std::path::PathBuf, name: &'static str| async move {
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(clients::tls_config(
-            &ca,
-            &[b"http/1.1"],
-        )));
-        let tcp = tokio::net::TcpStream::connect(node.https).await.unwrap();
-        connector
-            .connect(name.try_into().unwrap(), tcp)
-            .await
-            .is_ok()
-    };
-    assert!(
-        handshake(cert_b.clone(), "media.test").await,
-        "SNI media.test gets its own certificate"
-    );
-    assert!(
-        !handshake(node.ca.clone(), "media.test").await,
-        "and not the default one"
-    );
-    assert!(
-        handshake(node.ca.clone(), "localhost").await,
-        "other names get the default"
-    );
-    assert!(!handshake(cert_b, "localhost").await);
-}
-
-/// An https origin trusted through `ca_file`, reached over HTTP/2: a second node stands in
-/// as that origin. Without the CA the chain is refused and the viewer gets 502.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_origin_with_configured_ca_over_h2() {
-    let origin = Origin::start("o1");
-    let inner = Node::start(&support::one_origin(&origin.url));
-    let outer_config = |ca_line: &str| {
-        format!(
-            "[origins.media]\nprimary = \"https://localhost:{}\"\n{ca_line}\n\n[[routes]]\norigin = \"media\"\n",
-            inner.https.port()
-        )
-    };
-    let outer = Node::start(&outer_config(&format!(
-        "ca_file = \"{}\"",
-        inner.ca.display()
-    )));
-    let answer = clients::get(Proto::H1, &outer.ca, &outer.url("/echo"), &[]).await;
-    assert_eq!(answer.status, 200);
-    let echo: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-    assert_eq!(
-        echo["headers"]["via"], "1.1 edge, 2 edge",
-        "outer node spoke h2 to the inner one: {echo}"
-    );
-    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1, 127.0.0.1");
-
-    let untrusting = Node::start(&outer_config(""));
-    let answer = clients::get(Proto::H1, &untrusting.ca, &untrusting.url("/echo"), &[]).await;
-    assert_eq!(answer.status, 502);
-    let line = untrusting.wait_for_access(|l| l["status"] == 502);
-    assert!(
-        line["error"].as_str().unwrap().contains("certificate"),
-        "{line}"
-    );
-}
-
-/// `http2 = true` speaks HTTP/2 with prior knowledge to a plaintext origin.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plaintext_origin_over_h2_prior_knowledge() {
-    let origin = Origin::start("o1");
-    let config = format!(
-        "[origins.media]\nprimary = \"{}\"\nhttp2 = true\n\n[[routes]]\norigin = \"media\"\n",
-        origin.url
-    );
-    let node = Node::start(&config);
-    let answer = clients::get(Proto::H1, &node.ca, &node.url("/echo"), &[]).await;
-    let echo: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
-    assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
-}
-
-/// Active health checks bring the primary back once it answers again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_returns_to_the_primary_when_it_recovers() {
-    let mut primary = Origin::start("primary");
-    let primary_addr = primary.addr();
-    let secondary = Origin::start("secondary");
-    let config = format!(
-        "[origins.media]\nprimary = \"{}\"\nsecondary = \"{}\"\nhealth_path = \"/health\"\nhealth_interval_ms = 50\n\n\
-         [[routes]]\norigin = \"media\"\n",
-        primary.url, secondary.url
-    );
-    let node = Node::start(&config);
-    let url = node.url("/health");
-    primary.proc.kill();
-    let served_by =
-        |answer: &clients::Answer| answer.headers["x-origin-name"].to_str().unwrap().to_owned();
-    assert_eq!(
-        served_by(&clients::get(Proto::H2, &node.ca, &url, &[]).await),
-        "secondary"
-    );
-
-    // Same address again: the health check must notice without any viewer traffic failing.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(support::origin_bin());
-    cmd.args([
-        "--listen",
-        &primary_addr.to_string(),
-        "--name",
-        "primary",
-        "--dir",
-    ])
-    .arg(dir.path())
-    .stderr(std::process::Stdio::null());
-    let _revived = Proc::start(cmd);
-    let deadline = std::time::Instant::now() + support::WAIT;
-    loop {
-        let answer = clients::get(Proto::H2, &node.ca, &url, &[]).await;
-        assert_eq!(answer.status, 200);
-        if served_by(&answer) == "primary" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "primary never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }

@@ -127,7 +127,12 @@ pub async fn run(
                 .filter_map(|r| r.cache.as_ref())
                 .flat_map(|c| c.key.exclude_query.iter().cloned())
                 .collect();
-            let admin = Admin::new(admin.token.clone(), cache.clone(), exclude_query);
+            let admin = Admin::new(
+                admin.token.clone(),
+                cache.clone(),
+                shared.pipeline.clone(),
+                exclude_query,
+            );
             tasks.spawn(admin.serve(listener, stop_rx.clone()));
             url
         }

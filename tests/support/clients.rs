@@ -62,16 +62,22 @@ pub async fn get(proto: Proto, ca: &Path, url: &str, headers: &[(&str, &str)]) -
         .expect("request timed out")
 }
 
-/// Sends a GET over h1 or h2 and returns the response with its body still unread.
+/// Sends a GET over h1 or h2 (ALPN offers exactly that protocol) and returns the
+/// response with its body still unread.
 pub async fn start_tcp(
     proto: Proto,
     ca: &Path,
     url: &str,
+    headers: &[(&str, &str)],
 ) -> http::Response<hyper::body::Incoming> {
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(ca, &[]))
         .https_only();
-    let req = Request::get(url).body(Empty::<Bytes>::new()).unwrap();
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
     let response = if proto == Proto::H2 {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
@@ -85,25 +91,7 @@ pub async fn start_tcp(
 }
 
 async fn get_tcp(proto: Proto, ca: &Path, url: &str, headers: &[(&str, &str)]) -> Answer {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(ca, &[]))
-        .https_only();
-    let mut req = Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Empty::<Bytes>::new()).unwrap();
-    // ALPN offers exactly the protocol under test.
-    let response = if proto == Proto::H2 {
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(builder.enable_http2().build());
-        client.request(req).await
-    } else {
-        let client = Client::builder(TokioExecutor::new()).build(builder.enable_http1().build());
-        client.request(req).await
-    };
-    let response = response.expect("request");
+    let response = start_tcp(proto, ca, url, headers).await;
     let expected = if proto == Proto::H2 {
         http::Version::HTTP_2
     } else {

@@ -135,6 +135,19 @@ impl Origin {
     pub fn addr(&self) -> SocketAddr {
         self.url.trim_start_matches("http://").parse().unwrap()
     }
+
+    /// GET `path` from the origin itself (plain HTTP/1.1), bypassing the node: the bytes
+    /// to compare with, and the origin's own endpoints such as `/counts`.
+    pub async fn direct(&self, path: &str) -> bytes::Bytes {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut all = Vec::new();
+        tcp.read_to_end(&mut all).await.unwrap();
+        let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        bytes::Bytes::from(all[head_end..].to_vec())
+    }
 }
 
 /// An `edge serve` process with a generated certificate and a config written by the test.

@@ -5,15 +5,18 @@
 //! |---|---|
 //! | `GET /health` | 200 `ok` (no token: for liveness probes) |
 //! | `GET /metrics` | OpenMetrics text |
+//! | `GET /origins` | each origin's upstreams and whether health checks find them up |
 //! | `POST /purge` `{"url": "https://host/path?q"}` | removes that URL, all variants |
 //! | `POST /purge` `{"prefix": "https://host/vod/"}` | removes every URL under the prefix |
 //! | `POST /purge` `{"surrogate_key": "title-42"}` | removes what the origin tagged so |
 
 use crate::cache::{self, Cache, Purge};
+use crate::pipeline::Pipeline;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use origin::Origin;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -25,16 +28,23 @@ const MAX_BODY: usize = 16 * 1024;
 pub struct Admin {
     token: String,
     cache: Arc<Cache>,
+    pipeline: Arc<Pipeline>,
     /// Query parameters some route leaves out of its keys: a purged URL is normalized the
     /// same way, so a purge with a signed URL still finds the object.
     exclude_query: Vec<String>,
 }
 
 impl Admin {
-    pub fn new(token: String, cache: Arc<Cache>, exclude_query: Vec<String>) -> Arc<Admin> {
+    pub fn new(
+        token: String,
+        cache: Arc<Cache>,
+        pipeline: Arc<Pipeline>,
+        exclude_query: Vec<String>,
+    ) -> Arc<Admin> {
         Arc::new(Admin {
             token,
             cache,
+            pipeline,
             exclude_query,
         })
     }
@@ -85,9 +95,36 @@ impl Admin {
                 r
             }
             (&Method::POST, "/purge") => self.purge(req).await,
-            (_, "/metrics" | "/purge") => text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n"),
+            (&Method::GET, "/origins") => self.origins(),
+            (_, "/metrics" | "/purge" | "/origins") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n")
+            }
             _ => text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
         }
+    }
+
+    fn origins(&self) -> Response<Full<Bytes>> {
+        let origins: Vec<serde_json::Value> = self
+            .pipeline
+            .origins()
+            .map(|origin| match &**origin {
+                Origin::Http(http) => serde_json::json!({
+                    "name": http.name(),
+                    "kind": "http",
+                    "upstreams": http.health().iter().map(|(url, up)| serde_json::json!({"url": &**url, "healthy": up})).collect::<Vec<_>>(),
+                }),
+                Origin::Object(store) => serde_json::json!({"name": store.name(), "kind": "store"}),
+            })
+            .collect();
+        let mut r = text(
+            StatusCode::OK,
+            &format!("{}\n", serde_json::Value::Array(origins)),
+        );
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
     }
 
     fn authorized<B>(&self, req: &Request<B>) -> bool {

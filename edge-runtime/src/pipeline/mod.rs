@@ -94,8 +94,9 @@ impl Pipeline {
         })
     }
 
-    pub fn origin(&self, name: &str) -> Option<&Arc<Origin>> {
-        self.origins.get(name)
+    /// Every configured origin, for the admin API.
+    pub fn origins(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.origins.values()
     }
 
     pub async fn handle(&self, req: Request<Body>, conn: &Conn) -> Response<Body> {
@@ -192,6 +193,7 @@ impl Pipeline {
         }
         record.origin_time = Some(answer.time_to_first_byte);
         record.upstream = Some(answer.upstream);
+        record.attempts = Some(answer.attempts);
         Ok(answer.response)
     }
 }

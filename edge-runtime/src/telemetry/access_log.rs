@@ -27,6 +27,8 @@ pub struct AccessRecord {
     pub error: Option<String>,
     pub error_side: Option<&'static str>,
     pub cache: Option<crate::cache::CacheStatus>,
+    /// Origin attempts, when more than the first was needed shows a retry or failover.
+    pub attempts: Option<u32>,
 }
 
 impl AccessRecord {
@@ -44,6 +46,7 @@ impl AccessRecord {
             error: None,
             error_side: None,
             cache: None,
+            attempts: None,
         }
     }
 
@@ -149,6 +152,7 @@ impl Drop for LoggedBody {
             route = r.route,
             cache = r.cache.map(|c| c.as_str()),
             upstream = r.upstream.as_deref(),
+            attempts = r.attempts,
             error,
             error_side = r.error_side,
         );
