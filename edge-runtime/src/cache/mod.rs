@@ -731,6 +731,9 @@ impl FillJob {
                         if received > cache.max_object_bytes as u64 && store_it {
                             inc(&cache.metrics.not_stored_too_large);
                             store_it = false;
+                            // It will not be stored: later viewers fetch their own instead
+                            // of replaying an ever-growing buffer from the start.
+                            cache.inflight.close(&key, writer.fill());
                         }
                         writer.push(data);
                     }
