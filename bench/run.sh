@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one benchmark command: edge vs nginx (and edge HTTP/3 vs HTTP/1.1), proxying and
-# cache hits (+ Varnish), and a miss storm.
+# cache hits (+ Varnish), a miss storm, and latency at a fixed rate below saturation.
 #   bench/run.sh [--quick] [run.py options...]     (bench/run.py --help lists them)
 # Installs what it needs, builds the release binaries, then runs bench/run.py, which
 # prints a markdown report and writes it to bench/results/latest.md.
@@ -26,24 +26,37 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# oha is only needed for the HTTP/3 scenarios (h3-1k, h3-1m, hit-h3-1k, hit-h3-1m);
+# oha is only needed for the HTTP/3 scenarios (h3-1k, h3-1m, hit-h3-1k, hit-h3-1m, lat-h3-1k)
+# and the fixed-rate latency scenarios (lat-h1-1k, lat-h2-1k, lat-h3-1k);
 # Varnish only for hit-h1-1k and hit-h1-1m (an optional peer: run.py notes its absence).
-want_h3=1
+# With --no-h3 / --no-edge and no --only naming lat-h1-1k or lat-h2-1k, oha is not built
+# (run.py then leaves lat-h1-1k and lat-h2-1k out with a note unless oha is already there).
+no_h3=0
+only=""
 want_varnish=1
 prev=""
 for a in "$@"; do
     case "$a" in
-        --no-h3|--no-edge) want_h3=0 ;;
+        --no-h3|--no-edge) no_h3=1 ;;
         --no-varnish|--fake-origin) want_varnish=0 ;;
-        --only=*) case "${a#--only=}" in *h3*) ;; *) want_h3=0 ;; esac
+        --only=*) only="${a#--only=}"
                   case "${a#--only=}" in *hit-h1*) ;; *) want_varnish=0 ;; esac ;;
     esac
     if [ "$prev" = "--only" ]; then
-        case "$a" in *h3*) ;; *) want_h3=0 ;; esac
+        only="$a"
         case "$a" in *hit-h1*) ;; *) want_varnish=0 ;; esac
     fi
     prev=$a
 done
+if [ -n "$only" ]; then
+    case "$only" in
+        *lat-h1*|*lat-h2*) want_h3=1 ;;
+        *h3*) want_h3=$((1 - no_h3)) ;;
+        *) want_h3=0 ;;
+    esac
+else
+    want_h3=$((1 - no_h3))
+fi
 
 if [ "$want_varnish" = 1 ] && ! have varnishd; then
     # Debian's package also enables a varnish.service on systemd hosts (not used here).

@@ -1,6 +1,7 @@
-//! End-to-end: object-storage origins. S3 through a real S3-compatible server started by
-//! the test (moto's `moto_server`, a separate process speaking the S3 REST API), and the
-//! local filesystem, both behind the cache.
+//! End-to-end: object-storage origins behind the cache. S3 through a real S3-compatible
+//! server started by the test (moto's `moto_server`, a separate process speaking the S3
+//! REST API), Azure Blob through Azurite (the Azure Storage emulator, from npm), and the
+//! local filesystem.
 
 mod support;
 
@@ -221,4 +222,126 @@ async fn local_filesystem_store() {
         stderr.contains("bad.toml:2: key `stores.x.kind`: unknown store kind `ftp`"),
         "{stderr}"
     );
+}
+
+/// An Azurite blob service on a free loopback port, killed when dropped.
+struct Azurite {
+    proc: std::process::Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+/// Azurite's published development account and key.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    fn start() -> Azurite {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.test-tools/node_modules/.bin/azurite-blob");
+        assert!(
+            bin.exists(),
+            "{} missing: scripts/test installs it (npm install azurite)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data = tempfile::tempdir().unwrap();
+        let proc = Command::new(bin)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--location",
+            ])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Azurite {
+            proc,
+            port,
+            _data: data,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blobs_through_azurite() {
+    let azurite = Azurite::start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/support/azurite_container.py");
+    let created = Command::new("python3")
+        .arg(&script)
+        .args(["127.0.0.1", &azurite.port.to_string(), "media"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(AZURITE_ACCOUNT)
+        .with_access_key(AZURITE_KEY)
+        .with_container_name("media")
+        .with_endpoint(azurite.endpoint())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 249) as u8).collect();
+    store
+        .put(
+            &ObjectPath::from("live/seg_9.ts"),
+            PutPayload::from(body.clone()),
+        )
+        .await
+        .unwrap();
+
+    let config = format!(
+        "[stores.blob]\nkind = \"azure\"\naccount = \"{AZURITE_ACCOUNT}\"\ncontainer = \"media\"\nendpoint = \"{}\"\n\n\
+         [[routes]]\norigin = \"blob\"\n[routes.cache]\ndefault_ttl_s = 60\n",
+        azurite.endpoint()
+    );
+    let node = Node::start_full(&config, "", &[("AZURE_STORAGE_ACCESS_KEY", AZURITE_KEY)]);
+    let first = clients::get(Proto::H2, &node.ca, &node.url("/live/seg_9.ts"), &[]).await;
+    assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
+    assert_eq!(first.body, body);
+    assert!(first.headers.contains_key("etag"));
+    let part = clients::get(
+        Proto::H3,
+        &node.ca,
+        &node.url("/live/seg_9.ts"),
+        &[("range", "bytes=0-99")],
+    )
+    .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, &body[..100]);
+    assert_eq!(x_cache(&part), "HIT");
+    let missing = clients::get(Proto::H1, &node.ca, &node.url("/live/none.ts"), &[]).await;
+    assert_eq!(missing.status, 404);
 }
