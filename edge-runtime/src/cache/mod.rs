@@ -172,10 +172,6 @@ impl Cache {
         })
     }
 
-    pub fn max_object_bytes(&self) -> usize {
-        self.max_object_bytes
-    }
-
     pub fn fills_in_progress(&self) -> usize {
         self.inflight.len()
     }
@@ -187,7 +183,7 @@ impl Cache {
         match purge {
             Purge::Url(url) => {
                 self.inflight.purge(|k| key::url_part(k) == url);
-                self.store.remove_where(|k, _| key::url_part(k) == url)
+                self.store.remove_url(url)
             }
             Purge::Prefix(prefix) => {
                 let under = |k: &str| key::url_part(k).starts_with(prefix.as_str());

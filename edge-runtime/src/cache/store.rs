@@ -105,8 +105,11 @@ impl Store {
         self.shard_capacity * self.shards.len()
     }
 
+    /// Keys are sharded by their URL part only, so every key of one URL (key-header
+    /// variants included) lives in one shard and a URL purge touches one shard.
     fn shard(&self, key: &str) -> &Mutex<Shard> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
+        let url = super::key::url_part(key);
+        &self.shards[(self.hasher.hash_one(url) as usize) % self.shards.len()]
     }
 
     /// The variant of `key` whose `Vary` values match `vary_of`, most recent first.
@@ -186,17 +189,24 @@ impl Store {
         removed
     }
 
-    /// Removes one key exactly; cheaper than [`Store::remove_where`].
-    pub fn remove(&self, key: &str) -> bool {
-        let mut guard = lock(self.shard(key));
+    /// Removes every key of one URL (its key-header variants too), looking in the one
+    /// shard that holds them: cheap enough to run on every successful unsafe request.
+    pub fn remove_url(&self, url: &str) -> usize {
+        let mut guard = lock(self.shard(url));
         let shard = &mut *guard;
-        match shard.lru.pop(key) {
-            Some(v) => {
+        let doomed: Vec<String> = shard
+            .lru
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| super::key::url_part(k) == url)
+            .cloned()
+            .collect();
+        for key in &doomed {
+            if let Some(v) = shard.lru.pop(key) {
                 shard.bytes -= v.bytes;
-                true
             }
-            None => false,
         }
+        doomed.len()
     }
 
     pub fn bytes_used(&self) -> usize {
@@ -315,8 +325,16 @@ mod tests {
         assert_eq!(store.remove_where(|k, _| k.starts_with("h/vod/")), 10);
         assert_eq!(store.len(), 10);
         assert_eq!(store.bytes_used(), before / 2);
-        assert!(store.remove("h/live/3"));
-        assert!(!store.remove("h/live/3"));
+        assert_eq!(store.remove_url("h/live/3"), 1);
+        assert_eq!(store.remove_url("h/live/3"), 0);
+        store.insert("h/x\0x-device=tv".into(), test_entry(&KB, &[]));
+        store.insert("h/x\0x-device=phone".into(), test_entry(&KB, &[]));
+        store.insert("h/xy".into(), test_entry(&KB, &[]));
+        assert_eq!(
+            store.remove_url("h/x"),
+            2,
+            "every key-header variant of the URL, nothing else"
+        );
     }
 
     impl Entry {
