@@ -589,6 +589,10 @@ impl FillJob {
             });
             writer.fail(&reason);
             cache.inflight.close(&key, writer.fill());
+            // A failed background refresh may be tried again by a later request.
+            if let Some(old) = &stale {
+                old.refreshing.store(false, Ordering::Relaxed);
+            }
         };
 
         let answer = match origin.send(request, &forwarded, started).await {
