@@ -342,33 +342,22 @@ fn bad_config_is_rejected_with_file_line_and_key() {
         "[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\n[[routes]]\norigin = \"media\"\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("regions/eu-west.toml"),
-        "[origins.media]\nprimry = \"http://10.0.0.1\"\n",
-    )
-    .unwrap();
-    let out = Command::new(support::edge_bin())
-        .args(["check-config", "--region", "eu-west", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let check_with_overlay = |overlay: &str| {
+        std::fs::write(dir.path().join("regions/eu-west.toml"), overlay).unwrap();
+        Command::new(support::edge_bin())
+            .args(["check-config", "--region", "eu-west", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check_with_overlay("[origins.media]\nprimry = \"http://10.0.0.1\"\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("regions/eu-west.toml:2: key `origins.media.primry`: unknown field"),
         "{stderr}"
     );
-
-    std::fs::write(
-        dir.path().join("regions/eu-west.toml"),
-        "[origins.media]\nsecondary = \"http://10.0.0.1\"\n",
-    )
-    .unwrap();
-    let out = Command::new(support::edge_bin())
-        .args(["check-config", "--region", "eu-west", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_with_overlay("[origins.media]\nsecondary = \"http://10.0.0.1\"\n");
     assert!(
         out.status.success(),
         "{}",
