@@ -129,7 +129,8 @@ pub struct Ctx<'a> {
     pub forwarded: &'a ForwardedFor,
     pub started: Instant,
     pub route: &'a RouteCache,
-    pub host: &'a str,
+    /// The request's cache key ([`key::primary`]), computed by the caller.
+    pub key: String,
 }
 
 /// Purge selectors for the admin API.
@@ -207,10 +208,10 @@ impl Cache {
         // When the node received the request: close enough for ages, and one clock read less.
         let now = ctx.started;
         let request_cc = CacheControl::parse(req.headers());
-        let key = key::primary(ctx.host, req.uri(), req.headers(), &ctx.route.key);
+        let key = ctx.key.as_str();
         let found = self
             .store
-            .get(&key, |names| key::vary_values(names, req.headers()));
+            .get(key, |names| key::vary_values(names, req.headers()));
         let mut stale = None;
         match found {
             Some(entry) => {
@@ -230,7 +231,7 @@ impl Cache {
                         inc(&self.metrics.stale);
                         // RFC 5861 §3: one background refresh, however many viewers.
                         if !entry.refreshing.swap(true, Ordering::Relaxed) {
-                            self.start_refresh(&key, &entry, &req, &ctx);
+                            self.start_refresh(key, &entry, &req, &ctx);
                         }
                         return Ok(self.answer_from_entry(&entry, &req, CacheStatus::Stale, now));
                     }
@@ -246,13 +247,13 @@ impl Cache {
             return self.pass(req, &ctx).await;
         }
 
-        let (fill, leader_rx) = match self.inflight.join(&key) {
+        let (fill, leader_rx) = match self.inflight.join(key) {
             Role::Leader(fill, writer) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let job = FillJob {
                     cache: self.clone(),
                     writer,
-                    key: key.clone(),
+                    key: key.to_owned(),
                     request: fill_request(&req, stale.as_ref().map(|(e, _)| e)),
                     origin: ctx.origin.clone(),
                     forwarded: ctx.forwarded.clone(),

@@ -153,13 +153,13 @@ impl Pipeline {
         let route_cache = &self.route_caches[route.index];
         if let Some(route_cache) = route_cache {
             if matches!(*req.method(), Method::GET | Method::HEAD) {
-                let host = host.into_owned();
+                let key = cache::key::primary(&host, req.uri(), req.headers(), &route_cache.key);
                 let ctx = cache::Ctx {
                     origin,
                     forwarded: &conn.forwarded,
                     started,
                     route: route_cache,
-                    host: &host,
+                    key,
                 };
                 let answer = self.cache.serve(req, ctx).await?;
                 record.cache = Some(answer.status);
