@@ -724,6 +724,9 @@ impl FillJob {
         drop(leader);
 
         let mut received: u64 = 0;
+        // The last chunk is held back until the entry is stored: a viewer that has every
+        // byte and asks again must find it stored, not fall into the gap before the insert.
+        let mut last = None;
         loop {
             match body.frame().await {
                 Some(Ok(frame)) => {
@@ -735,6 +738,10 @@ impl FillJob {
                             // It will not be stored: later viewers fetch their own instead
                             // of replaying an ever-growing buffer from the start.
                             cache.inflight.close(&key, writer.fill());
+                        }
+                        if http_body::Body::is_end_stream(&body) {
+                            last = Some(data);
+                            break;
                         }
                         writer.push(data);
                     }
@@ -760,12 +767,11 @@ impl FillJob {
                 return;
             }
         }
-        writer.finish();
         if store_it
             && cache.purge_generation.load(Ordering::SeqCst) == generation
             && !writer.fill().purged()
         {
-            let body = writer.fill().collect_body();
+            let body = writer.fill().collect_body(last.as_ref());
             let entry = new_entry(
                 parts.status,
                 parts.headers,
@@ -778,6 +784,10 @@ impl FillJob {
             );
             cache.store.insert(key.clone(), Arc::new(entry));
         }
+        if let Some(last) = last {
+            writer.push(last);
+        }
+        writer.finish();
         cache.inflight.close(&key, writer.fill());
     }
 }
@@ -869,10 +879,11 @@ impl inflight::Fill {
     /// per hit. Even a single chunk is copied: it is a slice of the origin connection's
     /// read buffer, and keeping it would pin that whole buffer behind a small entry,
     /// outside the store's byte accounting.
-    fn collect_body(&self) -> Bytes {
+    fn collect_body(&self, last: Option<&Bytes>) -> Bytes {
         let chunks = self.chunks();
-        let mut all = BytesMut::with_capacity(chunks.iter().map(|c| c.len()).sum());
-        for chunk in &chunks {
+        let size = chunks.iter().chain(last).map(|c| c.len()).sum();
+        let mut all = BytesMut::with_capacity(size);
+        for chunk in chunks.iter().chain(last) {
             all.extend_from_slice(chunk);
         }
         all.freeze()
