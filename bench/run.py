@@ -443,23 +443,8 @@ http {{
 
 
 def fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    m = re.match(r"(https?)://([^/:]+):(\d+)(/.*)?$", url)
-    if not m:
-        raise BenchError(f"bad URL {url}")
-    scheme, host, port, path = m.group(1), m.group(2), int(m.group(3)), m.group(4) or "/"
-    if scheme == "https":
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    status, _, body = fetch_full(url, timeout=timeout)
+    return status, body
 
 
 def fetch_full(url: str, host: str | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:

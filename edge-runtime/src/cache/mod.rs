@@ -337,17 +337,7 @@ impl Cache {
     async fn pass(&self, req: Request<Body>, ctx: &Ctx<'_>) -> Result<CacheAnswer, CacheError> {
         inc(&self.metrics.passes);
         let answer = ctx.origin.send(req, ctx.forwarded, ctx.started).await?;
-        let mut response = answer.response;
-        response.headers_mut().insert(
-            X_CACHE,
-            HeaderValue::from_static(CacheStatus::Pass.as_str()),
-        );
-        Ok(CacheAnswer {
-            response,
-            status: CacheStatus::Pass,
-            origin_time: Some(answer.time_to_first_byte),
-            upstream: Some(answer.upstream),
-        })
+        Ok(passed(answer))
     }
 
     fn start_refresh(
@@ -432,6 +422,21 @@ impl Cache {
             origin_time: None,
             upstream: None,
         }
+    }
+}
+
+/// An origin response handed to the viewer as is, marked as not cached.
+fn passed(answer: origin::http::OriginResponse) -> CacheAnswer {
+    let mut response = answer.response;
+    response.headers_mut().insert(
+        X_CACHE,
+        HeaderValue::from_static(CacheStatus::Pass.as_str()),
+    );
+    CacheAnswer {
+        response,
+        status: CacheStatus::Pass,
+        origin_time: Some(answer.time_to_first_byte),
+        upstream: Some(answer.upstream),
     }
 }
 
@@ -682,17 +687,10 @@ impl FillJob {
             let answer = if too_large && leader_wants_range {
                 None
             } else {
-                let mut response = Response::from_parts(parts, body);
-                response.headers_mut().insert(
-                    X_CACHE,
-                    HeaderValue::from_static(CacheStatus::Pass.as_str()),
-                );
-                Some(CacheAnswer {
-                    response,
-                    status: CacheStatus::Pass,
-                    origin_time: Some(answer.time_to_first_byte),
-                    upstream: Some(answer.upstream),
-                })
+                Some(passed(origin::http::OriginResponse {
+                    response: Response::from_parts(parts, body),
+                    ..answer
+                }))
             };
             let _ = leader.send(answer);
             writer.set_head(Head::NotShared);

@@ -712,6 +712,32 @@ origin = "media"
     }
 
     #[test]
+    fn admin_and_cache_settings_are_checked() {
+        let e = error_for(&format!("{GOOD}\n[admin]\ntoken = \"short\"\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(16), "admin.token"), "{e}");
+        assert!(e.message.contains("at least 16"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:9901\"\n"));
+        assert_eq!(e.key, "admin", "{e}");
+        assert!(e.message.contains("token"), "{e}");
+        let both = format!("{GOOD}\n[admin]\ntoken = \"0123456789abcdef\"\ntoken_file = \"t\"\n");
+        assert!(error_for(&both).message.contains("not both"));
+        let e = error_for(&format!(
+            "{GOOD}\n[cache]\nmax_bytes = 1000000\nshards = 10\nmax_object_bytes = 500000\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(18), "cache.max_object_bytes"),
+            "{e}"
+        );
+        let e = error_for(&format!("{GOOD}\n[cache]\nshards = 0\n"));
+        assert_eq!((e.line, e.key.as_str()), (Some(16), "cache.shards"), "{e}");
+        let e = error_for(&format!(
+            "{GOOD}[routes.cache]\nkey_headers = [\"bad header\"]\n"
+        ));
+        assert_eq!(e.key, "routes[0].cache.key_headers[0]", "{e}");
+    }
+
+    #[test]
     fn syntax_error_is_located() {
         let e = error_for("[server]\nlisten = \"a\nworkers = 2\n");
         assert_eq!(e.line, Some(2), "{e}");
