@@ -12,4 +12,6 @@ pub mod demo;
 pub mod listener;
 pub mod node;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod telemetry;
+pub mod wasm;

@@ -7,6 +7,8 @@ use edge_runtime::{demo, node, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli_module;
+
 // glibc's allocator showed up as a tenth of the node's CPU per proxied request; mimalloc's
 // thread-local free lists make the many small per-request allocations cheap.
 #[global_allocator]
@@ -40,6 +42,9 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Sign, deploy, roll back and list Wasm modules.
+    #[command(subcommand)]
+    Module(cli_module::ModuleCommand),
     /// Run the node and the sample media origin together with a self-signed certificate.
     Demo {
         /// Address for TCP (h1/h2) and UDP (h3), same port.
@@ -56,15 +61,19 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { config, region } => {
             let loaded = Config::load(&config, region.as_deref())?;
+            // Modules are part of the config: compile them and check their world too.
+            runtime(1)?.block_on(node::load_modules(&loaded))?;
             println!(
-                "{}: ok ({} routes, {} origins, {} certificates)",
+                "{}: ok ({} routes, {} origins, {} certificates, {} modules)",
                 config.display(),
                 loaded.routes.len(),
                 loaded.origins.len(),
-                loaded.tls.len()
+                loaded.tls.len(),
+                loaded.wasm.modules.len()
             );
             Ok(())
         }
+        Command::Module(command) => cli_module::run(command),
         Command::Serve { config, region } => {
             let config = Config::load(&config, region.as_deref())?;
             telemetry::init(&config.logging.level);

@@ -4,8 +4,15 @@
 use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::config::ModuleSource;
 use crate::listener::{self, conn_limit::ConnLimiter, tls, Shared};
 use crate::pipeline::Pipeline;
+use crate::ratelimit::RateLimits;
+use crate::wasm::engine::EngineSettings;
+use crate::wasm::metrics::ModuleMetrics;
+use crate::wasm::registry::HostSettings;
+use crate::wasm::state::Services;
+use crate::wasm::{ModuleHost, Source, WasmError};
 use http::HeaderValue;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +26,9 @@ pub enum NodeError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Origin(#[from] origin::http::OriginError),
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Wasm(#[from] crate::wasm::WasmError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,7 +60,8 @@ pub async fn run(
         config.cache.shards,
         config.cache.max_object_bytes,
     );
-    let pipeline = Arc::new(Pipeline::new(&config, cache.clone())?);
+    let modules = load_modules(&config).await?;
+    let pipeline = Arc::new(Pipeline::new(&config, cache.clone(), modules)?);
     let (tcp, udp) = bind_tcp_and_udp(config.server.listen, config.server.http3)?;
     let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
         addr: config.server.listen,
@@ -214,4 +224,61 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Starts the module host and loads every module the config names, compiling off the
+/// runtime's threads (or loading compiled code from the disk cache). No host when no
+/// module is configured and nothing can be deployed.
+pub async fn load_modules(config: &Config) -> Result<Option<Arc<ModuleHost>>, NodeError> {
+    let wasm = &config.wasm;
+    if wasm.modules.is_empty() && wasm.trusted_keys.is_empty() {
+        return Ok(None);
+    }
+    let wasm = wasm.clone();
+    let policies = config.rate_limits.clone();
+    let host = tokio::task::spawn_blocking(move || -> Result<ModuleHost, WasmError> {
+        let services = Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(&policies)),
+            metrics: Arc::new(ModuleMetrics::default()),
+        });
+        let host = ModuleHost::new(
+            HostSettings {
+                engine: EngineSettings {
+                    max_instances: wasm.max_instances,
+                    max_memory_bytes: wasm
+                        .modules
+                        .iter()
+                        .map(|m| m.limits.memory_bytes)
+                        .chain([wasm.default_limits.memory_bytes])
+                        .max()
+                        .unwrap_or(wasm.default_limits.memory_bytes),
+                },
+                cache_dir: Some(wasm.cache_dir.clone()),
+                trusted_keys: wasm.trusted_keys.clone(),
+                max_module_bytes: wasm.max_module_bytes,
+                default_limits: wasm.default_limits,
+            },
+            services,
+        )?;
+        for m in &wasm.modules {
+            let (bytes, source) = match &m.source {
+                ModuleSource::Standard(bytes) => (bytes.to_vec(), Source::Standard),
+                ModuleSource::File(path) => {
+                    let bytes = std::fs::read(path).map_err(|source| WasmError::Read {
+                        module: m.name.clone(),
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    (bytes, Source::File(path.clone()))
+                }
+            };
+            let slot = host.load(&m.name, &bytes, source, m.limits)?;
+            let v = slot.current();
+            tracing::info!(module = %m.name, version = &*v.version, compiled = ?v.compiled, "module loaded");
+        }
+        Ok(host)
+    })
+    .await
+    .map_err(|e| WasmError::Engine(format!("module loading task failed: {e}")))??;
+    Ok(Some(Arc::new(host)))
 }

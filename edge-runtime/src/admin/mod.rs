@@ -9,6 +9,9 @@
 //! | `POST /purge` `{"url": "https://host/path?q"}` | removes that URL, all variants |
 //! | `POST /purge` `{"prefix": "https://host/vod/"}` | removes every URL under the prefix |
 //! | `POST /purge` `{"surrogate_key": "title-42"}` | removes what the origin tagged so |
+//! | `GET /modules` | every module: current version, history, limits |
+//! | `PUT /modules/<name>` (body: component, `edge-signature: <base64>`) | verify, compile, swap |
+//! | `POST /modules/<name>/rollback[?to=<id>]` | back to the previous (or the given) version |
 
 use crate::cache::{self, Cache, Purge};
 use crate::pipeline::Pipeline;
@@ -84,7 +87,10 @@ impl Admin {
             (&Method::GET, "/metrics") => {
                 let mut r = text(
                     StatusCode::OK,
-                    &crate::telemetry::metrics::render(&self.cache),
+                    &crate::telemetry::metrics::render(
+                        &self.cache,
+                        self.pipeline.modules().map(|m| &*m.services.metrics),
+                    ),
                 );
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -96,10 +102,120 @@ impl Admin {
             }
             (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::GET, "/origins") => self.origins(),
-            (_, "/metrics" | "/purge" | "/origins") => {
+            (&Method::GET, "/modules") => match self.pipeline.modules() {
+                Some(host) => json(StatusCode::OK, &host.list()),
+                None => json(StatusCode::OK, &serde_json::json!([])),
+            },
+            (_, "/metrics" | "/purge" | "/origins" | "/modules") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n")
             }
+            (method, path) if path.starts_with("/modules/") => {
+                let rest = &path["/modules/".len()..];
+                match (method, rest.split_once('/')) {
+                    (&Method::PUT, None) => {
+                        let name = rest.to_owned();
+                        self.deploy(name, req).await
+                    }
+                    (&Method::POST, Some((name, "rollback"))) => {
+                        let to = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("to=")));
+                        self.rollback(name, to)
+                    }
+                    _ => text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
+                }
+            }
             _ => text(StatusCode::NOT_FOUND, "no such admin endpoint\n"),
+        }
+    }
+
+    /// Verifies and installs a new module version. Compiling takes milliseconds to
+    /// seconds, so it runs on the blocking pool, never on the request path.
+    async fn deploy(&self, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(host) = self.pipeline.modules().cloned() else {
+            return text(
+                StatusCode::CONFLICT,
+                "modules are off: configure wasm.trusted_keys to allow deploys\n",
+            );
+        };
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "module names are letters, digits, `-` and `_`\n",
+            );
+        }
+        let Some(signature) = req
+            .headers()
+            .get("edge-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "missing edge-signature header (base64 Ed25519 signature of the body; see `edge module sign`)\n",
+            );
+        };
+        let limit = host.max_module_bytes();
+        let bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("module over the limit of {limit} bytes (wasm.max_module_bytes)\n"),
+                )
+            }
+        };
+        let deployed =
+            tokio::task::spawn_blocking(move || host.deploy(&name, &bytes, &signature)).await;
+        match deployed {
+            Ok(Ok(version)) => json(
+                StatusCode::CREATED,
+                &serde_json::json!({
+                    "id": version.id,
+                    "name": &*version.name,
+                    "version": &*version.version,
+                    "sha256": version.sha256,
+                }),
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "module deploy rejected");
+                let status = if e.is_client_error() {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                text(status, &format!("{e}\n"))
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("deploy task failed: {e}\n"),
+            ),
+        }
+    }
+
+    fn rollback(&self, name: &str, to: Option<&str>) -> Response<Full<Bytes>> {
+        let Some(host) = self.pipeline.modules() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no module named `{name}`\n"),
+            );
+        };
+        let to = match to.map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "`to` must be a version id\n"),
+        };
+        match host.rollback(name, to) {
+            Ok(v) => json(
+                StatusCode::OK,
+                &serde_json::json!({"id": v.id, "name": &*v.name, "version": &*v.version}),
+            ),
+            Err(e) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
         }
     }
 
@@ -215,6 +331,15 @@ struct PurgeRequest {
     url: Option<String>,
     prefix: Option<String>,
     surrogate_key: Option<String>,
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = text(status, &format!("{value}\n"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

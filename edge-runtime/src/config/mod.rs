@@ -10,6 +10,10 @@ pub mod raw;
 mod source;
 
 use crate::cache::{policy::RoutePolicy, KeySpec, RouteCache};
+use crate::ratelimit::{parse_rate, PolicyConfig};
+use crate::wasm::registry::ModuleLimits;
+use crate::wasm::signing::TrustedKeys;
+use crate::wasm::OnError;
 use origin::http::{HealthCheck, OriginConfig};
 use origin::object::{ObjectConfig, StoreKind};
 use raw::RawConfig;
@@ -54,6 +58,40 @@ pub struct Config {
     pub origins: Vec<OriginConfig>,
     pub object_origins: Vec<ObjectConfig>,
     pub routes: Vec<RouteConfig>,
+    pub wasm: WasmConfig,
+    pub rate_limits: Vec<PolicyConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WasmConfig {
+    pub cache_dir: PathBuf,
+    pub max_instances: u32,
+    pub default_limits: ModuleLimits,
+    pub trusted_keys: TrustedKeys,
+    pub max_module_bytes: usize,
+    /// Every module some route uses or the config declares, by name.
+    pub modules: Vec<ModuleConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModuleConfig {
+    pub name: String,
+    pub source: ModuleSource,
+    pub limits: ModuleLimits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// Built into `edge`.
+    Standard(&'static [u8]),
+    File(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteModule {
+    pub module: String,
+    /// The route's table for the module, as JSON.
+    pub config_json: String,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +150,9 @@ pub struct RouteConfig {
     pub origin: String,
     /// `None` when the route does not cache.
     pub cache: Option<RouteCache>,
+    pub name: String,
+    pub on_error: OnError,
+    pub modules: Vec<RouteModule>,
 }
 
 /// hyper refuses a smaller HTTP/1.1 read buffer.
@@ -506,11 +547,54 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         } else {
             None
         };
+        let on_error = match r.on_error.as_deref() {
+            None | Some("fail-closed") => OnError::FailClosed,
+            Some("fail-open") => OnError::FailOpen,
+            Some(other) => {
+                return Err(Unlocated::at(
+                    &["routes", &idx, "on_error"],
+                    format!("`{other}` is not `fail-closed` or `fail-open`"),
+                ))
+            }
+        };
+        let mut modules = Vec::new();
+        for (m, rm) in r.modules.iter().enumerate() {
+            let m = m.to_string();
+            let known =
+                raw.modules.contains_key(&rm.module) || standard_module(&rm.module).is_some();
+            if !known {
+                return Err(Unlocated::at(
+                    &["routes", &idx, "modules", &m, "module"],
+                    format!(
+                        "unknown module `{}` (standard modules: {}; declare others under [modules.{}] with a path)",
+                        rm.module,
+                        standard_names().join(", "),
+                        rm.module
+                    ),
+                ));
+            }
+            let config_json = match &rm.config {
+                Some(table) => serde_json::to_string(table).map_err(|e| {
+                    Unlocated::at(&["routes", &idx, "modules", &m, "config"], e.to_string())
+                })?,
+                None => "{}".to_owned(),
+            };
+            modules.push(RouteModule {
+                module: rm.module.clone(),
+                config_json,
+            });
+        }
         routes.push(RouteConfig {
+            name: r
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{host}{}", r.prefix)),
             host,
             prefix: r.prefix.clone(),
             origin: r.origin.clone(),
             cache,
+            on_error,
+            modules,
         });
     }
     if routes.is_empty() {
@@ -578,12 +662,39 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         None => None,
     };
 
+    let wasm = wasm_config(&raw, dir, &routes)?;
+    let mut rate_limits = Vec::new();
+    for (name, rl) in &raw.rate_limits {
+        let (count, period) =
+            parse_rate(&rl.rate).map_err(|e| Unlocated::at(&["rate_limits", name, "rate"], e))?;
+        if rl.burst == Some(0) {
+            return Err(Unlocated::at(
+                &["rate_limits", name, "burst"],
+                "must be greater than 0",
+            ));
+        }
+        if rl.max_keys == 0 {
+            return Err(Unlocated::at(
+                &["rate_limits", name, "max_keys"],
+                "must be greater than 0",
+            ));
+        }
+        rate_limits.push(PolicyConfig {
+            name: name.clone(),
+            period,
+            burst: rl.burst.unwrap_or(count),
+            max_keys: rl.max_keys,
+        });
+    }
+
     Ok(Config {
         server,
         limits,
         tls,
         cache,
         admin,
+        wasm,
+        rate_limits,
         logging: LoggingConfig {
             access_log: raw.logging.access_log,
             level: raw.logging.level,
@@ -591,6 +702,117 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         origins,
         object_origins,
         routes,
+    })
+}
+
+/// The standard module embedded under `name`, if any.
+pub fn standard_module(name: &str) -> Option<&'static [u8]> {
+    edge_module_artifacts::standard::ALL
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+}
+
+fn standard_names() -> Vec<&'static str> {
+    edge_module_artifacts::standard::ALL
+        .iter()
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+fn wasm_config(
+    raw: &RawConfig,
+    dir: &Path,
+    routes: &[RouteConfig],
+) -> Result<WasmConfig, Unlocated> {
+    let w = &raw.wasm;
+    let mib = |v: u64, key: &[&str]| {
+        if v == 0 || v > 4096 {
+            Err(Unlocated::at(key, "must be between 1 and 4096 MiB"))
+        } else {
+            Ok(v as usize * 1024 * 1024)
+        }
+    };
+    let budget = |v: u64, key: &[&str]| {
+        if v == 0 || v > 60_000 {
+            Err(Unlocated::at(key, "must be between 1 and 60000 ms"))
+        } else {
+            Ok(Duration::from_millis(v))
+        }
+    };
+    let default_limits = ModuleLimits {
+        budget: budget(w.budget_ms, &["wasm", "budget_ms"])?,
+        memory_bytes: mib(w.memory_mib, &["wasm", "memory_mib"])?,
+    };
+    if w.max_instances == 0 {
+        return Err(Unlocated::at(
+            &["wasm", "max_instances"],
+            "must be greater than 0",
+        ));
+    }
+    let mut trusted = Vec::new();
+    for (i, key) in w.trusted_keys.iter().enumerate() {
+        TrustedKeys::parse(std::slice::from_ref(key))
+            .map_err(|e| Unlocated::at(&["wasm", "trusted_keys", &i.to_string()], e.to_string()))?;
+        trusted.push(key.clone());
+    }
+    let trusted_keys = TrustedKeys::parse(&trusted).unwrap_or_default();
+    let mut modules = Vec::new();
+    for (name, m) in &raw.modules {
+        let at = |key: &'static str| vec!["modules", name.as_str(), key];
+        let source = match &m.path {
+            Some(p) => ModuleSource::File(existing_file(dir, p, &at("path"))?),
+            None => ModuleSource::Standard(standard_module(name).ok_or_else(|| {
+                Unlocated::at(
+                    &["modules", name],
+                    format!(
+                        "`{name}` is not a standard module ({}): give a `path` to its .wasm file",
+                        standard_names().join(", ")
+                    ),
+                )
+            })?),
+        };
+        let limits = ModuleLimits {
+            budget: match m.budget_ms {
+                Some(v) => budget(v, &at("budget_ms"))?,
+                None => default_limits.budget,
+            },
+            memory_bytes: match m.memory_mib {
+                Some(v) => mib(v, &at("memory_mib"))?,
+                None => default_limits.memory_bytes,
+            },
+        };
+        modules.push(ModuleConfig {
+            name: name.clone(),
+            source,
+            limits,
+        });
+    }
+    // Standard modules that routes use without declaring them.
+    for route in routes {
+        for rm in &route.modules {
+            if modules.iter().all(|m| m.name != rm.module) {
+                if let Some(bytes) = standard_module(&rm.module) {
+                    modules.push(ModuleConfig {
+                        name: rm.module.clone(),
+                        source: ModuleSource::Standard(bytes),
+                        limits: default_limits,
+                    });
+                }
+            }
+        }
+    }
+    let cache_dir = match &w.cache_dir {
+        Some(d) if !d.is_empty() => dir.join(d),
+        _ => std::env::temp_dir().join("edge-module-cache"),
+    };
+    Ok(WasmConfig {
+        cache_dir,
+        max_instances: w.max_instances,
+        default_limits,
+        trusted_keys,
+        max_module_bytes: w.max_module_bytes,
+        modules,
     })
 }
 

@@ -25,6 +25,64 @@ pub struct RawConfig {
     pub stores: BTreeMap<String, RawStore>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub wasm: RawWasm,
+    /// Modules by the name routes use: a `.wasm` file, or settings for a standard module.
+    #[serde(default)]
+    pub modules: BTreeMap<String, RawModule>,
+    /// Rate-limit policies modules name in their `rate-limit` checks.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWasm {
+    /// Compiled modules (`.cwasm`); empty for the system's temporary folder.
+    pub cache_dir: Option<String>,
+    /// Module instances alive at once (one per module per in-flight request).
+    pub max_instances: u32,
+    /// CPU budget of each hook call, unless the module sets its own.
+    pub budget_ms: u64,
+    /// Linear memory of each instance, unless the module sets its own.
+    pub memory_mib: u64,
+    /// Ed25519 public keys (base64) whose signatures the deploy API accepts.
+    pub trusted_keys: Vec<String>,
+    /// Largest component the deploy API accepts.
+    pub max_module_bytes: usize,
+}
+
+impl Default for RawWasm {
+    fn default() -> Self {
+        RawWasm {
+            cache_dir: None,
+            max_instances: 1000,
+            budget_ms: 5,
+            memory_mib: 16,
+            trusted_keys: Vec::new(),
+            max_module_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModule {
+    /// A component file; omitted for a standard module.
+    pub path: Option<String>,
+    pub budget_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// `"100/s"`, `"6000/m"`, `"50000/h"`.
+    pub rate: String,
+    /// Requests allowed at once; defaults to the rate's count.
+    pub burst: Option<u32>,
+    #[serde(default = "defaults::max_keys")]
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +262,9 @@ pub struct RawOrigin {
 }
 
 mod defaults {
+    pub fn max_keys() -> usize {
+        100_000
+    }
     pub fn connect_timeout_ms() -> u64 {
         2_000
     }
@@ -238,6 +299,21 @@ pub struct RawRoute {
     pub origin: String,
     #[serde(default)]
     pub cache: RawRouteCache,
+    /// For logs and for modules (`request.route()`); defaults to host + prefix.
+    pub name: Option<String>,
+    /// `fail-closed` (default) or `fail-open`: what a failing module does to the request.
+    pub on_error: Option<String>,
+    /// The module chain: request hooks in this order, response hooks in reverse.
+    #[serde(default)]
+    pub modules: Vec<RawRouteModule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteModule {
+    pub module: String,
+    /// The module's own settings, handed to it as JSON.
+    pub config: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,9 +4,11 @@
 //!
 //! 1. check the request target and host (limits, malformed input → 4xx);
 //! 2. match the route (host + path prefix);
-//! 3. forward to the route's origin (pooled, with failover);
-//! 4. turn any failure into a response, in one place ([`EdgeError::to_response`]);
-//! 5. add `Server-Timing`, and log one access-log line when the body is finished.
+//! 3. run the route's module request hooks (they may change the request or answer it);
+//! 4. serve from the cache or forward to the route's origin (pooled, with failover);
+//! 5. turn any failure into a response, in one place ([`EdgeError::to_response`]);
+//! 6. run the module response hooks and body transforms, in reverse order;
+//! 7. add `Server-Timing`, and log one access-log line when the body is finished.
 //!
 //! See `docs/pipeline.md` for the phase chart.
 
@@ -19,6 +21,8 @@ pub use route::{NoRoute, Router};
 use crate::cache::{self, Cache, CacheStatus, RouteCache};
 use crate::config::Config;
 use crate::telemetry::access_log::{AccessRecord, LoggedBody};
+use crate::wasm::chain::{Chain, ChainRun, Outcome};
+use crate::wasm::{ModuleHost, WasmError};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use origin::headers::ForwardedFor;
@@ -58,6 +62,9 @@ pub struct Pipeline {
     /// per request.
     route_origins: Vec<Arc<Origin>>,
     route_caches: Vec<Option<RouteCache>>,
+    /// Each route's module chain, by route index; `None` for routes without modules.
+    route_chains: Vec<Option<Chain>>,
+    modules: Option<Arc<ModuleHost>>,
     cache: Arc<Cache>,
     max_uri_bytes: usize,
     access_log: bool,
@@ -65,8 +72,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Builds the router and one pooled client per origin. Must run inside a Tokio
-    /// runtime: origins start their health-check tasks.
-    pub fn new(config: &Config, cache: Arc<Cache>) -> Result<Self, OriginError> {
+    /// runtime: origins start their health-check tasks. `modules` holds every module a
+    /// route names (the node loads them first).
+    pub fn new(
+        config: &Config,
+        cache: Arc<Cache>,
+        modules: Option<Arc<ModuleHost>>,
+    ) -> Result<Self, PipelineError> {
         let mut origins = HashMap::new();
         for o in &config.origins {
             origins.insert(
@@ -83,11 +95,31 @@ impl Pipeline {
             .iter()
             .map(|r| origins[&r.origin].clone())
             .collect();
+        let mut route_chains = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            if route.modules.is_empty() {
+                route_chains.push(None);
+                continue;
+            }
+            let host = modules
+                .as_ref()
+                .ok_or_else(|| WasmError::UnknownModule(route.modules[0].module.clone()))?;
+            let mut entries = Vec::new();
+            for m in &route.modules {
+                let slot = host
+                    .slot(&m.module)
+                    .ok_or_else(|| WasmError::UnknownModule(m.module.clone()))?;
+                entries.push((slot, Arc::<str>::from(m.config_json.as_str())));
+            }
+            route_chains.push(Some(Chain::new(&route.name, route.on_error, entries)));
+        }
         Ok(Pipeline {
             router: Router::new(&config.routes),
             origins,
             route_origins,
             route_caches: config.routes.iter().map(|r| r.cache.clone()).collect(),
+            route_chains,
+            modules,
             cache,
             max_uri_bytes: config.limits.max_uri_bytes,
             access_log: config.logging.access_log,
@@ -99,10 +131,20 @@ impl Pipeline {
         self.origins.values()
     }
 
+    /// The module host, for the admin API.
+    pub fn modules(&self) -> Option<&Arc<ModuleHost>> {
+        self.modules.as_ref()
+    }
+
     pub async fn handle(&self, req: Request<Body>, conn: &Conn) -> Response<Body> {
         let started = Instant::now();
         let mut record = AccessRecord::new(&req, conn.client);
-        let mut response = match self.forward(req, conn, started, &mut record).await {
+        let head = req.method() == Method::HEAD;
+        let mut chain_run = None;
+        let mut response = match self
+            .forward(req, conn, started, &mut record, &mut chain_run)
+            .await
+        {
             Ok(response) => response,
             Err(error) => {
                 let response = error.to_response();
@@ -110,8 +152,18 @@ impl Pipeline {
                 response
             }
         };
+        if let (Some(run), Some(host)) = (chain_run, &self.modules) {
+            let (r, module_time) = run.on_response(response, head, &host.services).await;
+            response = r;
+            record.module_time = Some(module_time);
+        }
         record.status = response.status().as_u16();
-        let timing = server_timing(started.elapsed(), record.origin_time, record.cache);
+        let timing = server_timing(
+            started.elapsed(),
+            record.origin_time,
+            record.cache,
+            record.module_time,
+        );
         if let Ok(value) = HeaderValue::from_str(&timing) {
             response.headers_mut().append(SERVER_TIMING, value);
         }
@@ -127,6 +179,7 @@ impl Pipeline {
         conn: &Conn,
         started: Instant,
         record: &mut AccessRecord,
+        chain_run: &mut Option<ChainRun>,
     ) -> Result<Response<Body>, EdgeError> {
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.max_uri_bytes {
@@ -140,17 +193,49 @@ impl Pipeline {
                 "request target must be an absolute path",
             ));
         }
+        let index = {
+            let host = request_host(&req)?;
+            let route = self
+                .router
+                .find(&host, req.uri().path())
+                .map_err(|e| match e {
+                    NoRoute::UnknownHost => EdgeError::UnknownHost(host.clone().into_owned()),
+                    NoRoute::UnknownPath => EdgeError::NoRoute(req.uri().path().to_owned()),
+                })?;
+            route.index
+        };
+        record.route = Some(index);
+        let req = match (&self.route_chains[index], &self.modules) {
+            (Some(chain), Some(modules)) => {
+                let authority = request_host(&req)?.into_owned();
+                let (mut parts, body) = req.into_parts();
+                let (run, outcome) =
+                    chain.on_request(&modules.services, &mut parts, &authority, conn.client.ip());
+                *chain_run = Some(run);
+                if let Outcome::Respond(response) = outcome {
+                    return Ok(response);
+                }
+                Request::from_parts(parts, body)
+            }
+            _ => req,
+        };
+        self.fetch(req, index, conn, started, record).await
+    }
+
+    /// The cache or the origin. The host is read again: a module may have changed the
+    /// Host field, and the cache key follows it.
+    async fn fetch(
+        &self,
+        req: Request<Body>,
+        index: usize,
+        conn: &Conn,
+        started: Instant,
+        record: &mut AccessRecord,
+    ) -> Result<Response<Body>, EdgeError> {
         let host = request_host(&req)?;
-        let route = self
-            .router
-            .find(&host, req.uri().path())
-            .map_err(|e| match e {
-                NoRoute::UnknownHost => EdgeError::UnknownHost(host.clone().into_owned()),
-                NoRoute::UnknownPath => EdgeError::NoRoute(req.uri().path().to_owned()),
-            })?;
-        record.route = Some(route.index);
-        let origin = &self.route_origins[route.index];
-        let route_cache = &self.route_caches[route.index];
+        let route_index = index;
+        let origin = &self.route_origins[route_index];
+        let route_cache = &self.route_caches[route_index];
         if let Some(route_cache) = route_cache {
             if matches!(*req.method(), Method::GET | Method::HEAD) {
                 let key = cache::key::primary(&host, req.uri(), req.headers(), &route_cache.key);
@@ -198,12 +283,25 @@ impl Pipeline {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error(transparent)]
+    Wasm(#[from] WasmError),
+}
+
 const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 
 /// `Server-Timing` (W3C): the node's time to the response head and the origin's time to
 /// first byte, in milliseconds with microsecond precision. Integer formatting: this runs
 /// on every request.
-fn server_timing(edge: Duration, origin: Option<Duration>, cache: Option<CacheStatus>) -> String {
+fn server_timing(
+    edge: Duration,
+    origin: Option<Duration>,
+    cache: Option<CacheStatus>,
+    modules: Option<Duration>,
+) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(64);
     let mut metric = |name: &str, d: Duration| {
@@ -214,6 +312,9 @@ fn server_timing(edge: Duration, origin: Option<Duration>, cache: Option<CacheSt
     metric("edge", edge);
     if let Some(origin) = origin {
         metric("origin", origin);
+    }
+    if let Some(modules) = modules {
+        metric("wasm", modules);
     }
     if let Some(cache) = cache {
         let _ = write!(out, ", cache;desc={}", cache.as_str());
@@ -280,9 +381,15 @@ mod tests {
             Duration::from_micros(1_234),
             Some(Duration::from_micros(56)),
             None,
+            Some(Duration::from_micros(7)),
         );
-        assert_eq!(t, "edge;dur=1.234, origin;dur=0.056");
-        let t = server_timing(Duration::from_millis(20), None, Some(CacheStatus::Hit));
+        assert_eq!(t, "edge;dur=1.234, origin;dur=0.056, wasm;dur=0.007");
+        let t = server_timing(
+            Duration::from_millis(20),
+            None,
+            Some(CacheStatus::Hit),
+            None,
+        );
         assert_eq!(t, "edge;dur=20.000, cache;desc=HIT");
     }
 

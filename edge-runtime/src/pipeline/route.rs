@@ -124,6 +124,9 @@ mod tests {
                 prefix: prefix.to_string(),
                 origin: origin.to_string(),
                 cache: None,
+                name: format!("{host}{prefix}"),
+                on_error: crate::wasm::OnError::FailClosed,
+                modules: Vec::new(),
             })
             .collect();
         Router::new(&configs)

@@ -29,6 +29,8 @@ pub struct AccessRecord {
     pub cache: Option<crate::cache::CacheStatus>,
     /// Origin attempts, when more than the first was needed shows a retry or failover.
     pub attempts: Option<u32>,
+    /// Time in the route's modules (instantiation and hooks).
+    pub module_time: Option<Duration>,
 }
 
 impl AccessRecord {
@@ -47,6 +49,7 @@ impl AccessRecord {
             error_side: None,
             cache: None,
             attempts: None,
+            module_time: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl Drop for LoggedBody {
             cache = r.cache.map(|c| c.as_str()),
             upstream = r.upstream.as_deref(),
             attempts = r.attempts,
+            module_ms = r.module_time.map(|t| t.as_secs_f64() * 1e3),
             error,
             error_side = r.error_side,
         );

@@ -3,13 +3,14 @@
 //! snapshots them into a fresh registry, so the request path never touches the registry.
 
 use crate::cache::Cache;
-use prometheus_client::encoding::text::encode;
+use crate::wasm::metrics::ModuleMetrics;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
-pub fn render(cache: &Cache) -> String {
+pub fn render(cache: &Cache, modules: Option<&ModuleMetrics>) -> String {
     let mut registry = Registry::with_prefix("edge_cache");
     let m = &cache.metrics;
     let counters = [
@@ -90,6 +91,12 @@ pub fn render(cache: &Cache) -> String {
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = encode(&mut out, &registry);
+    let _ = encode_registry(&mut out, &registry);
+    if let Some(modules) = modules {
+        let mut module_registry = Registry::with_prefix("edge");
+        modules.register(&mut module_registry);
+        let _ = encode_registry(&mut out, &module_registry);
+    }
+    let _ = encode_eof(&mut out);
     out
 }

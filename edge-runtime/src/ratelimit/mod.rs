@@ -1,0 +1,248 @@
+//! Keyed GCRA rate limiters (`governor`) that modules call through the `rate-limit`
+//! import: the module picks the key (an IP, a token subject, a path) and the policy; the
+//! node decides.
+//!
+//! Memory is bounded per policy: keys live in a sharded LRU of `max_keys` entries, so a
+//! flood of distinct keys evicts the keys idle longest (which start over with a full
+//! burst) instead of growing the node.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use lru::LruCache;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A key longer than this is refused: it would be a way to spend the node's memory.
+pub const MAX_KEY_BYTES: usize = 512;
+const SHARDS: usize = 16;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// One request conforms every `period`.
+    pub period: Duration,
+    pub burst: u32,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny { retry_after: Duration },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RateLimitError {
+    #[error("no rate-limit policy named `{0}`")]
+    UnknownPolicy(String),
+    #[error("rate-limit key is {0} bytes, the limit is {MAX_KEY_BYTES}")]
+    KeyTooLong(usize),
+}
+
+/// Every policy of the node, by name.
+#[derive(Default)]
+pub struct RateLimits {
+    policies: HashMap<String, Policy>,
+}
+
+struct Policy {
+    limiter: RateLimiter<String, SharedStore, DefaultClock>,
+    store: Arc<BoundedStore>,
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    pub fn new(configs: &[PolicyConfig]) -> Self {
+        let policies = configs
+            .iter()
+            .map(|c| {
+                let quota = Quota::with_period(c.period)
+                    .unwrap_or(Quota::per_second(nonzero(1)))
+                    .allow_burst(nonzero(c.burst));
+                let clock = DefaultClock::default();
+                let store = Arc::new(BoundedStore::new(c.max_keys));
+                let limiter = RateLimiter::new(quota, SharedStore(store.clone()), clock.clone());
+                (
+                    c.name.clone(),
+                    Policy {
+                        limiter,
+                        store,
+                        clock,
+                    },
+                )
+            })
+            .collect();
+        RateLimits { policies }
+    }
+
+    /// Counts one request for `key` under `policy`.
+    pub fn check(&self, policy: &str, key: &str) -> Result<Verdict, RateLimitError> {
+        let p = self
+            .policies
+            .get(policy)
+            .ok_or_else(|| RateLimitError::UnknownPolicy(policy.to_owned()))?;
+        if key.len() > MAX_KEY_BYTES {
+            return Err(RateLimitError::KeyTooLong(key.len()));
+        }
+        match p.limiter.check_key(&key.to_owned()) {
+            Ok(()) => Ok(Verdict::Allow),
+            Err(not_until) => Ok(Verdict::Deny {
+                retry_after: not_until.wait_time_from(p.clock.now()),
+            }),
+        }
+    }
+
+    /// Keys held by a policy (for tests and metrics).
+    pub fn keys(&self, policy: &str) -> usize {
+        self.policies.get(policy).map_or(0, |p| p.store.len())
+    }
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n.max(1)).unwrap_or(std::num::NonZeroU32::MIN)
+}
+
+/// governor's state for each key, in a sharded LRU bounded to `max_keys` in all.
+/// Written here because governor's own keyed store (a DashMap) only shrinks when asked.
+pub struct BoundedStore {
+    shards: Vec<Mutex<LruCache<String, Nanos>>>,
+    hasher: RandomState,
+}
+
+impl BoundedStore {
+    fn new(max_keys: usize) -> Self {
+        let per_shard =
+            NonZeroUsize::new(max_keys.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        BoundedStore {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |l| l.len()))
+            .sum()
+    }
+}
+
+/// The limiter's handle on a store the policy also reads (for its size).
+pub struct SharedStore(Arc<BoundedStore>);
+
+impl StateStore for SharedStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let store = &self.0;
+        let shard = &store.shards[store.hasher.hash_one(key) as usize % SHARDS];
+        // A poisoned shard only means a panic elsewhere mid-update of plain numbers; the
+        // state is still usable.
+        let mut lru = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = lru.get(key).copied();
+        let (outcome, next) = f(previous)?;
+        match lru.get_mut(key) {
+            Some(slot) => *slot = next,
+            None => {
+                lru.put(key.clone(), next);
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// `"100/s"`, `"6000/m"`, `"50000/h"` → one request per period.
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    let (count, unit) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not a rate like \"100/s\""))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{text}`: the count must be a positive integer"))?;
+    let window = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use s, m or h)")),
+    };
+    Ok((count, window / count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(burst: u32, max_keys: usize) -> RateLimits {
+        RateLimits::new(&[PolicyConfig {
+            name: "p".into(),
+            period: Duration::from_secs(60),
+            burst,
+            max_keys,
+        }])
+    }
+
+    #[test]
+    fn burst_then_deny_with_retry_after() {
+        let l = limits(3, 100);
+        for _ in 0..3 {
+            assert_eq!(l.check("p", "1.2.3.4"), Ok(Verdict::Allow));
+        }
+        match l.check("p", "1.2.3.4").unwrap() {
+            Verdict::Deny { retry_after } => {
+                assert!(
+                    retry_after > Duration::from_secs(50) && retry_after <= Duration::from_secs(60)
+                )
+            }
+            v => panic!("{v:?}"),
+        }
+        // Another key has its own budget.
+        assert_eq!(l.check("p", "5.6.7.8"), Ok(Verdict::Allow));
+    }
+
+    #[test]
+    fn keys_are_bounded() {
+        let l = limits(1, 64);
+        for i in 0..10_000 {
+            l.check("p", &format!("k{i}")).unwrap();
+        }
+        assert!(l.keys("p") <= 64, "{}", l.keys("p"));
+    }
+
+    #[test]
+    fn bad_policy_and_key() {
+        let l = limits(1, 10);
+        assert_eq!(
+            l.check("nope", "k"),
+            Err(RateLimitError::UnknownPolicy("nope".into()))
+        );
+        assert_eq!(
+            l.check("p", &"x".repeat(600)),
+            Err(RateLimitError::KeyTooLong(600))
+        );
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            parse_rate("100/s").unwrap(),
+            (100, Duration::from_millis(10))
+        );
+        assert_eq!(parse_rate("60/m").unwrap(), (60, Duration::from_secs(1)));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("5/d").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+}

@@ -1,0 +1,626 @@
+//! One request's pass through its route's modules.
+//!
+//! Request phase: each module gets a fresh instance (its own store: memory, limits,
+//! handle table) and its `on-request` hook, in route order, until one answers. The
+//! instances live until the response phase: `on-response` in reverse order, then the
+//! body transforms of modules that declared the response's media type. Dropping the run
+//! tears the instances down.
+//!
+//! A module that traps, runs past its deadline or outgrows its memory fails the request
+//! (`fail-closed`: 500) or is skipped as if it were absent (`fail-open`: its partial
+//! changes are undone), per the route, and is logged with its name and version.
+
+use super::bindings::edge::module::types::{Protocol, RequestAction};
+use super::bindings::Module;
+use super::registry::{ModuleVersion, Slot};
+use super::state::{
+    fields_to_map, InstanceIdentity, ModuleState, RequestView, ResponseView, Services,
+};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use origin::Body;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+use wasmtime::{Store, Trap};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// A failing module fails the request with 500.
+    FailClosed,
+    /// A failing module is skipped; the request goes on as if it were not on the route.
+    FailOpen,
+}
+
+impl OnError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::FailClosed => "fail-closed",
+            OnError::FailOpen => "fail-open",
+        }
+    }
+}
+
+/// A route's modules, in order, each with its config (JSON text).
+pub struct Chain {
+    entries: Vec<Entry>,
+    on_error: OnError,
+    route: Arc<str>,
+}
+
+struct Entry {
+    slot: Arc<Slot>,
+    config: Arc<str>,
+}
+
+/// What the request phase decided.
+pub enum Outcome {
+    Continue,
+    /// A module answered (or failed closed): send this, after the response phase.
+    Respond(Response<Body>),
+}
+
+/// The request's live instances, from the request phase to the response.
+pub struct ChainRun {
+    live: Vec<Live>,
+    request: Option<RequestView>,
+    on_error: OnError,
+    route: Arc<str>,
+    /// Time spent in module code and instantiation, for `Server-Timing`.
+    pub elapsed: Duration,
+}
+
+struct Live {
+    store: Store<ModuleState>,
+    hooks: Module,
+    version: Arc<ModuleVersion>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureKind {
+    Instantiate,
+    Trap,
+    Deadline,
+    Memory,
+    BadResponse,
+}
+
+impl FailureKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Instantiate => "instantiate",
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Memory => "memory",
+            FailureKind::BadResponse => "bad-response",
+        }
+    }
+}
+
+struct Failure {
+    kind: FailureKind,
+    detail: String,
+}
+
+impl Chain {
+    pub fn new(route: &str, on_error: OnError, modules: Vec<(Arc<Slot>, Arc<str>)>) -> Self {
+        Chain {
+            entries: modules
+                .into_iter()
+                .map(|(slot, config)| Entry { slot, config })
+                .collect(),
+            on_error,
+            route: route.into(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Runs the request hooks. `parts` is lent to the modules and comes back with their
+    /// changes.
+    pub fn on_request(
+        &self,
+        services: &Arc<Services>,
+        parts: &mut http::request::Parts,
+        authority: &str,
+        client: IpAddr,
+    ) -> (ChainRun, Outcome) {
+        let started = Instant::now();
+        let protocol = match parts.version {
+            http::Version::HTTP_2 => Protocol::Http2,
+            http::Version::HTTP_3 => Protocol::Http3,
+            _ => Protocol::Http1,
+        };
+        let mut view = RequestView {
+            parts: std::mem::replace(parts, empty_parts()),
+            authority: authority.into(),
+            client,
+            protocol,
+            route: self.route.clone(),
+            context: Vec::new(),
+        };
+        let mut run = ChainRun {
+            live: Vec::with_capacity(self.entries.len()),
+            request: None,
+            on_error: self.on_error,
+            route: self.route.clone(),
+            elapsed: Duration::ZERO,
+        };
+        let mut outcome = Outcome::Continue;
+        for entry in &self.entries {
+            let version = entry.slot.current();
+            let mut live = match instantiate(&version, &entry.slot, &entry.config, services) {
+                Ok(live) => live,
+                Err(failure) => {
+                    run.report(&version, "instantiate", &failure, services);
+                    match self.on_error {
+                        OnError::FailOpen => continue,
+                        OnError::FailClosed => {
+                            outcome = Outcome::Respond(module_failed());
+                            break;
+                        }
+                    }
+                }
+            };
+            let snapshot = (self.on_error == OnError::FailOpen).then(|| RequestSnapshot::of(&view));
+            let (result, back) = live.call_on_request(view, entry.slot.limits.deadline_ticks());
+            view = back;
+            services.metrics.call(&entry.slot.name);
+            match result {
+                Ok(RequestAction::Continue) => run.live.push(live),
+                Ok(RequestAction::Respond(answer)) => {
+                    let response = immediate_response(answer.status, &answer.headers, answer.body);
+                    match response {
+                        Ok(response) => {
+                            outcome = Outcome::Respond(response);
+                            break;
+                        }
+                        Err(failure) => {
+                            run.report(&version, "on-request", &failure, services);
+                            if self.on_error == OnError::FailClosed {
+                                outcome = Outcome::Respond(module_failed());
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(failure) => {
+                    run.report(&version, "on-request", &failure, services);
+                    match (self.on_error, snapshot) {
+                        (OnError::FailOpen, Some(snapshot)) => snapshot.restore(&mut view),
+                        _ => {
+                            outcome = Outcome::Respond(module_failed());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if !run.live.is_empty() {
+            run.request = Some(RequestView {
+                parts: clone_parts(&view.parts),
+                authority: view.authority.clone(),
+                client: view.client,
+                protocol: view.protocol,
+                route: view.route.clone(),
+                context: std::mem::take(&mut view.context),
+            });
+        }
+        *parts = view.parts;
+        run.elapsed += started.elapsed();
+        (run, outcome)
+    }
+}
+
+impl ChainRun {
+    /// Response hooks in reverse order, then body transforms. `head` is whether the
+    /// viewer's request was HEAD (no body to transform).
+    pub async fn on_response(
+        mut self,
+        response: Response<Body>,
+        head: bool,
+        services: &Arc<Services>,
+    ) -> (Response<Body>, Duration) {
+        let Some(mut request) = self.request.take() else {
+            return (response, self.elapsed);
+        };
+        let started = Instant::now();
+        let (parts, body) = response.into_parts();
+        let mut view = ResponseView { parts };
+        for i in (0..self.live.len()).rev() {
+            let snapshot = (self.on_error == OnError::FailOpen)
+                .then(|| (view.parts.status, view.parts.headers.clone()));
+            let live = &mut self.live[i];
+            let (result, req_back, resp_back) = live.call_on_response(request, view);
+            (request, view) = (req_back, resp_back);
+            if let Err(failure) = result {
+                let version = self.live[i].version.clone();
+                self.report(&version, "on-response", &failure, services);
+                match snapshot {
+                    Some((status, headers)) => {
+                        view.parts.status = status;
+                        view.parts.headers = headers;
+                    }
+                    None => return (module_failed(), self.elapsed + started.elapsed()),
+                }
+            }
+        }
+        self.elapsed += started.elapsed();
+
+        let transformers: Vec<usize> = match transformable_type(&view.parts, head) {
+            Some(media_type) => (0..self.live.len())
+                .rev()
+                .filter(|&i| self.live[i].version.declares_body_type(&media_type))
+                .collect(),
+            None => Vec::new(),
+        };
+        if transformers.is_empty() {
+            return (Response::from_parts(view.parts, body), self.elapsed);
+        }
+        let bound = transformers
+            .iter()
+            .map(|&i| self.live[i].version.max_body_bytes)
+            .min()
+            .unwrap_or(0);
+        let declared_len = view
+            .parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared_len.is_some_and(|n| n > bound) {
+            return (Response::from_parts(view.parts, body), self.elapsed);
+        }
+        let mut bytes = match collect_bounded(body, bound).await {
+            Collected::Whole(bytes) => bytes,
+            Collected::TooLarge(body) => {
+                return (Response::from_parts(view.parts, body), self.elapsed)
+            }
+            Collected::Failed => {
+                let mut r = module_failed();
+                *r.status_mut() = StatusCode::BAD_GATEWAY;
+                *r.body_mut() = origin::body::full("502 Bad Gateway: origin body failed\n");
+                return (r, self.elapsed);
+            }
+        };
+        let started = Instant::now();
+        let original = bytes.clone();
+        for i in transformers {
+            let live = &mut self.live[i];
+            let (result, req_back, resp_back) = live.call_transform(request, view, bytes.to_vec());
+            (request, view) = (req_back, resp_back);
+            let failure = match result {
+                Ok(Ok(Some(new))) => {
+                    bytes = Bytes::from(new);
+                    continue;
+                }
+                Ok(Ok(None)) => continue,
+                Ok(Err(reason)) => Failure {
+                    kind: FailureKind::BadResponse,
+                    detail: reason,
+                },
+                Err(failure) => failure,
+            };
+            let version = self.live[i].version.clone();
+            self.report(&version, "transform-body", &failure, services);
+            match self.on_error {
+                OnError::FailOpen => bytes = original.clone(),
+                OnError::FailClosed => return (module_failed(), self.elapsed + started.elapsed()),
+            }
+        }
+        self.elapsed += started.elapsed();
+        let headers = &mut view.parts.headers;
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        if bytes != original {
+            // A new representation: the origin's strong validator and byte ranges no
+            // longer describe it.
+            headers.remove(header::ETAG);
+            headers.remove(header::ACCEPT_RANGES);
+        }
+        (
+            Response::from_parts(view.parts, origin::body::full(bytes)),
+            self.elapsed,
+        )
+    }
+
+    fn report(&self, version: &ModuleVersion, hook: &str, failure: &Failure, services: &Services) {
+        services
+            .metrics
+            .failure(&version.name, failure.kind.as_str());
+        tracing::warn!(
+            module = &*version.name,
+            version = &*version.version,
+            id = version.id,
+            route = &*self.route,
+            hook,
+            kind = failure.kind.as_str(),
+            on_error = self.on_error.as_str(),
+            detail = %failure.detail,
+            "module failed"
+        );
+    }
+}
+
+fn instantiate(
+    version: &Arc<ModuleVersion>,
+    slot: &Slot,
+    config: &Arc<str>,
+    services: &Arc<Services>,
+) -> Result<Live, Failure> {
+    let identity = InstanceIdentity {
+        name: version.name.clone(),
+        version: version.version.clone(),
+        config_json: config.clone(),
+    };
+    let state = ModuleState::new(identity, services.clone(), slot.limits);
+    let mut store = Store::new(version.pre.engine(), state);
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(slot.limits.deadline_ticks());
+    match version.pre.instantiate(&mut store) {
+        Ok(hooks) => Ok(Live {
+            store,
+            hooks,
+            version: version.clone(),
+        }),
+        Err(e) => Err(classify(&store, e, FailureKind::Instantiate)),
+    }
+}
+
+fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: FailureKind) -> Failure {
+    let state = store.data();
+    let kind = if state.memory.exceeded {
+        FailureKind::Memory
+    } else if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        FailureKind::Deadline
+    } else {
+        default
+    };
+    let stderr = state.stderr_text();
+    let detail = if stderr.is_empty() {
+        format!("{error:#}")
+    } else {
+        format!("{error:#}; module stderr: {stderr}")
+    };
+    Failure { kind, detail }
+}
+
+impl Live {
+    fn call_on_request(
+        &mut self,
+        view: RequestView,
+        deadline: u64,
+    ) -> (Result<RequestAction, Failure>, RequestView) {
+        let own = match self.store.data_mut().table.push(view) {
+            Ok(r) => r,
+            Err(e) => unreachable_table(e),
+        };
+        let borrow = Resource::<RequestView>::new_borrow(own.rep());
+        self.store.set_epoch_deadline(deadline);
+        let result = self
+            .hooks
+            .edge_module_hooks()
+            .call_on_request(&mut self.store, borrow)
+            .map_err(|e| classify(&self.store, e, FailureKind::Trap));
+        let view = self.take(own);
+        (result, view)
+    }
+
+    fn call_on_response(
+        &mut self,
+        request: RequestView,
+        response: ResponseView,
+    ) -> (Result<(), Failure>, RequestView, ResponseView) {
+        let (req, resp) = self.push_both(request, response);
+        self.store.set_epoch_deadline(self.deadline());
+        let result = self
+            .hooks
+            .edge_module_hooks()
+            .call_on_response(
+                &mut self.store,
+                Resource::new_borrow(req.rep()),
+                Resource::new_borrow(resp.rep()),
+            )
+            .map_err(|e| classify(&self.store, e, FailureKind::Trap));
+        let (request, response) = self.take_both(req, resp);
+        (result, request, response)
+    }
+
+    fn call_transform(
+        &mut self,
+        request: RequestView,
+        response: ResponseView,
+        body: Vec<u8>,
+    ) -> (
+        Result<Result<Option<Vec<u8>>, String>, Failure>,
+        RequestView,
+        ResponseView,
+    ) {
+        let (req, resp) = self.push_both(request, response);
+        self.store.set_epoch_deadline(self.deadline());
+        let result = self
+            .hooks
+            .edge_module_hooks()
+            .call_transform_body(
+                &mut self.store,
+                Resource::new_borrow(req.rep()),
+                Resource::new_borrow(resp.rep()),
+                &body,
+            )
+            .map_err(|e| classify(&self.store, e, FailureKind::Trap));
+        let (request, response) = self.take_both(req, resp);
+        (result, request, response)
+    }
+
+    /// Each hook call gets the module's whole budget.
+    fn deadline(&self) -> u64 {
+        self.store.data().deadline_ticks
+    }
+
+    fn push_both(
+        &mut self,
+        request: RequestView,
+        response: ResponseView,
+    ) -> (Resource<RequestView>, Resource<ResponseView>) {
+        let table = &mut self.store.data_mut().table;
+        let req = table.push(request).unwrap_or_else(|e| unreachable_table(e));
+        let resp = table
+            .push(response)
+            .unwrap_or_else(|e| unreachable_table(e));
+        (req, resp)
+    }
+
+    fn take_both(
+        &mut self,
+        req: Resource<RequestView>,
+        resp: Resource<ResponseView>,
+    ) -> (RequestView, ResponseView) {
+        (self.take(req), self.take(resp))
+    }
+
+    fn take<T: 'static>(&mut self, own: Resource<T>) -> T {
+        self.store
+            .data_mut()
+            .table
+            .delete(own)
+            .unwrap_or_else(|e| unreachable_table(e))
+    }
+}
+
+/// The table is the store's own and holds at most three entries the host put there; it
+/// cannot be full and the handles cannot be wrong.
+fn unreachable_table(e: wasmtime::component::ResourceTableError) -> ! {
+    panic!("module handle table: {e}")
+}
+
+struct RequestSnapshot {
+    uri: Uri,
+    headers: HeaderMap,
+    context: Vec<(String, String)>,
+}
+
+impl RequestSnapshot {
+    fn of(view: &RequestView) -> Self {
+        RequestSnapshot {
+            uri: view.parts.uri.clone(),
+            headers: view.parts.headers.clone(),
+            context: view.context.clone(),
+        }
+    }
+
+    fn restore(self, view: &mut RequestView) {
+        view.parts.uri = self.uri;
+        view.parts.headers = self.headers;
+        view.context = self.context;
+    }
+}
+
+fn empty_parts() -> http::request::Parts {
+    http::Request::new(()).into_parts().0
+}
+
+/// The request head for the response phase (the original went to the origin).
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = empty_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
+}
+
+fn immediate_response(
+    status: u16,
+    fields: &[(String, String)],
+    body: Vec<u8>,
+) -> Result<Response<Body>, Failure> {
+    let bad = |detail: String| Failure {
+        kind: FailureKind::BadResponse,
+        detail,
+    };
+    let status =
+        StatusCode::from_u16(status).map_err(|_| bad(format!("{status} is not an HTTP status")))?;
+    let headers = fields_to_map(fields).map_err(bad)?;
+    let mut response = Response::new(origin::body::full(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// The answer when a module fails closed. The details are in the node's log only.
+pub fn module_failed() -> Response<Body> {
+    let mut r = Response::new(origin::body::full(
+        "500 Internal Server Error: a module on this route failed\n",
+    ));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The media type of a response whose body modules may transform: a complete 200 that is
+/// not content-encoded, to a request that is not HEAD.
+fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<String> {
+    if head || parts.status != StatusCode::OK {
+        return None;
+    }
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity")
+    {
+        return None;
+    }
+    let ct = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media = ct.split(';').next()?.trim();
+    (!media.is_empty()).then(|| media.to_ascii_lowercase())
+}
+
+enum Collected {
+    Whole(Bytes),
+    /// Over the bound: the body as received so far followed by the rest, unchanged.
+    TooLarge(Body),
+    Failed,
+}
+
+async fn collect_bounded(mut body: Body, bound: usize) -> Collected {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Collected::Failed;
+        };
+        if let Ok(data) = frame.into_data() {
+            len += data.len();
+            chunks.push(data);
+            if len > bound {
+                let head = futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, origin::BoxError>(http_body::Frame::data(c))),
+                );
+                let rest = http_body_util::BodyStream::new(body);
+                use futures_util::StreamExt;
+                let stream = head.chain(rest);
+                return Collected::TooLarge(http_body_util::StreamBody::new(stream).boxed_unsync());
+            }
+        }
+    }
+    match chunks.len() {
+        0 => Collected::Whole(Bytes::new()),
+        1 => Collected::Whole(chunks.pop().unwrap_or_default()),
+        _ => {
+            let mut all = Vec::with_capacity(len);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            Collected::Whole(Bytes::from(all))
+        }
+    }
+}

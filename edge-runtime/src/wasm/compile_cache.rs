@@ -1,0 +1,126 @@
+//! Compiled modules on disk: `<sha256 of the component>-<engine hash>.cwasm`, so a restart
+//! (or a second node on the same volume) loads machine code instead of compiling again.
+//!
+//! A file holds the SHA-256 of its payload and the payload (`Component::serialize`). It is
+//! written to a temporary name and renamed, so a crash or a full disk leaves no partial
+//! file under the final name; a file whose checksum does not match is ignored and
+//! rewritten. Any cache failure only costs a compile.
+
+use ring::digest::{digest, SHA256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+const MAGIC: &[u8; 8] = b"EDGECW01";
+
+/// Where a loaded component came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compiled {
+    /// Compiled now (and written to the cache when it has a folder).
+    Fresh,
+    /// Loaded from the on-disk cache.
+    FromCache,
+}
+
+pub struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+impl CompileCache {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        CompileCache { dir }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The component for `bytes`, from the cache or compiled (and then cached).
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256_hex: &str,
+    ) -> wasmtime::Result<(Component, Compiled)> {
+        let Some(dir) = &self.dir else {
+            return Ok((Component::new(engine, bytes)?, Compiled::Fresh));
+        };
+        let path = dir.join(format!("{sha256_hex}-{:016x}.cwasm", engine_hash(engine)));
+        if let Some(component) = read_cached(engine, &path) {
+            return Ok((component, Compiled::FromCache));
+        }
+        let component = Component::new(engine, bytes)?;
+        match component.serialize() {
+            Ok(payload) => {
+                if let Err(e) = write_atomically(dir, &path, &payload) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled-module cache; modules compile at every start");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled module"),
+        }
+        Ok((component, Compiled::Fresh))
+    }
+}
+
+/// Changes with the wasmtime version and every setting that affects compiled code.
+fn engine_hash(engine: &Engine) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
+fn read_cached(engine: &Engine, path: &Path) -> Option<Component> {
+    let file = std::fs::read(path).ok()?;
+    let rest = file.strip_prefix(MAGIC.as_slice())?;
+    if rest.len() < 32 {
+        return None;
+    }
+    let (sum, payload) = rest.split_at(32);
+    if digest(&SHA256, payload).as_ref() != sum {
+        tracing::warn!(path = %path.display(), "compiled-module cache file is corrupt; compiling again");
+        return None;
+    }
+    match deserialize(engine, payload) {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "compiled-module cache file unusable; compiling again");
+            None
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the bytes come from `Component::serialize` of a
+    // compatible engine and were not tampered with. This cache wrote them itself (same
+    // engine settings: the file name carries the engine's compatibility hash), the SHA-256
+    // stored beside them matched, and the folder is the node's own. wasmtime also checks
+    // the header and the engine's settings before using the code.
+    unsafe { Component::deserialize(engine, payload) }
+}
+
+fn write_atomically(dir: &Path, path: &Path, payload: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("module")
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(MAGIC)?;
+        file.write_all(digest(&SHA256, payload).as_ref())?;
+        file.write_all(payload)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

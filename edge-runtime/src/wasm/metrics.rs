@@ -1,0 +1,166 @@
+//! Metrics about modules: calls and failures counted by the host, and the counters and
+//! histograms modules report through the `metrics` import.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+/// Metric names one module may create; more are dropped (a module must not grow the
+/// node's memory or the scrape without bound).
+pub const MAX_NAMES_PER_MODULE: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NameLabels {
+    module: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabels {
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    module: String,
+    kind: String,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 12))
+}
+
+pub struct ModuleMetrics {
+    calls: Family<ModuleLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    counters: Family<NameLabels, Counter>,
+    histograms: Family<NameLabels, Histogram, fn() -> Histogram>,
+    names: RwLock<HashMap<String, HashSet<String>>>,
+}
+
+impl Default for ModuleMetrics {
+    fn default() -> Self {
+        ModuleMetrics {
+            calls: Family::default(),
+            failures: Family::default(),
+            counters: Family::default(),
+            histograms: Family::new_with_constructor(histogram),
+            names: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl ModuleMetrics {
+    /// One instance ran (any hook).
+    pub fn call(&self, module: &str) {
+        self.calls
+            .get_or_create(&ModuleLabels {
+                module: module.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A module failed: `trap`, `deadline`, `memory`, `instantiate`, `bad-response`.
+    pub fn failure(&self, module: &str, kind: &str) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                module: module.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn counter_add(&self, module: &str, name: &str, value: u64) {
+        if self.admit(module, name) {
+            self.counters
+                .get_or_create(&labels(module, name))
+                .inc_by(value);
+        }
+    }
+
+    pub fn observe(&self, module: &str, name: &str, value: f64) {
+        if value.is_finite() && self.admit(module, name) {
+            self.histograms
+                .get_or_create(&labels(module, name))
+                .observe(value);
+        }
+    }
+
+    fn admit(&self, module: &str, name: &str) -> bool {
+        if name.is_empty() || name.len() > 128 {
+            return false;
+        }
+        if let Ok(names) = self.names.read() {
+            if names.get(module).is_some_and(|set| set.contains(name)) {
+                return true;
+            }
+        }
+        let Ok(mut names) = self.names.write() else {
+            return false;
+        };
+        let set = names.entry(module.to_owned()).or_default();
+        if set.len() >= MAX_NAMES_PER_MODULE {
+            return set.contains(name);
+        }
+        set.insert(name.to_owned());
+        true
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "module_calls",
+            "Module instances run (one per module per request)",
+            self.calls.clone(),
+        );
+        registry.register(
+            "module_failures",
+            "Module failures by kind: trap, deadline, memory, instantiate, bad-response",
+            self.failures.clone(),
+        );
+        registry.register(
+            "module_counter",
+            "Counters reported by modules",
+            self.counters.clone(),
+        );
+        registry.register(
+            "module_histogram",
+            "Histograms reported by modules",
+            self.histograms.clone(),
+        );
+    }
+}
+
+fn labels(module: &str, name: &str) -> NameLabels {
+    NameLabels {
+        module: module.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_per_module_are_bounded() {
+        let m = ModuleMetrics::default();
+        for i in 0..MAX_NAMES_PER_MODULE + 10 {
+            m.counter_add("waf", &format!("n{i}"), 1);
+        }
+        m.counter_add("other", "n0", 1);
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let waf_lines = out
+            .lines()
+            .filter(|l| l.starts_with("module_counter_total{module=\"waf\""))
+            .count();
+        assert_eq!(waf_lines, MAX_NAMES_PER_MODULE);
+        assert!(out.contains("module_counter_total{module=\"other\",name=\"n0\"} 1"));
+    }
+}

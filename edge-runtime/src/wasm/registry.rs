@@ -1,0 +1,365 @@
+//! The node's modules by name, each with its current version and a short history: routes
+//! hold a [`Slot`] and read its current version once per request, so a deploy or a
+//! rollback swaps atomically and requests in flight finish on the version they started
+//! with.
+
+use super::bindings::{Module, ModulePre};
+use super::compile_cache::{CompileCache, Compiled};
+use super::engine::{self, EngineSettings, Ticker};
+use super::signing::TrustedKeys;
+use super::state::{InstanceIdentity, ModuleState, Services};
+use super::WasmError;
+use ring::digest::{digest, SHA256};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
+
+/// Versions kept per module for rollback.
+pub const HISTORY: usize = 8;
+
+/// CPU and memory bounds of one module's instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleLimits {
+    pub budget: Duration,
+    pub memory_bytes: usize,
+}
+
+impl ModuleLimits {
+    /// The epoch deadline, in ticks from now: at least the budget, at most one tick more.
+    pub fn deadline_ticks(&self) -> u64 {
+        let tick = engine::TICK.as_micros().max(1);
+        (self.budget.as_micros().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "from")]
+pub enum Source {
+    /// Built into the `edge` binary.
+    Standard,
+    /// A `.wasm` file named in the config.
+    File(PathBuf),
+    /// Deployed through the admin API.
+    Deployed,
+}
+
+/// One loaded version of a module, ready to instantiate.
+pub struct ModuleVersion {
+    /// Unique in this node's run, increasing with each load or deploy.
+    pub id: u64,
+    /// What the module says it is (`describe`).
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub body_types: Vec<String>,
+    pub max_body_bytes: usize,
+    pub sha256: String,
+    pub source: Source,
+    pub compiled: Compiled,
+    pub loaded_at: SystemTime,
+    pub(crate) pre: ModulePre<ModuleState>,
+}
+
+impl ModuleVersion {
+    pub fn declares_body_type(&self, media_type: &str) -> bool {
+        self.body_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(media_type))
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": &*self.name,
+            "version": &*self.version,
+            "sha256": self.sha256,
+            "source": self.source,
+            "compiled": self.compiled,
+            "body_types": self.body_types,
+            "loaded_at": httpdate::fmt_http_date(self.loaded_at),
+        })
+    }
+}
+
+/// A named module as routes see it.
+pub struct Slot {
+    pub name: String,
+    pub limits: ModuleLimits,
+    current: RwLock<Arc<ModuleVersion>>,
+    history: Mutex<Vec<Arc<ModuleVersion>>>,
+}
+
+impl Slot {
+    /// The version new requests use. The lock is held for an `Arc` clone, never across
+    /// an await or a module call.
+    pub fn current(&self) -> Arc<ModuleVersion> {
+        match self.current.read() {
+            Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn install(&self, version: Arc<ModuleVersion>) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.push(version.clone());
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = version;
+    }
+
+    fn switch_to(&self, version: Arc<ModuleVersion>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = version;
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let current = self.current();
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "module": self.name,
+            "current": current.summary(),
+            "budget_ms": self.limits.budget.as_secs_f64() * 1000.0,
+            "memory_bytes": self.limits.memory_bytes,
+            "versions": history.iter().map(|v| v.summary()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+pub struct HostSettings {
+    pub engine: EngineSettings,
+    pub cache_dir: Option<PathBuf>,
+    pub trusted_keys: TrustedKeys,
+    pub max_module_bytes: usize,
+    pub default_limits: ModuleLimits,
+}
+
+/// The engine, the linker with every import, and the named modules.
+pub struct ModuleHost {
+    engine: Engine,
+    linker: Linker<ModuleState>,
+    _ticker: Ticker,
+    cache: CompileCache,
+    pub services: Arc<Services>,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    trusted_keys: TrustedKeys,
+    max_module_bytes: usize,
+    default_limits: ModuleLimits,
+    next_id: AtomicU64,
+}
+
+impl ModuleHost {
+    pub fn new(settings: HostSettings, services: Arc<Services>) -> Result<Self, WasmError> {
+        let engine = engine::build(&settings.engine)?;
+        let mut linker = Linker::new(&engine);
+        let engine_err = |e: wasmtime::Error| WasmError::Engine(format!("{e:#}"));
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        Module::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        let ticker = Ticker::start(&engine);
+        Ok(ModuleHost {
+            engine,
+            linker,
+            _ticker: ticker,
+            cache: CompileCache::new(settings.cache_dir),
+            services,
+            slots: RwLock::new(BTreeMap::new()),
+            trusted_keys: settings.trusted_keys,
+            max_module_bytes: settings.max_module_bytes,
+            default_limits: settings.default_limits,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn max_module_bytes(&self) -> usize {
+        self.max_module_bytes
+    }
+
+    pub fn default_limits(&self) -> ModuleLimits {
+        self.default_limits
+    }
+
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.read().ok()?.get(name).cloned()
+    }
+
+    /// Loads a module at start-up (config or standard) under `name`. Blocking: compiles.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source: Source,
+        limits: ModuleLimits,
+    ) -> Result<Arc<Slot>, WasmError> {
+        let version = Arc::new(self.prepare(name, bytes, source, limits)?);
+        let slot = Arc::new(Slot {
+            name: name.to_owned(),
+            limits,
+            current: RwLock::new(version.clone()),
+            history: Mutex::new(vec![version]),
+        });
+        self.slots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), slot.clone());
+        Ok(slot)
+    }
+
+    /// Verifies, compiles and installs a new version of `name` (creating the module if it
+    /// is new). Blocking: run it off the request path. On any error the current version
+    /// keeps serving.
+    pub fn deploy(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        signature_b64: &str,
+    ) -> Result<Arc<ModuleVersion>, WasmError> {
+        if bytes.len() > self.max_module_bytes {
+            return Err(WasmError::TooLarge {
+                module: name.to_owned(),
+                size: bytes.len(),
+                limit: self.max_module_bytes,
+            });
+        }
+        self.trusted_keys
+            .verify(bytes, signature_b64)
+            .map_err(|e| WasmError::Signature {
+                module: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let existing = self.slot(name);
+        let limits = existing.as_ref().map_or(self.default_limits, |s| s.limits);
+        let version = Arc::new(self.prepare(name, bytes, Source::Deployed, limits)?);
+        match existing {
+            Some(slot) => slot.install(version.clone()),
+            None => {
+                let slot = Arc::new(Slot {
+                    name: name.to_owned(),
+                    limits,
+                    current: RwLock::new(version.clone()),
+                    history: Mutex::new(vec![version.clone()]),
+                });
+                self.slots
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_owned(), slot);
+            }
+        }
+        tracing::info!(module = name, id = version.id, version = &*version.version, sha256 = %version.sha256, "module deployed");
+        Ok(version)
+    }
+
+    /// Makes an earlier version current: `to` by id, or the one before the current.
+    pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Arc<ModuleVersion>, WasmError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;
+        let target = {
+            let history = slot.history.lock().unwrap_or_else(|p| p.into_inner());
+            let current = slot.current();
+            match to {
+                Some(id) => history.iter().find(|v| v.id == id).cloned(),
+                None => {
+                    let pos = history.iter().position(|v| v.id == current.id);
+                    pos.and_then(|p| p.checked_sub(1))
+                        .map(|p| history[p].clone())
+                }
+            }
+        };
+        let target = target.ok_or(WasmError::UnknownVersion {
+            module: name.to_owned(),
+            version: to.unwrap_or(0),
+        })?;
+        slot.switch_to(target.clone());
+        tracing::info!(
+            module = name,
+            id = target.id,
+            version = &*target.version,
+            "module rolled back"
+        );
+        Ok(target)
+    }
+
+    /// Every module with its versions, for the admin API.
+    pub fn list(&self) -> serde_json::Value {
+        let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+        serde_json::Value::Array(slots.values().map(|s| s.summary()).collect())
+    }
+
+    /// Compile (or load from the disk cache), link against the world, and ask the module
+    /// what it is.
+    fn prepare(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source: Source,
+        limits: ModuleLimits,
+    ) -> Result<ModuleVersion, WasmError> {
+        let sha256: String = digest(&SHA256, bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (component, compiled) = self
+            .cache
+            .load_or_compile(&self.engine, bytes, &sha256)
+            .map_err(|e| WasmError::InvalidComponent {
+                module: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = self.link(name, &component)?;
+        let info = describe(&self.engine, &pre, name, limits, &self.services)?;
+        Ok(ModuleVersion {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            name: info.name.into(),
+            version: info.version.into(),
+            body_types: info.body_types,
+            max_body_bytes: info.max_body_bytes as usize,
+            sha256,
+            source,
+            compiled,
+            loaded_at: SystemTime::now(),
+            pre,
+        })
+    }
+
+    fn link(&self, name: &str, component: &Component) -> Result<ModulePre<ModuleState>, WasmError> {
+        let wrong_world = |e: wasmtime::Error| WasmError::WrongWorld {
+            module: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        ModulePre::new(instance_pre).map_err(wrong_world)
+    }
+}
+
+fn describe(
+    engine: &Engine,
+    pre: &ModulePre<ModuleState>,
+    name: &str,
+    limits: ModuleLimits,
+    services: &Arc<Services>,
+) -> Result<super::bindings::edge::module::types::ModuleInfo, WasmError> {
+    let failed = |e: wasmtime::Error| WasmError::Describe {
+        module: name.to_owned(),
+        reason: format!("{e:#}"),
+    };
+    let identity = InstanceIdentity {
+        name: name.into(),
+        version: "loading".into(),
+        config_json: "{}".into(),
+    };
+    let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(limits.deadline_ticks());
+    let module = pre.instantiate(&mut store).map_err(failed)?;
+    module
+        .edge_module_hooks()
+        .call_describe(&mut store)
+        .map_err(failed)
+}

@@ -1,0 +1,483 @@
+//! What one module instance's store holds, and the host side of the WIT imports other
+//! than crypto: the request and response resources, log, config, clock, metrics and the
+//! rate limiter.
+
+use super::bindings::edge::module::{clock, config, log, metrics, rate_limit, types};
+use super::metrics::ModuleMetrics;
+use super::registry::ModuleLimits;
+use crate::ratelimit::{RateLimits, Verdict};
+use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, StatusCode};
+use std::net::IpAddr;
+use std::sync::Arc;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Node-wide services the imports reach.
+pub struct Services {
+    pub rate_limits: Arc<RateLimits>,
+    pub metrics: Arc<ModuleMetrics>,
+}
+
+/// Which module an instance runs and with what config, for logs and the imports. Three
+/// shared strings: making one per instance allocates nothing.
+#[derive(Clone)]
+pub struct InstanceIdentity {
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    pub config_json: Arc<str>,
+}
+
+/// The store data of one instance.
+pub struct ModuleState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    /// What the module wrote to stderr (a Rust panic message), for the log when it traps.
+    stderr: MemoryOutputPipe,
+    pub(crate) memory: MemoryLimit,
+    /// The epoch deadline each hook call gets.
+    pub(crate) deadline_ticks: u64,
+    pub(crate) identity: InstanceIdentity,
+    services: Arc<Services>,
+}
+
+/// Bytes of stderr kept per instance: enough for a panic message.
+const STDERR_BYTES: usize = 2048;
+/// Longest log line a module may write; longer lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl ModuleState {
+    pub fn new(identity: InstanceIdentity, services: Arc<Services>, limits: ModuleLimits) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        // No environment, arguments, files, sockets or stdin: a module reaches the world
+        // only through the edge:module imports.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        ModuleState {
+            table: ResourceTable::new(),
+            wasi,
+            stderr,
+            memory: MemoryLimit::new(limits.memory_bytes),
+            deadline_ticks: limits.deadline_ticks(),
+            identity,
+            services,
+        }
+    }
+
+    /// The module's stderr, trimmed, for a failure report.
+    pub fn stderr_text(&self) -> String {
+        let bytes = self.stderr.contents();
+        String::from_utf8_lossy(&bytes).trim().to_owned()
+    }
+}
+
+impl WasiView for ModuleState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps one instance's linear memory, and remembers that it did, so that the trap that
+/// follows (a guest that cannot allocate aborts) is reported as out-of-memory.
+pub struct MemoryLimit {
+    max: usize,
+    pub(crate) exceeded: bool,
+}
+
+impl MemoryLimit {
+    fn new(max: usize) -> Self {
+        MemoryLimit {
+            max,
+            exceeded: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The viewer's request as modules see it.
+pub struct RequestView {
+    pub parts: http::request::Parts,
+    /// Lower-case, without the port.
+    pub authority: Arc<str>,
+    pub client: IpAddr,
+    pub protocol: types::Protocol,
+    pub route: Arc<str>,
+    pub context: Vec<(String, String)>,
+}
+
+/// The response head as modules see it.
+pub struct ResponseView {
+    pub parts: http::response::Parts,
+}
+
+/// Fields that frame the message or belong to one connection: the node owns them, a
+/// module cannot set them (a wrong `content-length` would corrupt the response).
+fn module_may_set(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-connection"
+    )
+}
+
+fn parse_field(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("invalid header name `{name}`"))?;
+    if !module_may_set(&name) {
+        return Err(format!("header `{name}` is managed by the node"));
+    }
+    let value =
+        HeaderValue::from_str(value).map_err(|_| format!("invalid value for header `{name}`"))?;
+    Ok((name, value))
+}
+
+/// Builds a header map from a module's list, for an immediate response.
+pub fn fields_to_map(fields: &[(String, String)]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let (name, value) = parse_field(name, value)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn first_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn all_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+fn all_fields(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn set_field(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), String> {
+    let (name, value) = parse_field(name, value)?;
+    if append {
+        headers.append(name, value);
+    } else {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+fn remove_field(headers: &mut HeaderMap, name: &str) {
+    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+        if module_may_set(&name) {
+            headers.remove(name);
+        }
+    }
+}
+
+type Res<T> = wasmtime::Result<T>;
+
+impl ModuleState {
+    fn req(&self, r: &Resource<RequestView>) -> Res<&RequestView> {
+        Ok(self.table.get(r)?)
+    }
+    fn req_mut(&mut self, r: &Resource<RequestView>) -> Res<&mut RequestView> {
+        Ok(self.table.get_mut(r)?)
+    }
+    fn resp(&self, r: &Resource<ResponseView>) -> Res<&ResponseView> {
+        Ok(self.table.get(r)?)
+    }
+    fn resp_mut(&mut self, r: &Resource<ResponseView>) -> Res<&mut ResponseView> {
+        Ok(self.table.get_mut(r)?)
+    }
+}
+
+impl types::Host for ModuleState {}
+
+impl types::HostRequest for ModuleState {
+    fn method(&mut self, r: Resource<RequestView>) -> Res<String> {
+        Ok(self.req(&r)?.parts.method.as_str().to_owned())
+    }
+    fn authority(&mut self, r: Resource<RequestView>) -> Res<String> {
+        Ok(self.req(&r)?.authority.to_string())
+    }
+    fn path(&mut self, r: Resource<RequestView>) -> Res<String> {
+        Ok(self.req(&r)?.parts.uri.path().to_owned())
+    }
+    fn query(&mut self, r: Resource<RequestView>) -> Res<Option<String>> {
+        Ok(self.req(&r)?.parts.uri.query().map(str::to_owned))
+    }
+    fn header(&mut self, r: Resource<RequestView>, name: String) -> Res<Option<String>> {
+        Ok(first_value(&self.req(&r)?.parts.headers, &name))
+    }
+    fn header_all(&mut self, r: Resource<RequestView>, name: String) -> Res<Vec<String>> {
+        Ok(all_values(&self.req(&r)?.parts.headers, &name))
+    }
+    fn headers(&mut self, r: Resource<RequestView>) -> Res<Vec<(String, String)>> {
+        Ok(all_fields(&self.req(&r)?.parts.headers))
+    }
+    fn client_addr(&mut self, r: Resource<RequestView>) -> Res<String> {
+        Ok(self.req(&r)?.client.to_string())
+    }
+    fn protocol(&mut self, r: Resource<RequestView>) -> Res<types::Protocol> {
+        Ok(self.req(&r)?.protocol)
+    }
+    fn route(&mut self, r: Resource<RequestView>) -> Res<String> {
+        Ok(self.req(&r)?.route.to_string())
+    }
+    fn set_header(
+        &mut self,
+        r: Resource<RequestView>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), String>> {
+        Ok(set_field(
+            &mut self.req_mut(&r)?.parts.headers,
+            &name,
+            &value,
+            false,
+        ))
+    }
+    fn append_header(
+        &mut self,
+        r: Resource<RequestView>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), String>> {
+        Ok(set_field(
+            &mut self.req_mut(&r)?.parts.headers,
+            &name,
+            &value,
+            true,
+        ))
+    }
+    fn remove_header(&mut self, r: Resource<RequestView>, name: String) -> Res<()> {
+        remove_field(&mut self.req_mut(&r)?.parts.headers, &name);
+        Ok(())
+    }
+    fn set_path_and_query(
+        &mut self,
+        r: Resource<RequestView>,
+        value: String,
+    ) -> Res<Result<(), String>> {
+        let view = self.req_mut(&r)?;
+        if !value.starts_with('/') {
+            return Ok(Err(format!("`{value}` is not an absolute path")));
+        }
+        let Ok(pq) = value.parse::<PathAndQuery>() else {
+            return Ok(Err(format!("`{value}` is not a valid path and query")));
+        };
+        let mut uri = std::mem::take(&mut view.parts.uri).into_parts();
+        uri.path_and_query = Some(pq);
+        match http::Uri::from_parts(uri) {
+            Ok(new) => {
+                view.parts.uri = new;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(format!("`{value}`: {e}"))),
+        }
+    }
+    fn get_context(&mut self, r: Resource<RequestView>, key: String) -> Res<Option<String>> {
+        let view = self.req(&r)?;
+        Ok(view
+            .context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()))
+    }
+    fn set_context(&mut self, r: Resource<RequestView>, key: String, value: String) -> Res<()> {
+        let view = self.req_mut(&r)?;
+        match view.context.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => view.context.push((key, value)),
+        }
+        Ok(())
+    }
+    fn drop(&mut self, r: Resource<RequestView>) -> Res<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl types::HostResponse for ModuleState {
+    fn status(&mut self, r: Resource<ResponseView>) -> Res<u16> {
+        Ok(self.resp(&r)?.parts.status.as_u16())
+    }
+    fn set_status(&mut self, r: Resource<ResponseView>, status: u16) -> Res<Result<(), String>> {
+        let view = self.resp_mut(&r)?;
+        match StatusCode::from_u16(status) {
+            Ok(s) => {
+                view.parts.status = s;
+                Ok(Ok(()))
+            }
+            Err(_) => Ok(Err(format!("{status} is not an HTTP status"))),
+        }
+    }
+    fn header(&mut self, r: Resource<ResponseView>, name: String) -> Res<Option<String>> {
+        Ok(first_value(&self.resp(&r)?.parts.headers, &name))
+    }
+    fn header_all(&mut self, r: Resource<ResponseView>, name: String) -> Res<Vec<String>> {
+        Ok(all_values(&self.resp(&r)?.parts.headers, &name))
+    }
+    fn headers(&mut self, r: Resource<ResponseView>) -> Res<Vec<(String, String)>> {
+        Ok(all_fields(&self.resp(&r)?.parts.headers))
+    }
+    fn set_header(
+        &mut self,
+        r: Resource<ResponseView>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), String>> {
+        Ok(set_field(
+            &mut self.resp_mut(&r)?.parts.headers,
+            &name,
+            &value,
+            false,
+        ))
+    }
+    fn append_header(
+        &mut self,
+        r: Resource<ResponseView>,
+        name: String,
+        value: String,
+    ) -> Res<Result<(), String>> {
+        Ok(set_field(
+            &mut self.resp_mut(&r)?.parts.headers,
+            &name,
+            &value,
+            true,
+        ))
+    }
+    fn remove_header(&mut self, r: Resource<ResponseView>, name: String) -> Res<()> {
+        remove_field(&mut self.resp_mut(&r)?.parts.headers, &name);
+        Ok(())
+    }
+    fn drop(&mut self, r: Resource<ResponseView>) -> Res<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl log::Host for ModuleState {
+    fn log(&mut self, level: log::Level, message: String) -> Res<()> {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let id = &self.identity;
+        let (module, version) = (&*id.name, &*id.version);
+        match level {
+            log::Level::Trace => tracing::trace!(module, version, "{message}"),
+            log::Level::Debug => tracing::debug!(module, version, "{message}"),
+            log::Level::Info => tracing::info!(module, version, "{message}"),
+            log::Level::Warn => tracing::warn!(module, version, "{message}"),
+            log::Level::Error => tracing::error!(module, version, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for ModuleState {
+    fn get(&mut self) -> Res<String> {
+        Ok(self.identity.config_json.to_string())
+    }
+}
+
+impl clock::Host for ModuleState {
+    fn now_ms(&mut self) -> Res<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(now.as_millis() as u64)
+    }
+}
+
+impl metrics::Host for ModuleState {
+    fn counter_add(&mut self, name: String, value: u64) -> Res<()> {
+        self.services
+            .metrics
+            .counter_add(&self.identity.name, &name, value);
+        Ok(())
+    }
+    fn histogram_observe(&mut self, name: String, value: f64) -> Res<()> {
+        self.services
+            .metrics
+            .observe(&self.identity.name, &name, value);
+        Ok(())
+    }
+}
+
+impl rate_limit::Host for ModuleState {
+    fn check(&mut self, policy: String, key: String) -> Res<Result<rate_limit::Decision, String>> {
+        Ok(match self.services.rate_limits.check(&policy, &key) {
+            Ok(Verdict::Allow) => Ok(rate_limit::Decision::Allow),
+            Ok(Verdict::Deny { retry_after }) => Ok(rate_limit::Decision::Deny(
+                retry_after.as_millis().max(1) as u64,
+            )),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_fields_are_the_nodes() {
+        assert!(parse_field("content-length", "3").is_err());
+        assert!(parse_field("Transfer-Encoding", "chunked").is_err());
+        assert!(parse_field("x-ok", "fine").is_ok());
+        assert!(parse_field("bad name", "v").is_err());
+        assert!(parse_field("x-bad", "a\nb").is_err());
+        let map = fields_to_map(&[("Retry-After".into(), "3".into())]).unwrap();
+        assert_eq!(map["retry-after"], "3");
+    }
+}

@@ -1,0 +1,84 @@
+//! Builds the module crates for `wasm32-wasip2` with a nested `cargo build`, so that the
+//! node can embed the standard modules and `cargo test` at the root needs no separate
+//! step. The nested build has its own target folder (`target/wasm-modules`): it must not
+//! wait on the lock of the build that runs this script.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+const PROFILE: &str = "wasm-module";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.join("../..");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share one nested target folder
+    // between debug and release builds.
+    let target_root = out_dir
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.clone());
+    let nested_target = target_root.join("wasm-modules");
+
+    for dir in ["wit", "modules/sdk", "modules/headers", "modules/testing"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+
+    let built = nested_target.join(TARGET).join(PROFILE);
+    cargo_build(
+        &workspace,
+        &nested_target,
+        &["-p", "edge-module-headers", "-p", "edge-test-module"],
+    );
+    copy(
+        &built.join("edge_module_headers.wasm"),
+        &out_dir.join("headers.wasm"),
+    );
+    copy(
+        &built.join("edge_test_module.wasm"),
+        &out_dir.join("test_module.wasm"),
+    );
+    cargo_build(
+        &workspace,
+        &nested_target,
+        &["-p", "edge-test-module", "--features", "v2"],
+    );
+    copy(
+        &built.join("edge_test_module.wasm"),
+        &out_dir.join("test_module_v2.wasm"),
+    );
+}
+
+fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--target", TARGET, "--profile", PROFILE])
+        .args(packages)
+        .env("CARGO_TARGET_DIR", target_dir)
+        // Flags and wrappers meant for the host build (clippy, coverage) must not leak
+        // into the Wasm build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_RUSTFLAGS");
+    let status = cmd.status().expect("run cargo for the Wasm modules");
+    if !status.success() {
+        panic!(
+            "building the Wasm modules failed (is the target installed? \
+             `rustup target add {TARGET}`)"
+        );
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+}

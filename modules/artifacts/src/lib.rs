@@ -1,0 +1,18 @@
+//! The module components this workspace builds (see `build.rs`).
+
+/// Standard modules, embedded in the `edge` binary.
+pub mod standard {
+    /// `headers`: set and remove header fields from the route's config.
+    pub const HEADERS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/headers.wasm"));
+
+    /// Every standard module by the name routes use.
+    pub const ALL: &[(&str, &[u8])] = &[("headers", HEADERS)];
+}
+
+/// Modules for tests and benchmarks, by path (not embedded).
+pub mod testing {
+    /// The configurable test module (`modules/testing`), reporting version 1.0.0.
+    pub const TEST_MODULE: &str = concat!(env!("OUT_DIR"), "/test_module.wasm");
+    /// The same module reporting version 2.0.0, for hot-deploy tests.
+    pub const TEST_MODULE_V2: &str = concat!(env!("OUT_DIR"), "/test_module_v2.wasm");
+}

@@ -1,0 +1,106 @@
+use crate::{append_tag, hex, parse_config, Config, Mode};
+use edge_module_sdk::rate_limit::{self, Decision};
+use edge_module_sdk::{crypto, export_module, Action, Module, Request, Response};
+
+struct TestModule;
+
+fn config() -> Config {
+    parse_config(&edge_module_sdk::bindings::edge::module::config::get())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+const BUILD: &str = if cfg!(feature = "v2") { "2" } else { "1" };
+
+impl Module for TestModule {
+    const NAME: &'static str = "test-module";
+    const VERSION: &'static str = if cfg!(feature = "v2") {
+        "2.0.0"
+    } else {
+        "1.0.0"
+    };
+    const BODY_TYPES: &'static [&'static str] = &["text/plain"];
+    const MAX_BODY_BYTES: u32 = 64 * 1024;
+
+    fn on_request(req: &Request) -> Action {
+        let config = config();
+        match config.mode {
+            Mode::Noop | Mode::Upper | Mode::TrapResponse => Action::Continue,
+            Mode::Deny => Action::respond(403, "denied by test-module\n"),
+            Mode::Tag => {
+                let tag = config.tag.as_deref().unwrap_or("tag");
+                let value = append_tag(req.header("x-chain"), tag);
+                req.set_header("x-chain", &value).expect("valid header");
+                Action::Continue
+            }
+            Mode::Trap => panic!("test-module trapped on purpose"),
+            Mode::Loop => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Mode::MemoryBomb => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Mode::RateLimit => {
+                let policy = config.policy.as_deref().unwrap_or("default");
+                match rate_limit::check(policy, &req.client_addr()) {
+                    Ok(Decision::Allow) => Action::Continue,
+                    Ok(Decision::Deny(ms)) => {
+                        let secs = ms.div_ceil(1000).max(1).to_string();
+                        Action::respond_with(429, &[("retry-after", &secs)], b"slow down\n")
+                    }
+                    Err(e) => Action::respond(500, &e),
+                }
+            }
+            Mode::Hmac => {
+                let path = req.path();
+                let tag = crypto::hmac_sign(crypto::HmacAlgorithm::Sha256, b"key", path.as_bytes());
+                let ok = crypto::hmac_verify(
+                    crypto::HmacAlgorithm::Sha256,
+                    b"key",
+                    path.as_bytes(),
+                    &tag,
+                );
+                Action::respond_with(
+                    200,
+                    &[("x-verified", if ok { "yes" } else { "no" })],
+                    hex(&tag).as_bytes(),
+                )
+            }
+        }
+    }
+
+    fn on_response(_req: &Request, resp: &Response) {
+        let config = config();
+        match config.mode {
+            Mode::Tag => {
+                let tag = config.tag.as_deref().unwrap_or("tag");
+                let value = append_tag(resp.header("x-chain-response"), tag);
+                resp.set_header("x-chain-response", &value)
+                    .expect("valid header");
+                resp.set_header("x-module-version", BUILD)
+                    .expect("valid header");
+            }
+            Mode::TrapResponse => panic!("test-module trapped in the response hook"),
+            _ => {}
+        }
+    }
+
+    fn transform_body(
+        _req: &Request,
+        _resp: &Response,
+        body: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        if config().mode != Mode::Upper {
+            return Ok(None);
+        }
+        Ok(Some(body.to_ascii_uppercase()))
+    }
+}
+
+export_module!(TestModule);

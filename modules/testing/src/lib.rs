@@ -1,0 +1,82 @@
+//! A module whose behaviour the route's config picks (`mode`), so one artifact covers the
+//! host's tests: denying, changing headers, transforming bodies, and misbehaving (traps,
+//! endless loops, memory bombs) to prove the host's limits.
+
+use serde::Deserialize;
+
+#[cfg(target_arch = "wasm32")]
+mod export;
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Appended to `x-chain` on the request and `x-chain-response` on the response, so
+    /// tests see the order of a chain.
+    pub tag: Option<String>,
+    /// For `rate-limit`: the node's policy name.
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Changes nothing (benchmarks).
+    #[default]
+    Noop,
+    /// 403 for every request.
+    Deny,
+    /// Tags the request and response (see `tag`), and reports its build version in
+    /// `x-module-version`.
+    Tag,
+    /// Panics (a trap) in the request hook.
+    Trap,
+    /// Panics in the response hook.
+    TrapResponse,
+    /// Never returns from the request hook.
+    Loop,
+    /// Allocates until memory runs out.
+    MemoryBomb,
+    /// Upper-cases `text/plain` bodies.
+    Upper,
+    /// 429 when the node's limiter `policy` denies the viewer's address.
+    RateLimit,
+    /// Answers with HMAC-SHA256("key", path) in hex, checked against the host's verify.
+    Hmac,
+}
+
+pub fn parse_config(json: &str) -> Result<Config, String> {
+    serde_json::from_str(json).map_err(|e| format!("test module config: {e}"))
+}
+
+/// Appends `tag` to a comma-separated list header value.
+pub fn append_tag(existing: Option<String>, tag: &str) -> String {
+    match existing {
+        Some(list) if !list.is_empty() => format!("{list},{tag}"),
+        _ => tag.to_owned(),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_modes() {
+        assert_eq!(parse_config("{}").unwrap().mode, Mode::Noop);
+        let c = parse_config(r#"{"mode": "memory-bomb", "tag": "a"}"#).unwrap();
+        assert_eq!(c.mode, Mode::MemoryBomb);
+        assert!(parse_config(r#"{"mode": "explode"}"#).is_err());
+    }
+
+    #[test]
+    fn tags_append() {
+        assert_eq!(append_tag(None, "a"), "a");
+        assert_eq!(append_tag(Some("a".into()), "b"), "a,b");
+        assert_eq!(hex(&[0, 255]), "00ff");
+    }
+}
