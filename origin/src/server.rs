@@ -16,7 +16,8 @@
 //! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
 //! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
 //! `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
-//! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort).
+//! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
+//! `ct` (the Content-Type; default `application/octet-stream`).
 //! | anything else | a file under the library directory, with `Range` support |
 
 use crate::body::{self, Body, BoxError};
@@ -334,6 +335,9 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
         .collect::<Vec<u8>>()
         .into();
     let truncate = param("truncate").is_some();
+    let content_type = param("ct")
+        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let chunk_ms = num("chunk_ms").unwrap_or(0);
     let send = if truncate { full.len() / 2 } else { full.len() };
     let chunks: Vec<Bytes> = (0..send)
@@ -364,10 +368,7 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     *r.headers_mut() = headers;
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r
 }
 

@@ -209,8 +209,9 @@ impl Pipeline {
             (Some(chain), Some(modules)) => {
                 let authority = request_host(&req)?.into_owned();
                 let (mut parts, body) = req.into_parts();
-                let (run, outcome) =
-                    chain.on_request(&modules.services, &mut parts, &authority, conn.client.ip());
+                let (run, outcome) = chain
+                    .on_request(&modules.services, &mut parts, &authority, conn.client.ip())
+                    .await;
                 *chain_run = Some(run);
                 if let Outcome::Respond(response) = outcome {
                     return Ok(response);

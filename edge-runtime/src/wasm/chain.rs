@@ -122,7 +122,7 @@ impl Chain {
 
     /// Runs the request hooks. `parts` is lent to the modules and comes back with their
     /// changes.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         services: &Arc<Services>,
         parts: &mut http::request::Parts,
@@ -153,7 +153,7 @@ impl Chain {
         let mut outcome = Outcome::Continue;
         for entry in &self.entries {
             let version = entry.slot.current();
-            let mut live = match instantiate(&version, &entry.slot, &entry.config, services) {
+            let mut live = match instantiate(&version, &entry.slot, &entry.config, services).await {
                 Ok(live) => live,
                 Err(failure) => {
                     run.report(&version, "instantiate", &failure, services);
@@ -167,7 +167,9 @@ impl Chain {
                 }
             };
             let snapshot = (self.on_error == OnError::FailOpen).then(|| RequestSnapshot::of(&view));
-            let (result, back) = live.call_on_request(view, entry.slot.limits.deadline_ticks());
+            let (result, back) = live
+                .call_on_request(view, entry.slot.limits.deadline_ticks())
+                .await;
             view = back;
             services.metrics.call(&entry.slot.name);
             match result {
@@ -235,7 +237,7 @@ impl ChainRun {
             let snapshot = (self.on_error == OnError::FailOpen)
                 .then(|| (view.parts.status, view.parts.headers.clone()));
             let live = &mut self.live[i];
-            let (result, req_back, resp_back) = live.call_on_response(request, view);
+            let (result, req_back, resp_back) = live.call_on_response(request, view).await;
             (request, view) = (req_back, resp_back);
             if let Err(failure) = result {
                 let version = self.live[i].version.clone();
@@ -290,7 +292,8 @@ impl ChainRun {
         let original = bytes.clone();
         for i in transformers {
             let live = &mut self.live[i];
-            let (result, req_back, resp_back) = live.call_transform(request, view, bytes.to_vec());
+            let (result, req_back, resp_back) =
+                live.call_transform(request, view, bytes.to_vec()).await;
             (request, view) = (req_back, resp_back);
             let failure = match result {
                 Ok(Ok(Some(new))) => {
@@ -344,7 +347,7 @@ impl ChainRun {
     }
 }
 
-fn instantiate(
+async fn instantiate(
     version: &Arc<ModuleVersion>,
     slot: &Slot,
     config: &Arc<str>,
@@ -359,7 +362,7 @@ fn instantiate(
     let mut store = Store::new(version.pre.engine(), state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(slot.limits.deadline_ticks());
-    match version.pre.instantiate(&mut store) {
+    match version.pre.instantiate_async(&mut store).await {
         Ok(hooks) => Ok(Live {
             store,
             hooks,
@@ -388,7 +391,7 @@ fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: Failure
 }
 
 impl Live {
-    fn call_on_request(
+    async fn call_on_request(
         &mut self,
         view: RequestView,
         deadline: u64,
@@ -403,12 +406,13 @@ impl Live {
             .hooks
             .edge_module_hooks()
             .call_on_request(&mut self.store, borrow)
+            .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));
         let view = self.take(own);
         (result, view)
     }
 
-    fn call_on_response(
+    async fn call_on_response(
         &mut self,
         request: RequestView,
         response: ResponseView,
@@ -423,12 +427,13 @@ impl Live {
                 Resource::new_borrow(req.rep()),
                 Resource::new_borrow(resp.rep()),
             )
+            .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));
         let (request, response) = self.take_both(req, resp);
         (result, request, response)
     }
 
-    fn call_transform(
+    async fn call_transform(
         &mut self,
         request: RequestView,
         response: ResponseView,
@@ -449,6 +454,7 @@ impl Live {
                 Resource::new_borrow(resp.rep()),
                 &body,
             )
+            .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));
         let (request, response) = self.take_both(req, resp);
         (result, request, response)

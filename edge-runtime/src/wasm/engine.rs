@@ -32,6 +32,8 @@ pub fn build(settings: &EngineSettings) -> Result<Engine, WasmError> {
         .total_core_instances(n.saturating_mul(8))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .async_stack_keep_resident(64 << 10)
         .max_memory_size(settings.max_memory_bytes)
         .linear_memory_keep_resident(1 << 20)
         .table_keep_resident(64 << 10)

@@ -30,6 +30,7 @@ pub mod bindings {
         path: "../wit",
         world: "module",
         imports: { default: trappable },
+        exports: { default: async },
         with: {
             "edge:module/types.request": super::state::RequestView,
             "edge:module/types.response": super::state::ResponseView,

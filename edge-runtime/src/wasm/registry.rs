@@ -155,7 +155,7 @@ impl ModuleHost {
         let engine = engine::build(&settings.engine)?;
         let mut linker = Linker::new(&engine);
         let engine_err = |e: wasmtime::Error| WasmError::Engine(format!("{e:#}"));
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         Module::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(engine_err)?;
         let ticker = Ticker::start(&engine);
@@ -357,9 +357,19 @@ fn describe(
     let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(limits.deadline_ticks());
-    let module = pre.instantiate(&mut store).map_err(failed)?;
-    module
-        .edge_module_hooks()
-        .call_describe(&mut store)
-        .map_err(failed)
+    let call = async {
+        let module = pre.instantiate_async(&mut store).await?;
+        module.edge_module_hooks().call_describe(&mut store).await
+    };
+    // Loading runs on a blocking thread (start-up, deploys) or outside any runtime
+    // (benchmarks); either may block on the call.
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(call),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| WasmError::Engine(e.to_string()))?
+            .block_on(call),
+    }
+    .map_err(failed)
 }

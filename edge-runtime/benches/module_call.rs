@@ -1,0 +1,172 @@
+//! The per-request cost of a module: a fresh instance, its request hook, and the store's
+//! teardown (which is a third of the cost with wasmtime's default pooling settings, so it
+//! is inside the measurement). Also the whole exchange (request and response hooks) and a
+//! chain of four.
+//!
+//! `cargo bench -p edge-runtime --bench module_call`; prints p50/p99 per case after
+//! criterion's own report.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edge_runtime::ratelimit::RateLimits;
+use edge_runtime::wasm::chain::{Chain, Outcome};
+use edge_runtime::wasm::engine::EngineSettings;
+use edge_runtime::wasm::metrics::ModuleMetrics;
+use edge_runtime::wasm::registry::{HostSettings, ModuleLimits};
+use edge_runtime::wasm::signing::TrustedKeys;
+use edge_runtime::wasm::state::Services;
+use edge_runtime::wasm::{ModuleHost, OnError, Source};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn host() -> ModuleHost {
+    let services = Arc::new(Services {
+        rate_limits: Arc::new(RateLimits::new(&[])),
+        metrics: Arc::new(ModuleMetrics::default()),
+    });
+    let limits = ModuleLimits {
+        budget: Duration::from_millis(5),
+        memory_bytes: 16 << 20,
+    };
+    let host = ModuleHost::new(
+        HostSettings {
+            engine: EngineSettings {
+                max_instances: 100,
+                max_memory_bytes: 16 << 20,
+            },
+            cache_dir: None,
+            trusted_keys: TrustedKeys::default(),
+            max_module_bytes: 32 << 20,
+            default_limits: limits,
+        },
+        services,
+    )
+    .expect("engine");
+    let bytes = std::fs::read(edge_module_artifacts::testing::TEST_MODULE).expect("test module");
+    host.load("noop", &bytes, Source::Standard, limits)
+        .expect("load");
+    host
+}
+
+fn chain(host: &ModuleHost, n: usize) -> Chain {
+    let slot = host.slot("noop").expect("slot");
+    let modules = (0..n)
+        .map(|_| (slot.clone(), Arc::<str>::from("{}")))
+        .collect();
+    Chain::new("bench", OnError::FailClosed, modules)
+}
+
+/// A segment request as a player sends it.
+fn request_parts() -> http::request::Parts {
+    http::Request::get("https://cdn.example.com/vod/title/720p/segment_00042.ts?token=abc")
+        .header(
+            "user-agent",
+            "AppleCoreMedia/1.0.0.21A329 (iPhone; U; CPU OS 17_0 like Mac OS X)",
+        )
+        .header("accept", "*/*")
+        .header("accept-encoding", "identity")
+        .header("accept-language", "en-GB,en;q=0.9")
+        .header(
+            "x-playback-session-id",
+            "2F3C7E9A-8B1D-4C6E-9F0A-1B2C3D4E5F60",
+        )
+        .header("cookie", "session=abcdef0123456789")
+        .header("referer", "https://player.example.com/")
+        .header("range", "bytes=0-")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0
+}
+
+struct Case {
+    name: &'static str,
+    modules: usize,
+    response: bool,
+}
+
+const CASES: [Case; 3] = [
+    Case {
+        name: "one module: instantiate + on-request + teardown",
+        modules: 1,
+        response: false,
+    },
+    Case {
+        name: "one module: instantiate + on-request + on-response + teardown",
+        modules: 1,
+        response: true,
+    },
+    Case {
+        name: "four modules: the whole exchange",
+        modules: 4,
+        response: true,
+    },
+];
+
+fn run_once(
+    chain: &Chain,
+    services: &Arc<Services>,
+    runtime: &tokio::runtime::Runtime,
+    response: bool,
+) {
+    let mut parts = request_parts();
+    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    runtime.block_on(async {
+        let (run, outcome) = chain
+            .on_request(services, &mut parts, "cdn.example.com", client)
+            .await;
+        assert!(matches!(outcome, Outcome::Continue));
+        if response {
+            let resp = http::Response::new(origin::body::empty());
+            let (resp, _) = run.on_response(resp, false, services).await;
+            std::hint::black_box(resp);
+        } else {
+            drop(run);
+        }
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let host = host();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    for case in &CASES {
+        let chain = chain(&host, case.modules);
+        c.bench_function(case.name, |b| {
+            b.iter(|| run_once(&chain, &host.services, &runtime, case.response))
+        });
+    }
+    // Percentiles, which criterion does not report: each call timed alone.
+    for case in &CASES {
+        let chain = chain(&host, case.modules);
+        for _ in 0..2_000 {
+            run_once(&chain, &host.services, &runtime, case.response);
+        }
+        let mut times: Vec<Duration> = (0..50_000)
+            .map(|_| {
+                let t = Instant::now();
+                run_once(&chain, &host.services, &runtime, case.response);
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        println!(
+            "percentiles | {} | p50 {:.2} µs | p99 {:.2} µs | p99.9 {:.2} µs",
+            case.name,
+            pct(0.50).as_secs_f64() * 1e6,
+            pct(0.99).as_secs_f64() * 1e6,
+            pct(0.999).as_secs_f64() * 1e6,
+        );
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,597 @@
+//! End-to-end: Wasm modules on routes of a real `edge` process — hooks, chains, limits,
+//! failure policies, the disk cache of compiled code, and signed hot deploys under load.
+
+mod support;
+
+use futures_util::future::join_all;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::clients::{self, Answer, Proto, ALL};
+use support::{edge_bin, read_log, Node, Origin};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;
+const TEST_MODULE_V2: &str = edge_module_artifacts::testing::TEST_MODULE_V2;
+
+/// A node whose routes are given by the test; the origin is `media`; the admin listener
+/// is on; `extra` adds tables (modules, wasm, rate limits).
+fn node(origin: &Origin, extra: &str, routes: &str) -> Node {
+    Node::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[modules.test]\npath = \"{TEST_MODULE}\"\n\n{extra}\n{routes}",
+        origin.url
+    ))
+}
+
+/// A route on `prefix` through the test module in `mode` (no caching, so every request
+/// reaches the hooks' effects at the origin).
+fn route(prefix: &str, modules: &[&str], on_error: &str) -> String {
+    let mut text = format!(
+        "[[routes]]\nprefix = \"{prefix}\"\norigin = \"media\"\non_error = \"{on_error}\"\n\
+         [routes.cache]\nenabled = false\n"
+    );
+    for m in modules {
+        text.push_str(&format!(
+            "[[routes.modules]]\nmodule = \"test\"\nconfig = {m}\n"
+        ));
+    }
+    text
+}
+
+async fn get(node: &Node, proto: Proto, path: &str) -> Answer {
+    clients::get(proto, &node.ca, &node.url(path), &[]).await
+}
+
+fn header<'a>(a: &'a Answer, name: &str) -> &'a str {
+    a.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+fn admin_addr(node: &Node) -> SocketAddr {
+    node.proc.ready["admin_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
+/// One admin request over plain HTTP/1.1: (status, body).
+async fn admin(
+    node: &Node,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(admin_addr(node))
+        .await
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    let text = clients::exchange(&mut tcp, &request).await;
+    let status = clients::status_of(&text);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Log lines (JSON) from the node whose message is `message`.
+fn log_events(node: &Node, message: &str) -> Vec<serde_json::Value> {
+    read_log(&node.log)
+        .into_iter()
+        .filter(|l| l["message"] == message)
+        .collect()
+}
+
+fn wait_for_event(
+    node: &Node,
+    message: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + support::WAIT;
+    while Instant::now() < deadline {
+        if let Some(e) = log_events(node, message).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "no `{message}` event; log:\n{}",
+        std::fs::read_to_string(&node.log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() {
+    let origin = Origin::start("o");
+    let routes = route(
+        "/echo",
+        &[
+            r#"{ mode = "tag", tag = "a" }"#,
+            r#"{ mode = "tag", tag = "b" }"#,
+        ],
+        "fail-closed",
+    ) + &route("/object/denied", &[r#"{ mode = "deny" }"#], "fail-closed");
+    let node = node(&origin, "", &routes);
+    for proto in ALL {
+        let a = get(&node, proto, "/echo").await;
+        assert_eq!(a.status, 200, "{proto:?}");
+        let echo: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        // The origin saw both request hooks' changes, in route order...
+        assert_eq!(echo["headers"]["x-chain"], "a,b", "{proto:?}");
+        // ...and the response hooks ran in reverse.
+        assert_eq!(header(&a, "x-chain-response"), "b,a", "{proto:?}");
+        assert!(
+            header(&a, "server-timing").contains("wasm;dur="),
+            "{proto:?}"
+        );
+
+        let denied = get(&node, proto, "/object/denied").await;
+        assert_eq!(denied.status, 403, "{proto:?}");
+        assert_eq!(&denied.body[..], b"denied by test-module\n");
+    }
+    // A module's answer never reached the origin.
+    let count = origin.direct("/counts?path=/object/denied").await;
+    assert_eq!(&count[..], b"0\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_transform_for_declared_types_only() {
+    let origin = Origin::start("o");
+    let routes = route("/object", &[r#"{ mode = "upper" }"#], "fail-closed");
+    let node = node(&origin, "", &routes);
+    for proto in ALL {
+        let text = get(
+            &node,
+            proto,
+            "/object/t?size=20&ct=text/plain;%20charset=utf-8",
+        )
+        .await;
+        assert_eq!(text.status, 200);
+        assert_eq!(&text.body[..], b"T:;T:;T:;T:;T:;T:;T:");
+        assert_eq!(header(&text, "content-length"), "20");
+        // Not a declared type: untouched.
+        let binary = get(&node, proto, "/object/t?size=20").await;
+        assert_eq!(&binary.body[..], b"t:;t:;t:;t:;t:;t:;t:");
+        // Over the module's bound (64 KiB): passes unchanged, whole.
+        let big = get(&node, proto, "/object/t?size=100000&ct=text/plain").await;
+        assert_eq!(big.body.len(), 100_000);
+        assert!(big.body.starts_with(b"t:;t:;"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
+    let origin = Origin::start("o");
+    let routes = route("/object/closed", &[r#"{ mode = "trap" }"#], "fail-closed")
+        + &route("/object/open", &[r#"{ mode = "trap" }"#], "fail-open")
+        + &route(
+            "/object/late",
+            &[r#"{ mode = "trap-response" }"#],
+            "fail-closed",
+        );
+    let node = node(&origin, "", &routes);
+    for proto in ALL {
+        let closed = get(&node, proto, "/object/closed").await;
+        assert_eq!(closed.status, 500, "{proto:?}");
+        assert!(std::str::from_utf8(&closed.body)
+            .unwrap()
+            .contains("module"));
+        let open = get(&node, proto, "/object/open?size=10").await;
+        assert_eq!(open.status, 200, "{proto:?}");
+        assert_eq!(&open.body[..], b"open:;open");
+        let late = get(&node, proto, "/object/late").await;
+        assert_eq!(late.status, 500, "{proto:?}");
+    }
+    let event = wait_for_event(&node, "module failed", |e| e["hook"] == "on-request");
+    let f = &event;
+    assert_eq!(f["module"], "test-module");
+    assert_eq!(f["version"], "1.0.0");
+    assert_eq!(f["kind"], "trap");
+    assert!(
+        f["detail"].as_str().unwrap().contains("trapped on purpose"),
+        "{event}"
+    );
+    wait_for_event(&node, "module failed", |e| {
+        e["hook"] == "on-response" && e["on_error"] == "fail-closed"
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_loop_stops_at_the_deadline_while_other_requests_are_served() {
+    let origin = Origin::start("o");
+    let extra = "[modules.slow]\npath = \"".to_owned() + TEST_MODULE + "\"\nbudget_ms = 50\n";
+    let routes = "[[routes]]\nprefix = \"/object/loop\"\norigin = \"media\"\n\
+                  [[routes.modules]]\nmodule = \"slow\"\nconfig = { mode = \"loop\" }\n"
+        .to_owned()
+        + &route("/object/ok", &[r#"{ mode = "noop" }"#], "fail-closed");
+    let node = node(&origin, &extra, &routes);
+    let started = Instant::now();
+    let loops = (0..4).map(|_| get(&node, Proto::H2, "/object/loop"));
+    let ordinary = (0..24).map(|i| get(&node, ALL[i % 3], "/object/ok?size=5"));
+    let (loops, ordinary) = tokio::join!(join_all(loops), join_all(ordinary));
+    for a in &loops {
+        assert_eq!(a.status, 500);
+    }
+    for a in &ordinary {
+        assert_eq!(a.status, 200);
+        assert_eq!(&a.body[..], b"ok:;o");
+    }
+    // Four 50 ms budgets, not an endless wait (a generous bound: the machine is shared).
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let event = wait_for_event(&node, "module failed", |_| true);
+    assert_eq!(event["kind"], "deadline", "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_stops_at_the_limit() {
+    let origin = Origin::start("o");
+    let extra = "[modules.hungry]\npath = \"".to_owned() + TEST_MODULE + "\"\nmemory_mib = 8\n";
+    let routes = "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n\
+                  [[routes.modules]]\nmodule = \"hungry\"\nconfig = { mode = \"memory-bomb\" }\n";
+    let node = node(&origin, &extra, routes);
+    for proto in ALL {
+        assert_eq!(get(&node, proto, "/object/x").await.status, 500);
+    }
+    let event = wait_for_event(&node, "module failed", |_| true);
+    assert_eq!(event["kind"], "memory", "{event}");
+    // The node is fine afterwards, and reports the failures.
+    let (status, metrics) = admin(&node, "GET", "/metrics", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("edge_module_failures_total{module=\"test-module\",kind=\"memory\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_policy_answers_429_with_retry_after() {
+    let origin = Origin::start("o");
+    let extra = "[rate_limits.tight]\nrate = \"2/m\"\n";
+    let routes = route(
+        "/object",
+        &[r#"{ mode = "rate-limit", policy = "tight" }"#],
+        "fail-closed",
+    );
+    let node = node(&origin, extra, &routes);
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(get(&node, Proto::H1, "/object/r").await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 429]);
+    let limited = get(&node, Proto::H3, "/object/r").await;
+    assert_eq!(limited.status, 429);
+    let retry: u64 = header(&limited, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_crypto_from_a_module() {
+    let origin = Origin::start("o");
+    let node = node(
+        &origin,
+        "",
+        &route("/sig", &[r#"{ mode = "hmac" }"#], "fail-closed"),
+    );
+    let a = get(&node, Proto::H1, "/sig/x").await;
+    assert_eq!(header(&a, "x-verified"), "yes");
+    // HMAC-SHA256(key = "key", "/sig/x"), computed independently.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"key");
+    let expected: String = ring::hmac::sign(&key, b"/sig/x")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(std::str::from_utf8(&a.body).unwrap(), expected);
+}
+
+/// `edge` subcommands run as a process: (stdout, stderr), panicking on failure.
+fn edge_cli(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = Command::new(edge_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "edge {args:?}: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(name);
+    let (public, _) = edge_cli(&["module", "keygen", "--out", key.to_str().unwrap()], &[]);
+    (key.to_str().unwrap().to_owned(), public.trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_over_h1_and_h3_fails_no_request() {
+    let origin = Origin::start("o");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "team.pem");
+    let extra = format!(
+        "[wasm]\ntrusted_keys = [\"{public}\"]\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
+    );
+    let routes =
+        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
+                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
+    let node = node(&origin, &extra, routes);
+    let admin_url = node.proc.ready["admin_url"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    // The version each client saw last: [h1, h3].
+    let last: Arc<[std::sync::Mutex<String>; 2]> = Arc::default();
+    let mut load = Vec::new();
+    for (slot, proto) in [Proto::H1, Proto::H3].into_iter().enumerate() {
+        let (stop, failures, served, last) =
+            (stop.clone(), failures.clone(), served.clone(), last.clone());
+        let (ca, url, addr) = (
+            node.ca.clone(),
+            node.url("/object/live?size=64"),
+            node.https,
+        );
+        load.push(tokio::spawn(async move {
+            let mut h3 = match proto {
+                Proto::H3 => Some(clients::H3Client::connect(addr, &ca).await),
+                _ => None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let a = match &mut h3 {
+                    Some(c) => c.get(&url, &[]).await,
+                    None => clients::get(proto, &ca, &url, &[]).await,
+                };
+                let version = header(&a, "x-module-version").to_owned();
+                if a.status != 200 || a.body.len() != 64 || version.is_empty() {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                served.fetch_add(1, Ordering::Relaxed);
+                *last[slot].lock().unwrap() = version;
+            }
+        }));
+    }
+    let wait_until_both_see = |version: &'static str| {
+        let last = last.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let now: Vec<String> = last.iter().map(|m| m.lock().unwrap().clone()).collect();
+                if now.iter().all(|v| v == version) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never saw version {version} on both: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_until_both_see("1").await;
+
+    // The security team's workflow: sign, deploy; the node swaps while traffic flows.
+    let v2 = keys.path().join("tagger-v2.wasm");
+    std::fs::copy(TEST_MODULE_V2, &v2).unwrap();
+    let v2 = v2.to_str().unwrap().to_owned();
+    edge_cli(&["module", "sign", "--key", &key, &v2], &[]);
+    let env = [("EDGE_ADMIN_TOKEN", TOKEN)];
+    let (deployed, _) = tokio::task::spawn_blocking({
+        let (admin_url, v2) = (admin_url.clone(), v2.clone());
+        move || {
+            edge_cli(
+                &[
+                    "module", "deploy", "--admin", &admin_url, "--name", "tagger", &v2,
+                ],
+                &env,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let deployed: serde_json::Value = serde_json::from_str(&deployed).unwrap();
+    assert_eq!(deployed["version"], "2.0.0");
+    wait_until_both_see("2").await;
+
+    // And back.
+    tokio::task::spawn_blocking({
+        let admin_url = admin_url.clone();
+        move || {
+            edge_cli(
+                &[
+                    "module", "rollback", "--admin", &admin_url, "--name", "tagger",
+                ],
+                &env,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    wait_until_both_see("1").await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert!(served.load(Ordering::Relaxed) > 10);
+
+    let (_, list) = admin(&node, "GET", "/modules", &[], b"").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let tagger = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["module"] == "tagger")
+        .unwrap();
+    assert_eq!(tagger["current"]["version"], "1.0.0");
+    assert_eq!(tagger["versions"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_serving() {
+    let origin = Origin::start("o");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "team.pem");
+    let (intruder, _) = keygen(keys.path(), "intruder.pem");
+    let extra = format!(
+        "[wasm]\ntrusted_keys = [\"{public}\"]\nmax_module_bytes = 1048576\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
+    );
+    let routes =
+        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
+                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
+    let node = node(&origin, &extra, routes);
+    let sign = |key: &str, bytes: &[u8]| {
+        let file = keys.path().join("candidate.wasm");
+        std::fs::write(&file, bytes).unwrap();
+        let (sig, _) = edge_cli(
+            &["module", "sign", "--key", key, file.to_str().unwrap()],
+            &[],
+        );
+        sig.trim().to_owned()
+    };
+    let deploy = |bytes: Vec<u8>, sig: String| {
+        let node = &node;
+        async move {
+            admin(
+                node,
+                "PUT",
+                "/modules/tagger",
+                &[("edge-signature", &sig)],
+                &bytes,
+            )
+            .await
+        }
+    };
+    let v2 = std::fs::read(TEST_MODULE_V2).unwrap();
+
+    // Not a component at all.
+    let junk = b"this is not wasm".to_vec();
+    let (status, body) = deploy(junk.clone(), sign(&key, &junk)).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("not a valid WebAssembly component"), "{body}");
+    // A valid component that does not implement the world (an empty component).
+    let empty = b"\0asm\x0d\0\x01\0".to_vec();
+    let (status, body) = deploy(empty.clone(), sign(&key, &empty)).await;
+    assert_eq!(status, 422);
+    assert!(
+        body.contains("does not implement the edge:module world"),
+        "{body}"
+    );
+    // Signed by a key the node does not trust.
+    let (status, body) = deploy(v2.clone(), sign(&intruder, &v2)).await;
+    assert_eq!(status, 422);
+    assert!(
+        body.contains("no trusted key verifies the signature"),
+        "{body}"
+    );
+    // A signature of other bytes.
+    let (status, body) = deploy(v2.clone(), sign(&key, b"other bytes")).await;
+    assert_eq!(status, 422, "{body}");
+    // No signature.
+    let (status, body) = admin(&node, "PUT", "/modules/tagger", &[], &v2).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("edge-signature"), "{body}");
+    // Too large.
+    let huge = vec![0u8; 2 * 1024 * 1024];
+    let (status, _) = deploy(huge, "AAAA".into()).await;
+    assert_eq!(status, 413);
+
+    for proto in ALL {
+        let a = get(&node, proto, "/object/x").await;
+        assert_eq!(
+            (a.status.as_u16(), header(&a, "x-module-version")),
+            (200, "1")
+        );
+    }
+    // Rollback past the first version is refused too.
+    let (status, body) = admin(&node, "POST", "/modules/tagger/rollback", &[], b"").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = admin(&node, "POST", "/modules/nope/rollback", &[], b"").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_code_is_cached_on_disk_and_a_restart_does_not_recompile() {
+    let origin = Origin::start("o");
+    let cache = tempfile::tempdir().unwrap();
+    let extra = format!("[wasm]\ncache_dir = \"{}\"\n", cache.path().display());
+    let routes = route("/object", &[r#"{ mode = "tag" }"#], "fail-closed");
+    let compiled_as = |node: &Node| {
+        let event = wait_for_event(node, "module loaded", |e| e["module"] == "test");
+        event["compiled"].as_str().unwrap().to_owned()
+    };
+    let first = node(&origin, &extra, &routes);
+    assert_eq!(compiled_as(&first), "Fresh");
+    let files: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].extension().unwrap() == "cwasm");
+    drop(first);
+
+    let second = node(&origin, &extra, &routes);
+    assert_eq!(compiled_as(&second), "FromCache");
+    assert_eq!(get(&second, Proto::H1, "/object/x").await.status, 200);
+    drop(second);
+
+    // A damaged file is noticed, ignored and rewritten; nothing breaks.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&files[0], bytes).unwrap();
+    let third = node(&origin, &extra, &routes);
+    assert_eq!(compiled_as(&third), "Fresh");
+    assert_eq!(get(&third, Proto::H1, "/object/x").await.status, 200);
+    drop(third);
+    let fourth = node(&origin, &extra, &routes);
+    assert_eq!(compiled_as(&fourth), "FromCache");
+}
+
+#[test]
+fn check_config_names_a_bad_module_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[origins.o]\nprimary = \"http://127.0.0.1:1\"\n\n[modules.junk]\npath = \"{}\"\n\n\
+             [[routes]]\norigin = \"o\"\n[[routes.modules]]\nmodule = \"junk\"\n",
+            junk.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(edge_bin())
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("module `junk`: not a valid WebAssembly component"),
+        "{stderr}"
+    );
+}
