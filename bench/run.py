@@ -14,6 +14,8 @@ Scenarios (--only ids):
   cache hits:          hit-h1-1k, hit-h1-1m (edge vs nginx proxy_cache vs varnish),
                        hit-h2-1k (edge vs nginx proxy_cache), hit-h3-1k, hit-h3-1m (edge h3 vs h1)
   miss storm:          storm (1,000 concurrent requests for one new object: origin fetches)
+  Wasm modules:        mods-h1-1k (1 KiB cache hits through 0, 1 and 4 no-op modules: the
+                       CPU they add per request)
   fixed-rate latency:  lat-h1-1k, lat-h2-1k (edge vs nginx over TLS), lat-h3-1k (edge h3 vs h1):
                        `oha -q RATE --latency-correction` (default 5,000 req/s, --lat-rate), 16
                        connections, 1 KiB; each server both proxied (uncached) and as cache hits;
@@ -71,6 +73,8 @@ MIB = 1024 * 1024
 # Cache scenarios: this Host selects the caching route of the edge and the proxy_cache
 # server of nginx; the objects stay fresh for the whole run (max-age=3600).
 CACHE_HOST = "cache.bench"
+# Caching routes with a chain of no-op modules (scenario mods-h1-1k), by chain length.
+MODS_HOSTS = {1: "mods1.bench", 4: "mods4.bench"}
 HIT_PATHS = {KIB: "/object/hit1k?cc=max-age%3D3600&size=1024",
              MIB: "/object/hit1m?cc=max-age%3D3600&size=1048576"}
 STORM_VIEWERS = 1000
@@ -1054,6 +1058,14 @@ def scenario_defs(h1_peer: str, lat_rate: int = LAT_RATE_DEFAULT) -> list[dict]:
          "notes": [OHA_HOST_NOTE],
          "sides": [("edge-h3", "edge_h3", "oha-h3"),
                    (h1_label, "edge_tls" if h1_peer == "tls" else "edge_plain", "oha-h1")]},
+        # Modules on the cache-hit path: the same hit through routes with 0, 1 and 4 no-op
+        # modules (the standard `headers` module with no edits), one Host per route.
+        {"id": "mods-h1-1k", "title": "h. Cache hits, 1 KiB over HTTP/1.1, with 0, 1 and 4 no-op Wasm modules",
+         "tool": "wrk", "threads": 2, "conns": 64, "size": KIB, "primary": "cpu", "cache": True,
+         "target": ("cpu_us", "edge 4 modules", "edge 0 modules", "<=+", 20.0, "edge CPU added by 4 modules per hit"),
+         "sides": [("edge 0 modules", "edge_plain", "wrk", CACHE_HOST),
+                   ("edge 1 module", "edge_plain", "wrk", MODS_HOSTS[1]),
+                   ("edge 4 modules", "edge_plain", "wrk", MODS_HOSTS[4])]},
         {"id": "storm", "title": f"f. Miss storm: {STORM_VIEWERS:,} concurrent requests for one new 1 MiB object",
          "kind": "storm", "tool": "storm", "size": MIB, "cache": True,
          "target": ("origin_max", "edge", None, "<=", 1, "origin fetches per new object (edge)"),
@@ -1126,8 +1138,10 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
     log(f"=== {sc['title']} ===")
     path = sc.get("path") or f"/bytes/{sc['size']}"
     sides = []
-    for label, base_key, tool in sc["sides"]:
+    side_sc = {}  # per-side scenario: a side may name its own Host (mods-h1-1k)
+    for label, base_key, tool, *host in sc["sides"]:
         sides.append((label, side_server(servers, base_key), bases[base_key] + path, tool))
+        side_sc[label] = {**sc, "host": host[0]} if host else sc
     result = {"id": sc["id"], "title": sc["title"], "size": sc["size"], "primary": sc["primary"],
               "sides": [s[0] for s in sides], "runs": {s[0]: [] for s in sides}, "cmds": {},
               "h3": bool(sc.get("h3")), "cache": bool(sc.get("cache")), "notes": list(sc.get("notes", []))}
@@ -1135,21 +1149,22 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
         result["target"] = sc["target"]
     object_path = None
     if sc.get("cache"):
-        object_path = prime_cache(sc, sides, origin_url)["object_path"]
+        for side in sides:
+            object_path = prime_cache(side_sc[side[0]], [side], origin_url)["object_path"]
         result["object_path"] = object_path
     for label, server, url, tool in sides:
         h2_log = tmp / "h2load.log" if tool == "h2load" else None
-        result["cmds"][label] = shlex.join(tool_cmd(tools, tool, url, args.duration, sc, h2_log))
+        result["cmds"][label] = shlex.join(tool_cmd(tools, tool, url, args.duration, side_sc[label], h2_log))
         if args.warmup > 0:
             log(f"warm-up {label} {args.warmup}s")
-            warm_up(tool_cmd(tools, tool, url, args.warmup, sc), args.warmup, tmp / "warmup.txt")
+            warm_up(tool_cmd(tools, tool, url, args.warmup, side_sc[label]), args.warmup, tmp / "warmup.txt")
     for i in range(args.runs):
         for label, server, url, tool in sides:  # strict alternation A B A B ...
             time.sleep(args.pause)
             h2_log = tmp / "h2load.log" if tool == "h2load" else None
             if h2_log is not None and h2_log.exists():
                 h2_log.unlink()
-            argv = tool_cmd(tools, tool, url, args.duration, sc, h2_log)
+            argv = tool_cmd(tools, tool, url, args.duration, side_sc[label], h2_log)
             log(f"run {i + 1}/{args.runs} {label}: {shlex.join(argv)}")
             before = origin_count(origin_url, object_path) if object_path else None
             r = measure(f"{sc['id']}-{label.split()[0]}-{i + 1}", server, origin, tool, argv,
@@ -1565,11 +1580,17 @@ def target_check(res: dict) -> dict | None:
         med_ = res.get("medians") or {}
         if a not in med_ or (b is not None and b not in med_):
             return None
-        value = med_[a][key] if b is None else ratio(med_[a][key], med_[b][key])
-        shown = (f"{fmt(value, 2)} µs" if b is None else f"{fmt(value, 2)}×") if value is not None else "n/a"
-    met = None if value is None else (value <= limit if op == "<=" else value >= limit)
-    unit = "" if res.get("kind") == "storm" else (" µs" if b is None else "×")
-    return {"what": what, "target": f"{op.replace('<=', '≤').replace('>=', '≥')} {limit:g}{unit}",
+        if op == "<=+":
+            # An added cost: side a minus side b, in µs.
+            va, vb = med_[a][key], med_[b][key]
+            value = None if va is None or vb is None else va - vb
+            shown = f"+{fmt(value, 2)} µs" if value is not None else "n/a"
+        else:
+            value = med_[a][key] if b is None else ratio(med_[a][key], med_[b][key])
+            shown = (f"{fmt(value, 2)} µs" if b is None else f"{fmt(value, 2)}×") if value is not None else "n/a"
+    met = None if value is None else (value >= limit if op == ">=" else value <= limit)
+    unit = "" if res.get("kind") == "storm" else (" µs" if b is None or op == "<=+" else "×")
+    return {"what": what, "target": f"{op.replace('<=+', '≤ +').replace('<=', '≤').replace('>=', '≥')} {limit:g}{unit}",
             "value": value, "shown": shown, "met": met}
 
 
@@ -1827,7 +1848,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, help="seconds per run (default 10)")
     ap.add_argument("--warmup", type=int, help="warm-up seconds per server per scenario (default 2)")
     ap.add_argument("--only", help="comma-separated scenario ids: h1-1k,h2-1k,h1-1m,h3-1k,h3-1m,"
-                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,"
+                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,mods-h1-1k,"
                                    "lat-h1-1k,lat-h2-1k,lat-h3-1k")
     ap.add_argument("--no-h3", action="store_true", help="skip the HTTP/3 scenarios (no oha needed)")
     ap.add_argument("--no-varnish", action="store_true", help="leave Varnish out of the cache-hit scenarios")
@@ -2017,7 +2038,18 @@ def main() -> int:
                 'origin = "bench"\n'
                 "[routes.cache]\n"
                 "enabled = true\n\n"
-                "[[routes]]\n"
+                + "".join(
+                    "[[routes]]\n"
+                    f"host = {json.dumps(MODS_HOSTS[n])}\n"
+                    'prefix = "/"\n'
+                    'origin = "bench"\n'
+                    "[routes.cache]\n"
+                    "enabled = true\n"
+                    + '[[routes.modules]]\nmodule = "headers"\n' * n
+                    + "\n"
+                    for n in sorted(MODS_HOSTS)
+                )
+                + "[[routes]]\n"
                 'host = "*"\n'
                 'prefix = "/"\n'
                 'origin = "bench"\n'

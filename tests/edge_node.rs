@@ -286,6 +286,12 @@ async fn demo_serves_hls_over_every_protocol() {
     for proto in ALL {
         let master = clients::get(proto, &ca, &manifest, &[]).await;
         assert_eq!(master.status, 200);
+        // The standard headers module runs on the demo's route.
+        assert_eq!(master.headers["access-control-allow-origin"], "*");
+        assert!(master.headers["server-timing"]
+            .to_str()
+            .unwrap()
+            .contains("wasm;dur="));
         let text = std::str::from_utf8(&master.body).unwrap();
         assert!(text.starts_with("#EXTM3U"));
         // Follow the playlist down to a segment, as a player would.

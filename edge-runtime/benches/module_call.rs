@@ -19,6 +19,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The node runs on mimalloc; measure with the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn host() -> ModuleHost {
     let services = Arc::new(Services {
         rate_limits: Arc::new(RateLimits::new(&[])),

@@ -1,5 +1,6 @@
 //! `edge demo`: the node and the sample media origin in one process, with a self-signed
-//! certificate, so a viewer (or a test) can play HLS over h1, h2 and h3 at once.
+//! certificate, so a viewer (or a test) can play HLS over h1, h2 and h3 at once. The
+//! route runs the standard modules embedded in `edge`.
 
 use crate::config::Config;
 use crate::node::{self, NodeError, Ready};
@@ -61,6 +62,13 @@ health_path = "/health"
 host = "*"
 prefix = "/"
 origin = "sample"
+name = "media"
+# Browser players fetch from another origin: the standard headers module adds CORS and
+# hardening fields to every response.
+[[routes.modules]]
+module = "headers"
+[routes.modules.config]
+response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "*", "x-content-type-options" = "nosniff" }}
 "#,
         cert = cert.display(),
         key = key.display(),
@@ -77,6 +85,7 @@ origin = "sample"
             "dash_url": format!("{base}/vod/sample/manifest.mpd"),
             "live_url": format!("{base}/live/demo/index.m3u8"),
             "origin_url": format!("http://{origin_addr}"),
+            "modules": ["headers"],
             "try": format!("curl --cacert {} {base}/vod/sample/master.m3u8", cert.display()),
         });
         println!("{line}");

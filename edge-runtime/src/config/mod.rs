@@ -934,6 +934,91 @@ origin = "media"
     }
 
     #[test]
+    fn module_chains_and_their_settings_are_checked() {
+        let chain = |module: &str, rest: &str| {
+            format!("{GOOD}{rest}[[routes.modules]]\nmodule = \"{module}\"\nconfig = {{ a = 1 }}\n")
+        };
+        // A standard module needs no declaration; its route config travels as JSON.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "edge.toml",
+            &chain("headers", "on_error = \"fail-open\"\n"),
+        );
+        let c = Config::load(&path, None).unwrap();
+        assert_eq!(c.routes[0].on_error, OnError::FailOpen);
+        assert_eq!(c.routes[0].modules[0].config_json, r#"{"a":1}"#);
+        assert_eq!(c.wasm.modules[0].name, "headers");
+        assert_eq!(c.routes[0].name, "*/");
+
+        let e = error_for(&chain("wafx", ""));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(15), "routes[0].modules[0].module"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown module `wafx`"), "{e}");
+        let e = error_for(&chain("headers", "on_error = \"ignore\"\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(14), "routes[0].on_error"),
+            "{e}"
+        );
+        let e = error_for(&format!("{GOOD}\n[modules.mine]\npath = \"mine.wasm\"\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(17), "modules.mine.path"),
+            "{e}"
+        );
+        assert!(e.message.contains("does not exist"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[modules.mine]\nbudget_ms = 5\n"));
+        assert_eq!(e.key, "modules.mine", "{e}");
+        assert!(e.message.contains("not a standard module"), "{e}");
+        let e = error_for(&format!("{GOOD}\n[modules.headers]\nmemory_mib = 0\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(17), "modules.headers.memory_mib"),
+            "{e}"
+        );
+        let e = error_for(&format!("{GOOD}\n[wasm]\ntrusted_keys = [\"abc\"]\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(17), "wasm.trusted_keys[0]"),
+            "{e}"
+        );
+        let e = error_for(&format!("{GOOD}\n[wasm]\nbudget_ms = 0\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(17), "wasm.budget_ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_policies_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "edge.toml",
+            &format!("{GOOD}\n[rate_limits.per-ip]\nrate = \"10/s\"\nmax_keys = 1000\n"),
+        );
+        let c = Config::load(&path, None).unwrap();
+        assert_eq!(c.rate_limits[0].burst, 10);
+        assert_eq!(c.rate_limits[0].period, Duration::from_millis(100));
+        let e = error_for(&format!("{GOOD}\n[rate_limits.per-ip]\nrate = \"10/d\"\n"));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(17), "rate_limits.per-ip.rate"),
+            "{e}"
+        );
+        assert!(e.message.contains("unknown unit"), "{e}");
+        let e = error_for(&format!(
+            "{GOOD}\n[rate_limits.per-ip]\nrate = \"1/s\"\nburst = 0\n"
+        ));
+        assert_eq!(e.key, "rate_limits.per-ip.burst", "{e}");
+    }
+
+    #[test]
     fn admin_and_cache_settings_are_checked() {
         let e = error_for(&format!("{GOOD}\n[admin]\ntoken = \"short\"\n"));
         assert_eq!((e.line, e.key.as_str()), (Some(16), "admin.token"), "{e}");

@@ -171,7 +171,7 @@ impl Chain {
                 .call_on_request(view, entry.slot.limits.deadline_ticks())
                 .await;
             view = back;
-            services.metrics.call(&entry.slot.name);
+            entry.slot.calls.inc();
             match result {
                 Ok(RequestAction::Continue) => run.live.push(live),
                 Ok(RequestAction::Respond(answer)) => {

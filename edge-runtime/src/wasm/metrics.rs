@@ -55,13 +55,14 @@ impl Default for ModuleMetrics {
 }
 
 impl ModuleMetrics {
-    /// One instance ran (any hook).
-    pub fn call(&self, module: &str) {
+    /// The counter of instances run for a module (one per request): looked up once per
+    /// module, then incremented without a lookup.
+    pub fn calls_counter(&self, module: &str) -> Counter {
         self.calls
             .get_or_create(&ModuleLabels {
                 module: module.to_owned(),
             })
-            .inc();
+            .clone()
     }
 
     /// A module failed: `trap`, `deadline`, `memory`, `instantiate`, `bad-response`.

@@ -88,6 +88,8 @@ impl ModuleVersion {
 pub struct Slot {
     pub name: String,
     pub limits: ModuleLimits,
+    /// `edge_module_calls_total{module=<name>}`.
+    pub(crate) calls: prometheus_client::metrics::counter::Counter,
     current: RwLock<Arc<ModuleVersion>>,
     history: Mutex<Vec<Arc<ModuleVersion>>>,
 }
@@ -197,6 +199,7 @@ impl ModuleHost {
         let slot = Arc::new(Slot {
             name: name.to_owned(),
             limits,
+            calls: self.services.metrics.calls_counter(name),
             current: RwLock::new(version.clone()),
             history: Mutex::new(vec![version]),
         });
@@ -238,6 +241,7 @@ impl ModuleHost {
                 let slot = Arc::new(Slot {
                     name: name.to_owned(),
                     limits,
+                    calls: self.services.metrics.calls_counter(name),
                     current: RwLock::new(version.clone()),
                     history: Mutex::new(vec![version.clone()]),
                 });
