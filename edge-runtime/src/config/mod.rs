@@ -967,7 +967,7 @@ origin = "media"
         let e = error_for(&format!("{GOOD}\n[modules.mine]\npath = \"mine.wasm\"\n"));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(17), "modules.mine.path"),
+            (Some(16), "modules.mine.path"),
             "{e}"
         );
         assert!(e.message.contains("does not exist"), "{e}");
@@ -977,19 +977,19 @@ origin = "media"
         let e = error_for(&format!("{GOOD}\n[modules.headers]\nmemory_mib = 0\n"));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(17), "modules.headers.memory_mib"),
+            (Some(16), "modules.headers.memory_mib"),
             "{e}"
         );
         let e = error_for(&format!("{GOOD}\n[wasm]\ntrusted_keys = [\"abc\"]\n"));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(17), "wasm.trusted_keys[0]"),
+            (Some(16), "wasm.trusted_keys[0]"),
             "{e}"
         );
         let e = error_for(&format!("{GOOD}\n[wasm]\nbudget_ms = 0\n"));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(17), "wasm.budget_ms"),
+            (Some(16), "wasm.budget_ms"),
             "{e}"
         );
     }
@@ -1008,7 +1008,7 @@ origin = "media"
         let e = error_for(&format!("{GOOD}\n[rate_limits.per-ip]\nrate = \"10/d\"\n"));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(17), "rate_limits.per-ip.rate"),
+            (Some(16), "rate_limits.per-ip.rate"),
             "{e}"
         );
         assert!(e.message.contains("unknown unit"), "{e}");
