@@ -243,7 +243,9 @@ async fn endless_loop_stops_at_the_deadline_while_other_requests_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_stops_at_the_limit() {
     let origin = Origin::start("o");
-    let extra = "[modules.hungry]\npath = \"".to_owned() + TEST_MODULE + "\"\nmemory_mib = 8\n";
+    let extra = "[modules.hungry]\npath = \"".to_owned()
+        + TEST_MODULE
+        + "\"\nmemory_mib = 8\nbudget_ms = 2000\n";
     let routes = "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n\
                   [[routes.modules]]\nmodule = \"hungry\"\nconfig = { mode = \"memory-bomb\" }\n";
     let node = node(&origin, &extra, routes);

@@ -40,9 +40,10 @@ impl Module for TestModule {
                 }
             }
             Mode::MemoryBomb => {
+                // Reserve without touching: memory.grow until the host says no.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    hoard.push(vec![1u8; 1 << 20]);
+                    hoard.push(Vec::with_capacity(1 << 20));
                     std::hint::black_box(&hoard);
                 }
             }
