@@ -15,7 +15,8 @@ Scenarios (--only ids):
                        hit-h2-1k (edge vs nginx proxy_cache), hit-h3-1k, hit-h3-1m (edge h3 vs h1)
   miss storm:          storm (1,000 concurrent requests for one new object: origin fetches)
   Wasm modules:        mods-h1-1k (1 KiB cache hits through 0, 1 and 4 no-op modules: the
-                       CPU they add per request)
+                       CPU they add per request, wrk at saturation), mods-rate-h1-1k (the same
+                       at a fixed 5,000 req/s with oha over TLS)
   fixed-rate latency:  lat-h1-1k, lat-h2-1k (edge vs nginx over TLS), lat-h3-1k (edge h3 vs h1):
                        `oha -q RATE --latency-correction` (default 5,000 req/s, --lat-rate), 16
                        connections, 1 KiB; each server both proxied (uncached) and as cache hits;
@@ -1066,6 +1067,17 @@ def scenario_defs(h1_peer: str, lat_rate: int = LAT_RATE_DEFAULT) -> list[dict]:
          "sides": [("edge 0 modules", "edge_plain", "wrk", CACHE_HOST),
                    ("edge 1 module", "edge_plain", "wrk", MODS_HOSTS[1]),
                    ("edge 4 modules", "edge_plain", "wrk", MODS_HOSTS[4])]},
+        # The same at a fixed request rate (oha over TLS): at saturation a slower server also
+        # pays more per request for waking the load tool (fewer responses per wake-up), which
+        # inflates the difference; at equal rates that cost is the same on every side.
+        {"id": "mods-rate-h1-1k", "title": "h2. Cache hits at a fixed 5,000 req/s, 1 KiB over HTTP/1.1 over TLS, "
+                                           "with 0, 1 and 4 no-op Wasm modules (oha)",
+         "tool": "oha", "conns": 16, "rate": 5000, "size": KIB, "primary": "cpu", "cache": True,
+         "notes": [OHA_HOST_NOTE],
+         "target": ("cpu_us", "edge 4 modules", "edge 0 modules", "<=+", 20.0, "edge CPU added by 4 modules per hit"),
+         "sides": [("edge 0 modules", "edge_tls", "oha-h1", CACHE_HOST),
+                   ("edge 1 module", "edge_tls", "oha-h1", MODS_HOSTS[1]),
+                   ("edge 4 modules", "edge_tls", "oha-h1", MODS_HOSTS[4])]},
         {"id": "storm", "title": f"f. Miss storm: {STORM_VIEWERS:,} concurrent requests for one new 1 MiB object",
          "kind": "storm", "tool": "storm", "size": MIB, "cache": True,
          "target": ("origin_max", "edge", None, "<=", 1, "origin fetches per new object (edge)"),
@@ -1848,7 +1860,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, help="seconds per run (default 10)")
     ap.add_argument("--warmup", type=int, help="warm-up seconds per server per scenario (default 2)")
     ap.add_argument("--only", help="comma-separated scenario ids: h1-1k,h2-1k,h1-1m,h3-1k,h3-1m,"
-                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,mods-h1-1k,"
+                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,mods-h1-1k,mods-rate-h1-1k,"
                                    "lat-h1-1k,lat-h2-1k,lat-h3-1k")
     ap.add_argument("--no-h3", action="store_true", help="skip the HTTP/3 scenarios (no oha needed)")
     ap.add_argument("--no-varnish", action="store_true", help="leave Varnish out of the cache-hit scenarios")
@@ -1892,14 +1904,14 @@ def main() -> int:
         skipped_notes.append("Cache scenarios skipped: --fake-origin has no /object and /counts endpoints.")
         defs = [d for d in defs if not d.get("cache")]
     # Varnish: an extra peer where a scenario lists it, if varnishd is installed.
-    want_varnish = any(b.startswith("varnish") for d in defs for _, b, _ in d["sides"])
+    want_varnish = any(b.startswith("varnish") for d in defs for _, b, *_ in d["sides"])
     varnish_note = None
     if want_varnish and (args.no_varnish or not varnishd_binary()):
         varnish_note = ("Varnish left out (--no-varnish)." if args.no_varnish else
                         "Varnish left out: varnishd is not installed (`apt-get install -y varnish`; "
                         "bench/run.sh tries this).")
         for d in defs:
-            if any(b.startswith("varnish") for _, b, _ in d["sides"]):
+            if any(b.startswith("varnish") for _, b, *_ in d["sides"]):
                 d["sides"] = [side for side in d["sides"] if not side[1].startswith("varnish")]
                 d.setdefault("notes", []).append(varnish_note)
         want_varnish = False
@@ -1950,7 +1962,7 @@ def main() -> int:
     ok = False
     try:
         for d in defs:
-            for _, _, tool in d["sides"]:
+            for _, _, tool, *_ in d["sides"]:
                 if tool != "storm":
                     tools.require("oha" if tool.startswith("oha") else tool)
         cert, key = make_cert(tmp)

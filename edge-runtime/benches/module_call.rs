@@ -4,7 +4,8 @@
 //! chain of four.
 //!
 //! `cargo bench -p edge-runtime --bench module_call`; prints p50/p99 per case after
-//! criterion's own report.
+//! criterion's own report. `EDGE_BENCH_MODULE=path/to/component.wasm` measures another
+//! component in place of the test module.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edge_runtime::ratelimit::RateLimits;
@@ -46,7 +47,10 @@ fn host() -> ModuleHost {
         services,
     )
     .expect("engine");
-    let bytes = std::fs::read(edge_module_artifacts::testing::TEST_MODULE).expect("test module");
+    // Any component can be measured in place of the test module (no-op mode).
+    let path = std::env::var("EDGE_BENCH_MODULE")
+        .unwrap_or_else(|_| edge_module_artifacts::testing::TEST_MODULE.to_owned());
+    let bytes = std::fs::read(&path).expect("module file");
     host.load("noop", &bytes, Source::Standard, limits)
         .expect("load");
     host
