@@ -597,3 +597,57 @@ fn check_config_names_a_bad_module_file() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_during_a_deploy_finishes_on_the_old_version() {
+    let origin = Origin::start("o");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "team.pem");
+    let extra = format!(
+        "[wasm]\ntrusted_keys = [\"{public}\"]\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
+    );
+    let routes =
+        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
+                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
+    let node = node(&origin, &extra, routes);
+    // The origin holds this response head for a while: the request hook has run on v1.
+    let slow = tokio::spawn({
+        let (ca, url) = (node.ca.clone(), node.url("/object/slow?delay_ms=4000"));
+        async move { clients::get(Proto::H2, &ca, &url, &[]).await }
+    });
+    // Deploy only once the origin has the request (its hooks ran on v1 by then).
+    let deadline = Instant::now() + support::WAIT;
+    while &origin.direct("/counts?path=/object/slow").await[..] == b"0\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let v2 = std::fs::read(TEST_MODULE_V2).unwrap();
+    let file = keys.path().join("v2.wasm");
+    std::fs::write(&file, &v2).unwrap();
+    let (sig, _) = edge_cli(
+        &["module", "sign", "--key", &key, file.to_str().unwrap()],
+        &[],
+    );
+    let (status, body) = admin(
+        &node,
+        "PUT",
+        "/modules/tagger",
+        &[("edge-signature", sig.trim())],
+        &v2,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !slow.is_finished(),
+        "the slow request must still be in flight during the deploy"
+    );
+    let fresh = get(&node, Proto::H1, "/object/new").await;
+    assert_eq!(header(&fresh, "x-module-version"), "2");
+    // The in-flight request's response hook ran on the instance it started with.
+    let old = slow.await.unwrap();
+    assert_eq!(old.status, 200);
+    assert_eq!(header(&old, "x-module-version"), "1");
+}
