@@ -326,18 +326,24 @@ fn keygen(dir: &Path, name: &str) -> (String, String) {
     (key.to_str().unwrap().to_owned(), public.trim().to_owned())
 }
 
+/// A node with the test module as `tagger` (tag mode) on `/object`, deployable by the
+/// holder of `public`'s private key.
+fn tagger_node(origin: &Origin, public: &str, wasm_extra: &str) -> Node {
+    let extra = format!(
+        "[wasm]\ntrusted_keys = [\"{public}\"]\n{wasm_extra}\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
+    );
+    let routes =
+        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
+                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
+    node(origin, &extra, routes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_over_h1_and_h3_fails_no_request() {
     let origin = Origin::start("o");
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = keygen(keys.path(), "team.pem");
-    let extra = format!(
-        "[wasm]\ntrusted_keys = [\"{public}\"]\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
-    );
-    let routes =
-        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
-                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
-    let node = node(&origin, &extra, routes);
+    let node = tagger_node(&origin, &public, "");
     let admin_url = node.proc.ready["admin_url"].as_str().unwrap().to_owned();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -456,13 +462,7 @@ async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_se
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = keygen(keys.path(), "team.pem");
     let (intruder, _) = keygen(keys.path(), "intruder.pem");
-    let extra = format!(
-        "[wasm]\ntrusted_keys = [\"{public}\"]\nmax_module_bytes = 1048576\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
-    );
-    let routes =
-        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
-                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
-    let node = node(&origin, &extra, routes);
+    let node = tagger_node(&origin, &public, "\nmax_module_bytes = 1048576");
     let sign = |key: &str, bytes: &[u8]| {
         let file = keys.path().join("candidate.wasm");
         std::fs::write(&file, bytes).unwrap();
@@ -603,13 +603,7 @@ async fn a_request_in_flight_during_a_deploy_finishes_on_the_old_version() {
     let origin = Origin::start("o");
     let keys = tempfile::tempdir().unwrap();
     let (key, public) = keygen(keys.path(), "team.pem");
-    let extra = format!(
-        "[wasm]\ntrusted_keys = [\"{public}\"]\n\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
-    );
-    let routes =
-        "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\
-                  [[routes.modules]]\nmodule = \"tagger\"\nconfig = { mode = \"tag\" }\n";
-    let node = node(&origin, &extra, routes);
+    let node = tagger_node(&origin, &public, "");
     // The origin holds this response head for a while: the request hook has run on v1.
     let slow = tokio::spawn({
         let (ca, url) = (node.ca.clone(), node.url("/object/slow?delay_ms=4000"));

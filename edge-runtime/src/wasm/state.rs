@@ -220,18 +220,63 @@ fn remove_field(headers: &mut HeaderMap, name: &str) {
 
 type Res<T> = wasmtime::Result<T>;
 
+/// The request and the response share the header functions of the WIT resources.
+trait HeaderView: Send + 'static {
+    fn fields(&self) -> &HeaderMap;
+    fn fields_mut(&mut self) -> &mut HeaderMap;
+}
+
+impl HeaderView for RequestView {
+    fn fields(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+    fn fields_mut(&mut self) -> &mut HeaderMap {
+        &mut self.parts.headers
+    }
+}
+
+impl HeaderView for ResponseView {
+    fn fields(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+    fn fields_mut(&mut self) -> &mut HeaderMap {
+        &mut self.parts.headers
+    }
+}
+
 impl ModuleState {
-    fn req(&self, r: &Resource<RequestView>) -> Res<&RequestView> {
+    fn view<V: HeaderView>(&self, r: &Resource<V>) -> Res<&V> {
         Ok(self.table.get(r)?)
     }
-    fn req_mut(&mut self, r: &Resource<RequestView>) -> Res<&mut RequestView> {
+    fn view_mut<V: HeaderView>(&mut self, r: &Resource<V>) -> Res<&mut V> {
         Ok(self.table.get_mut(r)?)
     }
-    fn resp(&self, r: &Resource<ResponseView>) -> Res<&ResponseView> {
-        Ok(self.table.get(r)?)
+    fn header_of<V: HeaderView>(&self, r: &Resource<V>, name: &str) -> Res<Option<String>> {
+        Ok(first_value(self.view(r)?.fields(), name))
     }
-    fn resp_mut(&mut self, r: &Resource<ResponseView>) -> Res<&mut ResponseView> {
-        Ok(self.table.get_mut(r)?)
+    fn header_all_of<V: HeaderView>(&self, r: &Resource<V>, name: &str) -> Res<Vec<String>> {
+        Ok(all_values(self.view(r)?.fields(), name))
+    }
+    fn headers_of<V: HeaderView>(&self, r: &Resource<V>) -> Res<Vec<(String, String)>> {
+        Ok(all_fields(self.view(r)?.fields()))
+    }
+    fn set_on<V: HeaderView>(
+        &mut self,
+        r: &Resource<V>,
+        name: &str,
+        value: &str,
+        append: bool,
+    ) -> Res<Result<(), String>> {
+        Ok(set_field(
+            self.view_mut(r)?.fields_mut(),
+            name,
+            value,
+            append,
+        ))
+    }
+    fn remove_on<V: HeaderView>(&mut self, r: &Resource<V>, name: &str) -> Res<()> {
+        remove_field(self.view_mut(r)?.fields_mut(), name);
+        Ok(())
     }
 }
 
@@ -239,34 +284,34 @@ impl types::Host for ModuleState {}
 
 impl types::HostRequest for ModuleState {
     fn method(&mut self, r: Resource<RequestView>) -> Res<String> {
-        Ok(self.req(&r)?.parts.method.as_str().to_owned())
+        Ok(self.view(&r)?.parts.method.as_str().to_owned())
     }
     fn authority(&mut self, r: Resource<RequestView>) -> Res<String> {
-        Ok(self.req(&r)?.authority.to_string())
+        Ok(self.view(&r)?.authority.to_string())
     }
     fn path(&mut self, r: Resource<RequestView>) -> Res<String> {
-        Ok(self.req(&r)?.parts.uri.path().to_owned())
+        Ok(self.view(&r)?.parts.uri.path().to_owned())
     }
     fn query(&mut self, r: Resource<RequestView>) -> Res<Option<String>> {
-        Ok(self.req(&r)?.parts.uri.query().map(str::to_owned))
+        Ok(self.view(&r)?.parts.uri.query().map(str::to_owned))
     }
     fn header(&mut self, r: Resource<RequestView>, name: String) -> Res<Option<String>> {
-        Ok(first_value(&self.req(&r)?.parts.headers, &name))
+        self.header_of(&r, &name)
     }
     fn header_all(&mut self, r: Resource<RequestView>, name: String) -> Res<Vec<String>> {
-        Ok(all_values(&self.req(&r)?.parts.headers, &name))
+        self.header_all_of(&r, &name)
     }
     fn headers(&mut self, r: Resource<RequestView>) -> Res<Vec<(String, String)>> {
-        Ok(all_fields(&self.req(&r)?.parts.headers))
+        self.headers_of(&r)
     }
     fn client_addr(&mut self, r: Resource<RequestView>) -> Res<String> {
-        Ok(self.req(&r)?.client.to_string())
+        Ok(self.view(&r)?.client.to_string())
     }
     fn protocol(&mut self, r: Resource<RequestView>) -> Res<types::Protocol> {
-        Ok(self.req(&r)?.protocol)
+        Ok(self.view(&r)?.protocol)
     }
     fn route(&mut self, r: Resource<RequestView>) -> Res<String> {
-        Ok(self.req(&r)?.route.to_string())
+        Ok(self.view(&r)?.route.to_string())
     }
     fn set_header(
         &mut self,
@@ -274,12 +319,7 @@ impl types::HostRequest for ModuleState {
         name: String,
         value: String,
     ) -> Res<Result<(), String>> {
-        Ok(set_field(
-            &mut self.req_mut(&r)?.parts.headers,
-            &name,
-            &value,
-            false,
-        ))
+        self.set_on(&r, &name, &value, false)
     }
     fn append_header(
         &mut self,
@@ -287,23 +327,17 @@ impl types::HostRequest for ModuleState {
         name: String,
         value: String,
     ) -> Res<Result<(), String>> {
-        Ok(set_field(
-            &mut self.req_mut(&r)?.parts.headers,
-            &name,
-            &value,
-            true,
-        ))
+        self.set_on(&r, &name, &value, true)
     }
     fn remove_header(&mut self, r: Resource<RequestView>, name: String) -> Res<()> {
-        remove_field(&mut self.req_mut(&r)?.parts.headers, &name);
-        Ok(())
+        self.remove_on(&r, &name)
     }
     fn set_path_and_query(
         &mut self,
         r: Resource<RequestView>,
         value: String,
     ) -> Res<Result<(), String>> {
-        let view = self.req_mut(&r)?;
+        let view = self.view_mut(&r)?;
         if !value.starts_with('/') {
             return Ok(Err(format!("`{value}` is not an absolute path")));
         }
@@ -321,7 +355,7 @@ impl types::HostRequest for ModuleState {
         }
     }
     fn get_context(&mut self, r: Resource<RequestView>, key: String) -> Res<Option<String>> {
-        let view = self.req(&r)?;
+        let view = self.view(&r)?;
         Ok(view
             .context
             .iter()
@@ -329,7 +363,7 @@ impl types::HostRequest for ModuleState {
             .map(|(_, v)| v.clone()))
     }
     fn set_context(&mut self, r: Resource<RequestView>, key: String, value: String) -> Res<()> {
-        let view = self.req_mut(&r)?;
+        let view = self.view_mut(&r)?;
         match view.context.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => view.context.push((key, value)),
@@ -344,10 +378,10 @@ impl types::HostRequest for ModuleState {
 
 impl types::HostResponse for ModuleState {
     fn status(&mut self, r: Resource<ResponseView>) -> Res<u16> {
-        Ok(self.resp(&r)?.parts.status.as_u16())
+        Ok(self.view(&r)?.parts.status.as_u16())
     }
     fn set_status(&mut self, r: Resource<ResponseView>, status: u16) -> Res<Result<(), String>> {
-        let view = self.resp_mut(&r)?;
+        let view = self.view_mut(&r)?;
         match StatusCode::from_u16(status) {
             Ok(s) => {
                 view.parts.status = s;
@@ -357,13 +391,13 @@ impl types::HostResponse for ModuleState {
         }
     }
     fn header(&mut self, r: Resource<ResponseView>, name: String) -> Res<Option<String>> {
-        Ok(first_value(&self.resp(&r)?.parts.headers, &name))
+        self.header_of(&r, &name)
     }
     fn header_all(&mut self, r: Resource<ResponseView>, name: String) -> Res<Vec<String>> {
-        Ok(all_values(&self.resp(&r)?.parts.headers, &name))
+        self.header_all_of(&r, &name)
     }
     fn headers(&mut self, r: Resource<ResponseView>) -> Res<Vec<(String, String)>> {
-        Ok(all_fields(&self.resp(&r)?.parts.headers))
+        self.headers_of(&r)
     }
     fn set_header(
         &mut self,
@@ -371,12 +405,7 @@ impl types::HostResponse for ModuleState {
         name: String,
         value: String,
     ) -> Res<Result<(), String>> {
-        Ok(set_field(
-            &mut self.resp_mut(&r)?.parts.headers,
-            &name,
-            &value,
-            false,
-        ))
+        self.set_on(&r, &name, &value, false)
     }
     fn append_header(
         &mut self,
@@ -384,16 +413,10 @@ impl types::HostResponse for ModuleState {
         name: String,
         value: String,
     ) -> Res<Result<(), String>> {
-        Ok(set_field(
-            &mut self.resp_mut(&r)?.parts.headers,
-            &name,
-            &value,
-            true,
-        ))
+        self.set_on(&r, &name, &value, true)
     }
     fn remove_header(&mut self, r: Resource<ResponseView>, name: String) -> Res<()> {
-        remove_field(&mut self.resp_mut(&r)?.parts.headers, &name);
-        Ok(())
+        self.remove_on(&r, &name)
     }
     fn drop(&mut self, r: Resource<ResponseView>) -> Res<()> {
         self.table.delete(r)?;

@@ -1,53 +1,59 @@
 //! The Wasm export: reads the route's config and applies [`crate::Edits`].
 
-use crate::{parse_config, Edit, Edits};
+use crate::{parse_config, Config, Edit, Edits};
 use edge_module_sdk::{export_module, log, Action, Module, Request, Response};
 
 struct Headers;
+
+fn config() -> Config {
+    match parse_config(&edge_module_sdk::bindings::edge::module::config::get()) {
+        Ok(config) => config,
+        // A config error must not pass silently: fail the request (the route's
+        // `on_error` decides whether that is a 5xx or a pass-through).
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Applies edits through the resource's own functions; a refused field (one the node
+/// manages, or an invalid value) is logged and skipped.
+fn apply(
+    edits: Vec<Edit<'_>>,
+    remove: impl Fn(&str),
+    set: impl Fn(&str, &str) -> Result<(), String>,
+) {
+    for edit in edits {
+        match edit {
+            Edit::Remove(name) => remove(name),
+            Edit::Set(name, value) => {
+                if let Err(e) = set(name, value) {
+                    log::warn(&e);
+                }
+            }
+        }
+    }
+}
 
 impl Module for Headers {
     const NAME: &'static str = "headers";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn on_request(req: &Request) -> Action {
-        let config = match parse_config(&edge_module_sdk::bindings::edge::module::config::get()) {
-            Ok(config) => config,
-            // A config error must not pass silently: fail the request (the route's
-            // `on_error` decides whether that is a 5xx or a pass-through).
-            Err(e) => panic!("{e}"),
-        };
-        for edit in Edits::request(&config) {
-            let applied = match edit {
-                Edit::Remove(name) => {
-                    req.remove_header(name);
-                    Ok(())
-                }
-                Edit::Set(name, value) => req.set_header(name, value),
-            };
-            if let Err(e) = applied {
-                log::warn(&e);
-            }
-        }
+        let config = config();
+        apply(
+            Edits::request(&config),
+            |name| req.remove_header(name),
+            |name, value| req.set_header(name, value),
+        );
         Action::Continue
     }
 
     fn on_response(_req: &Request, resp: &Response) {
-        let Ok(config) = parse_config(&edge_module_sdk::bindings::edge::module::config::get())
-        else {
-            return;
-        };
-        for edit in Edits::response(&config) {
-            let applied = match edit {
-                Edit::Remove(name) => {
-                    resp.remove_header(name);
-                    Ok(())
-                }
-                Edit::Set(name, value) => resp.set_header(name, value),
-            };
-            if let Err(e) = applied {
-                log::warn(&e);
-            }
-        }
+        let config = config();
+        apply(
+            Edits::response(&config),
+            |name| resp.remove_header(name),
+            |name, value| resp.set_header(name, value),
+        );
     }
 }
 
