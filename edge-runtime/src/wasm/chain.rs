@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
+/// The most body a module is ever given, whatever it declares: the node buffers it.
+pub const MAX_TRANSFORM_BYTES: usize = 16 * 1024 * 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
     /// A failing module fails the request with 500.
@@ -267,7 +270,8 @@ impl ChainRun {
             .iter()
             .map(|&i| self.live[i].version.max_body_bytes)
             .min()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(MAX_TRANSFORM_BYTES);
         let declared_len = view
             .parts
             .headers
@@ -628,5 +632,71 @@ async fn collect_bounded(mut body: Body, bound: usize) -> Collected {
             }
             Collected::Whole(Bytes::from(all))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: u16, fields: &[(&str, &str)]) -> http::response::Parts {
+        let mut b = Response::builder().status(status);
+        for (k, v) in fields {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn only_complete_plain_200s_are_transformable() {
+        let m3u8 = (
+            "content-type",
+            "application/vnd.apple.mpegurl; charset=utf-8",
+        );
+        assert_eq!(
+            transformable_type(&head(200, &[m3u8]), false).as_deref(),
+            Some("application/vnd.apple.mpegurl")
+        );
+        assert_eq!(transformable_type(&head(200, &[m3u8]), true), None);
+        assert_eq!(transformable_type(&head(206, &[m3u8]), false), None);
+        assert_eq!(
+            transformable_type(&head(200, &[m3u8, ("content-encoding", "gzip")]), false),
+            None
+        );
+        assert_eq!(transformable_type(&head(200, &[]), false), None);
+    }
+
+    fn chunked(parts: &[&'static [u8]]) -> Body {
+        let frames = futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok::<_, origin::BoxError>(http_body::Frame::data(Bytes::from_static(p))))
+                .collect::<Vec<_>>(),
+        );
+        http_body_util::StreamBody::new(frames).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_bound_come_back_whole() {
+        match collect_bounded(chunked(&[b"abc", b"def"]), 10).await {
+            Collected::Whole(b) => assert_eq!(&b[..], b"abcdef"),
+            _ => panic!("expected the whole body"),
+        }
+        match collect_bounded(chunked(&[b"abc", b"def", b"ghi"]), 4).await {
+            Collected::TooLarge(body) => {
+                let all = body.collect().await.unwrap().to_bytes();
+                assert_eq!(&all[..], b"abcdefghi");
+            }
+            _ => panic!("expected the body to pass through"),
+        }
+    }
+
+    #[test]
+    fn invalid_immediate_responses_are_module_failures() {
+        assert!(immediate_response(403, &[("x-reason".into(), "no".into())], vec![]).is_ok());
+        let bad_status = immediate_response(1000, &[], vec![]).err().unwrap();
+        assert_eq!(bad_status.kind, FailureKind::BadResponse);
+        let framing = immediate_response(200, &[("content-length".into(), "1".into())], vec![]);
+        assert!(framing.is_err());
     }
 }

@@ -288,8 +288,8 @@ mod tests {
 
     #[test]
     fn rsa_from_pem_der_and_components() {
-        // A 2048-bit key made by rcgen-compatible tooling is not at hand; ring cannot
-        // generate RSA keys, so sign with the PKCS#8 test key below.
+        // ring cannot generate RSA keys: this 2048-bit key was made once with openssl
+        // for the tests (test data only, never used elsewhere).
         let key_pem = include_str!("testdata/rsa2048.pem");
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let pair = signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
