@@ -16,13 +16,16 @@ use support::{edge_bin, read_log, Node, Origin};
 const TOKEN: &str = "test-admin-token-0123456789";
 const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;
 const TEST_MODULE_V2: &str = edge_module_artifacts::testing::TEST_MODULE_V2;
+/// The budget is wall-clock time per hook call: tests run many processes on few cores, so
+/// modules get a generous one unless a test is about the deadline itself.
+const BUDGET: &str = "budget_ms = 1000";
 
 /// A node whose routes are given by the test; the origin is `media`; the admin listener
 /// is on; `extra` adds tables (modules, wasm, rate limits).
 fn node(origin: &Origin, extra: &str, routes: &str) -> Node {
     Node::start(&format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
-         [origins.media]\nprimary = \"{}\"\n\n[modules.test]\npath = \"{TEST_MODULE}\"\n\n{extra}\n{routes}",
+         [origins.media]\nprimary = \"{}\"\n\n[modules.test]\npath = \"{TEST_MODULE}\"\n{BUDGET}\n{extra}\n{routes}",
         origin.url
     ))
 }
@@ -296,7 +299,14 @@ async fn host_crypto_from_a_module() {
         &route("/sig", &[r#"{ mode = "hmac" }"#], "fail-closed"),
     );
     let a = get(&node, Proto::H1, "/sig/x").await;
-    assert_eq!(header(&a, "x-verified"), "yes");
+    assert_eq!(
+        header(&a, "x-verified"),
+        "yes",
+        "{} {:?}; log:\n{}",
+        a.status,
+        a.body,
+        std::fs::read_to_string(&node.log).unwrap_or_default()
+    );
     // HMAC-SHA256(key = "key", "/sig/x"), computed independently.
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"key");
     let expected: String = ring::hmac::sign(&key, b"/sig/x")
@@ -330,7 +340,7 @@ fn keygen(dir: &Path, name: &str) -> (String, String) {
 /// holder of `public`'s private key.
 fn tagger_node(origin: &Origin, public: &str, wasm_extra: &str) -> Node {
     let extra = format!(
-        "[wasm]\ntrusted_keys = [\"{public}\"]\n{wasm_extra}\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n"
+        "[wasm]\ntrusted_keys = [\"{public}\"]\n{wasm_extra}\n[modules.tagger]\npath = \"{TEST_MODULE}\"\n{BUDGET}\n"
     );
     let routes =
         "[[routes]]\nprefix = \"/object\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n\

@@ -365,7 +365,7 @@ async fn instantiate(
     let state = ModuleState::new(identity, services.clone(), slot.limits);
     let mut store = Store::new(version.pre.engine(), state);
     store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(slot.limits.deadline_ticks());
+    store.set_epoch_deadline(slot.limits.instantiate_ticks());
     match version.pre.instantiate_async(&mut store).await {
         Ok(hooks) => Ok(Live {
             store,

@@ -29,10 +29,18 @@ pub struct ModuleLimits {
 }
 
 impl ModuleLimits {
-    /// The epoch deadline, in ticks from now: at least the budget, at most one tick more.
+    /// The epoch deadline of a hook call, in ticks from now: at least the budget, at most
+    /// one tick more.
     pub fn deadline_ticks(&self) -> u64 {
         let tick = engine::TICK.as_micros().max(1);
         (self.budget.as_micros().div_ceil(tick) as u64).max(1) + 1
+    }
+
+    /// The epoch deadline of instantiation: mostly the host's own work (a few µs), so a
+    /// thread descheduled under CPU load must not fail it; still bounded, because a
+    /// component may run guest code (start functions) while it is instantiated.
+    pub fn instantiate_ticks(&self) -> u64 {
+        (self.deadline_ticks() * 10).max(50)
     }
 }
 
@@ -360,9 +368,10 @@ fn describe(
     };
     let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
     store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(limits.deadline_ticks());
+    store.set_epoch_deadline(limits.instantiate_ticks());
     let call = async {
         let module = pre.instantiate_async(&mut store).await?;
+        store.set_epoch_deadline(limits.deadline_ticks());
         module.edge_module_hooks().call_describe(&mut store).await
     };
     // Loading runs on a blocking thread (start-up, deploys) or outside any runtime
