@@ -145,6 +145,22 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
             header(&a, "server-timing").contains("wasm;dur="),
             "{proto:?}"
         );
+        // Context set by one module is read by the next; each module's response hook
+        // reports what its request hook saw.
+        let seen: Vec<&str> = a
+            .headers
+            .get_all("x-context-seen")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(seen, ["b<a", "a<"], "{proto:?}");
+        // The clock import is the wall clock.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let module_now: i64 = header(&a, "x-module-clock").parse().unwrap();
+        assert!((now - module_now).abs() < 60_000, "{module_now} vs {now}");
 
         let denied = get(&node, proto, "/object/denied").await;
         assert_eq!(denied.status, 403, "{proto:?}");
@@ -153,6 +169,20 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
     // A module's answer never reached the origin.
     let count = origin.direct("/counts?path=/object/denied").await;
     assert_eq!(&count[..], b"0\n");
+    // The log import writes into the node's log with the module's name and version.
+    let line = wait_for_event(&node, "tagged b after [a]", |_| true);
+    assert_eq!(line["module"], "test-module");
+    assert_eq!(line["version"], "1.0.0");
+    // The metrics import and the host's own counters reach /metrics.
+    let (_, metrics) = admin(&node, "GET", "/metrics", &[], b"").await;
+    assert!(
+        metrics.contains("edge_module_counter_total{module=\"test-module\",name=\"tagged\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edge_module_calls_total{module=\"test\"} 9"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

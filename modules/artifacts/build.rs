@@ -72,8 +72,8 @@ fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str]) {
     let status = cmd.status().expect("run cargo for the Wasm modules");
     if !status.success() {
         panic!(
-            "building the Wasm modules failed (is the target installed? \
-             `rustup target add {TARGET}`)"
+            "building the Wasm modules failed: see the compiler's messages above \
+             (the target must be installed: `rustup target add {TARGET}`)"
         );
     }
 }

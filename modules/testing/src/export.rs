@@ -1,6 +1,8 @@
 use crate::{append_tag, hex, parse_config, Config, Mode};
 use edge_module_sdk::rate_limit::{self, Decision};
-use edge_module_sdk::{crypto, export_module, Action, Module, Request, Response};
+use edge_module_sdk::{
+    clock, crypto, export_module, log, metrics, Action, Module, Request, Response,
+};
 
 struct TestModule;
 
@@ -30,6 +32,12 @@ impl Module for TestModule {
                 let tag = config.tag.as_deref().unwrap_or("tag");
                 let value = append_tag(req.header("x-chain"), tag);
                 req.set_header("x-chain", &value).expect("valid header");
+                // What the module before this one left in the request's context.
+                let before = req.get_context("last-tag").unwrap_or_default();
+                req.set_context(&format!("seen-before-{tag}"), &before);
+                req.set_context("last-tag", tag);
+                log::info(&format!("tagged {tag} after [{before}]"));
+                metrics::counter_add("tagged", 1);
                 Action::Continue
             }
             Mode::Trap => panic!("test-module trapped on purpose"),
@@ -76,7 +84,7 @@ impl Module for TestModule {
         }
     }
 
-    fn on_response(_req: &Request, resp: &Response) {
+    fn on_response(req: &Request, resp: &Response) {
         let config = config();
         match config.mode {
             Mode::Tag => {
@@ -85,6 +93,13 @@ impl Module for TestModule {
                 resp.set_header("x-chain-response", &value)
                     .expect("valid header");
                 resp.set_header("x-module-version", BUILD)
+                    .expect("valid header");
+                let seen = req
+                    .get_context(&format!("seen-before-{tag}"))
+                    .unwrap_or_default();
+                resp.append_header("x-context-seen", &format!("{tag}<{seen}"))
+                    .expect("valid header");
+                resp.set_header("x-module-clock", &clock::now_ms().to_string())
                     .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
