@@ -219,6 +219,16 @@ async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
             "/object/late",
             &[r#"{ mode = "trap-response" }"#],
             "fail-closed",
+        )
+        + &route(
+            "/object/bad-closed",
+            &[r#"{ mode = "bad-answer" }"#],
+            "fail-closed",
+        )
+        + &route(
+            "/object/bad-open",
+            &[r#"{ mode = "bad-answer" }"#],
+            "fail-open",
         );
     let node = node(&origin, "", &routes);
     for proto in ALL {
@@ -232,8 +242,14 @@ async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
         assert_eq!(&open.body[..], b"open:;open");
         let late = get(&node, proto, "/object/late").await;
         assert_eq!(late.status, 500, "{proto:?}");
+        // An answer with a field the node manages is refused like a trap.
+        assert_eq!(get(&node, proto, "/object/bad-closed").await.status, 500);
+        let open = get(&node, proto, "/object/bad-open?size=3").await;
+        assert_eq!((open.status.as_u16(), &open.body[..]), (200, &b"bad"[..]));
     }
-    let event = wait_for_event(&node, "module failed", |e| e["hook"] == "on-request");
+    let event = wait_for_event(&node, "module failed", |e| {
+        e["hook"] == "on-request" && e["kind"] == "trap"
+    });
     let f = &event;
     assert_eq!(f["module"], "test-module");
     assert_eq!(f["version"], "1.0.0");
@@ -245,6 +261,11 @@ async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
     wait_for_event(&node, "module failed", |e| {
         e["hook"] == "on-response" && e["on_error"] == "fail-closed"
     });
+    let bad = wait_for_event(&node, "module failed", |e| e["kind"] == "bad-response");
+    assert!(
+        bad["detail"].as_str().unwrap().contains("content-length"),
+        "{bad}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

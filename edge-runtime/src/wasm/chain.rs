@@ -175,23 +175,18 @@ impl Chain {
                 .await;
             view = back;
             entry.slot.calls.inc();
+            // An answer the node cannot send (bad status or field) is a failure like a trap.
+            let result = result.and_then(|action| match action {
+                RequestAction::Continue => Ok(None),
+                RequestAction::Respond(answer) => {
+                    immediate_response(answer.status, &answer.headers, answer.body).map(Some)
+                }
+            });
             match result {
-                Ok(RequestAction::Continue) => run.live.push(live),
-                Ok(RequestAction::Respond(answer)) => {
-                    let response = immediate_response(answer.status, &answer.headers, answer.body);
-                    match response {
-                        Ok(response) => {
-                            outcome = Outcome::Respond(response);
-                            break;
-                        }
-                        Err(failure) => {
-                            run.report(&version, "on-request", &failure, services);
-                            if self.on_error == OnError::FailClosed {
-                                outcome = Outcome::Respond(module_failed());
-                                break;
-                            }
-                        }
-                    }
+                Ok(None) => run.live.push(live),
+                Ok(Some(response)) => {
+                    outcome = Outcome::Respond(response);
+                    break;
                 }
                 Err(failure) => {
                     run.report(&version, "on-request", &failure, services);

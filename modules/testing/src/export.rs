@@ -66,6 +66,7 @@ impl Module for TestModule {
                     Err(e) => Action::respond(500, &e),
                 }
             }
+            Mode::BadAnswer => Action::respond_with(200, &[("content-length", "1000")], b"short"),
             Mode::Hmac => {
                 let path = req.path();
                 let tag = crypto::hmac_sign(crypto::HmacAlgorithm::Sha256, b"key", path.as_bytes());

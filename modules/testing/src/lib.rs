@@ -43,6 +43,8 @@ pub enum Mode {
     RateLimit,
     /// Answers with HMAC-SHA256("key", path) in hex, checked against the host's verify.
     Hmac,
+    /// Answers with a field the node manages (`content-length`): a bad response.
+    BadAnswer,
 }
 
 pub fn parse_config(json: &str) -> Result<Config, String> {
