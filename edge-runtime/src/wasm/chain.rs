@@ -170,9 +170,7 @@ impl Chain {
                 }
             };
             let snapshot = (self.on_error == OnError::FailOpen).then(|| RequestSnapshot::of(&view));
-            let (result, back) = live
-                .call_on_request(view, entry.slot.limits.deadline_ticks())
-                .await;
+            let (result, back) = live.call_on_request(view).await;
             view = back;
             entry.slot.calls.inc();
             // An answer the node cannot send (bad status or field) is a failure like a trap.
@@ -393,14 +391,13 @@ impl Live {
     async fn call_on_request(
         &mut self,
         view: RequestView,
-        deadline: u64,
     ) -> (Result<RequestAction, Failure>, RequestView) {
         let own = match self.store.data_mut().table.push(view) {
             Ok(r) => r,
             Err(e) => unreachable_table(e),
         };
         let borrow = Resource::<RequestView>::new_borrow(own.rep());
-        self.store.set_epoch_deadline(deadline);
+        self.store.set_epoch_deadline(self.deadline());
         let result = self
             .hooks
             .edge_module_hooks()
