@@ -159,6 +159,12 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
+        // The URL as the viewer asked for it.
+        assert_eq!(
+            header(&a, "x-module-url"),
+            "https://localhost/echo",
+            "{proto:?}"
+        );
         let module_now: i64 = header(&a, "x-module-clock").parse().unwrap();
         assert!((now - module_now).abs() < 60_000, "{module_now} vs {now}");
 

@@ -210,7 +210,13 @@ impl Pipeline {
                 let authority = request_host(&req)?.into_owned();
                 let (mut parts, body) = req.into_parts();
                 let (run, outcome) = chain
-                    .on_request(&modules.services, &mut parts, &authority, conn.client.ip())
+                    .on_request(
+                        &modules.services,
+                        &mut parts,
+                        &authority,
+                        conn.client.ip(),
+                        conn.tls,
+                    )
                     .await;
                 *chain_run = Some(run);
                 if let Outcome::Respond(response) = outcome {

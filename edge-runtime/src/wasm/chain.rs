@@ -131,6 +131,7 @@ impl Chain {
         parts: &mut http::request::Parts,
         authority: &str,
         client: IpAddr,
+        tls: bool,
     ) -> (ChainRun, Outcome) {
         let started = Instant::now();
         let protocol = match parts.version {
@@ -142,6 +143,7 @@ impl Chain {
             parts: std::mem::replace(parts, empty_parts()),
             authority: authority.into(),
             client,
+            tls,
             protocol,
             route: self.route.clone(),
             context: Vec::new(),
@@ -203,6 +205,7 @@ impl Chain {
                 parts: clone_parts(&view.parts),
                 authority: view.authority.clone(),
                 client: view.client,
+                tls: view.tls,
                 protocol: view.protocol,
                 route: view.route.clone(),
                 context: std::mem::take(&mut view.context),

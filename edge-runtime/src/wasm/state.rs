@@ -127,6 +127,8 @@ pub struct RequestView {
     /// Lower-case, without the port.
     pub authority: Arc<str>,
     pub client: IpAddr,
+    /// Whether the viewer's connection is TLS (the URL's scheme).
+    pub tls: bool,
     pub protocol: types::Protocol,
     pub route: Arc<str>,
     pub context: Vec<(String, String)>,
@@ -294,6 +296,16 @@ impl types::HostRequest for ModuleState {
     }
     fn query(&mut self, r: Resource<RequestView>) -> Res<Option<String>> {
         Ok(self.view(&r)?.parts.uri.query().map(str::to_owned))
+    }
+    fn url(&mut self, r: Resource<RequestView>) -> Res<String> {
+        let view = self.view(&r)?;
+        let scheme = if view.tls { "https" } else { "http" };
+        let target = view
+            .parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str());
+        Ok(format!("{scheme}://{}{target}", view.authority))
     }
     fn header(&mut self, r: Resource<RequestView>, name: String) -> Res<Option<String>> {
         self.header_of(&r, &name)

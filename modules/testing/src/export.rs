@@ -102,6 +102,8 @@ impl Module for TestModule {
                     .expect("valid header");
                 resp.set_header("x-module-clock", &clock::now_ms().to_string())
                     .expect("valid header");
+                resp.set_header("x-module-url", &req.url())
+                    .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
             _ => {}
