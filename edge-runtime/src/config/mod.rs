@@ -804,7 +804,11 @@ fn wasm_config(
     }
     let cache_dir = match &w.cache_dir {
         Some(d) if !d.is_empty() => dir.join(d),
-        _ => std::env::temp_dir().join("edge-module-cache"),
+        // Per user: the folder must be private to be used (see wasm::compile_cache).
+        _ => std::env::temp_dir().join(format!(
+            "edge-module-cache-{}",
+            crate::wasm::compile_cache::current_uid().unwrap_or(0)
+        )),
     };
     Ok(WasmConfig {
         cache_dir,

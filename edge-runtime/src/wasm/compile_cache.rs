@@ -29,7 +29,17 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
+    /// The cache is used only if its folder is private to this user: the node runs the
+    /// machine code it finds there, so a folder others can write to (or that belongs to
+    /// someone else) is refused, and modules compile at every start instead.
     pub fn new(dir: Option<PathBuf>) -> Self {
+        let dir = dir.and_then(|d| match ensure_private(&d) {
+            Ok(()) => Some(d),
+            Err(e) => {
+                tracing::warn!(path = %d.display(), error = %e, "compiled-module cache disabled");
+                None
+            }
+        });
         CompileCache { dir }
     }
 
@@ -62,6 +72,50 @@ impl CompileCache {
         }
         Ok((component, Compiled::Fresh))
     }
+}
+
+/// Creates `dir` (mode 0700) if needed and checks that it belongs to this process's user
+/// and that no one else can write to it.
+fn ensure_private(dir: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        let meta = std::fs::symlink_metadata(dir)?;
+        if !meta.is_dir() {
+            return Err(Error::new(ErrorKind::InvalidInput, "not a directory"));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "group or others can write to it",
+            ));
+        }
+        match current_uid() {
+            Some(uid) if uid == meta.uid() => Ok(()),
+            Some(_) => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "it belongs to another user",
+            )),
+            None => Err(Error::other("cannot tell this process's user")),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        builder.create(dir)
+    }
+}
+
+/// The real user id, from `/proc/self/status` (Linux; the node's only target). Read by
+/// hand to avoid unsafe libc calls. `None` elsewhere.
+pub fn current_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Changes with the wasmtime version and every setting that affects compiled code.
@@ -123,4 +177,29 @@ fn write_atomically(dir: &Path, path: &Path, payload: &[u8]) -> std::io::Result<
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_a_private_folder_is_used() {
+        let base = tempfile::tempdir().unwrap();
+        let private = base.path().join("cache");
+        assert!(CompileCache::new(Some(private.clone())).dir().is_some());
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(CompileCache::new(Some(shared)).dir().is_none());
+
+        let file = base.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(CompileCache::new(Some(file)).dir().is_none());
+        assert!(current_uid().is_some());
+    }
 }
