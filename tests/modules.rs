@@ -511,7 +511,11 @@ async fn hot_swap_under_load_over_h1_and_h3_fails_no_request() {
     assert_eq!(failures.load(Ordering::Relaxed), 0);
     assert!(served.load(Ordering::Relaxed) > 10);
 
-    let (_, list) = admin(&node, "GET", "/modules", &[], b"").await;
+    let (list, _) = tokio::task::spawn_blocking(move || {
+        edge_cli(&["module", "list", "--admin", &admin_url], &env)
+    })
+    .await
+    .unwrap();
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     let tagger = list
         .as_array()
