@@ -43,6 +43,12 @@ pub struct ModuleState {
     services: Arc<Services>,
 }
 
+/// Bounds on what a module can make the host hold for one request: it runs for
+/// milliseconds, long enough to fill memory through host calls in a loop.
+pub const MAX_CONTEXT_ENTRIES: usize = 64;
+pub const MAX_CONTEXT_VALUE_BYTES: usize = 8 * 1024;
+pub const MAX_FIELDS: usize = 256;
+
 /// Bytes of stderr kept per instance: enough for a panic message.
 const STDERR_BYTES: usize = 2048;
 /// Longest log line a module may write; longer lines are cut.
@@ -204,6 +210,10 @@ fn all_fields(headers: &HeaderMap) -> Vec<(String, String)> {
 
 fn set_field(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), String> {
     let (name, value) = parse_field(name, value)?;
+    let adds_a_field = append || !headers.contains_key(&name);
+    if adds_a_field && headers.len() >= MAX_FIELDS {
+        return Err(format!("more than {MAX_FIELDS} header fields"));
+    }
     if append {
         headers.append(name, value);
     } else {
@@ -376,6 +386,15 @@ impl types::HostRequest for ModuleState {
     }
     fn set_context(&mut self, r: Resource<RequestView>, key: String, value: String) -> Res<()> {
         let view = self.view_mut(&r)?;
+        if value.len() > MAX_CONTEXT_VALUE_BYTES || key.len() > MAX_CONTEXT_VALUE_BYTES {
+            wasmtime::bail!(
+                "request context values are limited to {MAX_CONTEXT_VALUE_BYTES} bytes"
+            );
+        }
+        if view.context.len() >= MAX_CONTEXT_ENTRIES && !view.context.iter().any(|(k, _)| *k == key)
+        {
+            wasmtime::bail!("request context is full ({MAX_CONTEXT_ENTRIES} entries)");
+        }
         match view.context.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => view.context.push((key, value)),
@@ -504,6 +523,63 @@ impl rate_limit::Host for ModuleState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_context_is_bounded() {
+        use types::HostRequest;
+        let services = Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(&[])),
+            metrics: Arc::new(ModuleMetrics::default()),
+        });
+        let identity = InstanceIdentity {
+            name: "m".into(),
+            version: "1".into(),
+            config_json: "{}".into(),
+        };
+        let limits = ModuleLimits {
+            budget: std::time::Duration::from_millis(5),
+            memory_bytes: 1 << 20,
+        };
+        let mut state = ModuleState::new(identity, services, limits);
+        let view = RequestView {
+            parts: http::Request::new(()).into_parts().0,
+            authority: "h".into(),
+            client: IpAddr::from([192, 0, 2, 1]),
+            tls: true,
+            protocol: types::Protocol::Http1,
+            route: "r".into(),
+            context: Vec::new(),
+        };
+        let own = state.table.push(view).unwrap();
+        let r = || Resource::<RequestView>::new_borrow(own.rep());
+        for i in 0..MAX_CONTEXT_ENTRIES {
+            state.set_context(r(), format!("k{i}"), "v".into()).unwrap();
+        }
+        assert!(state
+            .set_context(r(), "one-more".into(), "v".into())
+            .is_err());
+        state
+            .set_context(r(), "k0".into(), "replaced".into())
+            .unwrap();
+        assert_eq!(
+            state.get_context(r(), "k0".into()).unwrap().as_deref(),
+            Some("replaced")
+        );
+        let huge = "x".repeat(MAX_CONTEXT_VALUE_BYTES + 1);
+        assert!(state.set_context(r(), "k1".into(), huge).is_err());
+    }
+
+    #[test]
+    fn a_message_holds_a_bounded_number_of_fields() {
+        let mut map = HeaderMap::new();
+        for i in 0..MAX_FIELDS {
+            set_field(&mut map, &format!("x-{i}"), "v", true).unwrap();
+        }
+        assert!(set_field(&mut map, "x-more", "v", true).is_err());
+        // Replacing an existing field is still allowed.
+        set_field(&mut map, "x-0", "w", false).unwrap();
+        assert_eq!(map["x-0"], "w");
+    }
 
     #[test]
     fn framing_fields_are_the_nodes() {
