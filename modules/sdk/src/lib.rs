@@ -25,13 +25,6 @@
 //! Keep the logic in plain functions that take `&str`s and return values, tested natively
 //! with `cargo test`; the [`Module`] impl is the thin layer that reads the request and calls
 //! them. The host functions (config, log, crypto...) only work inside the node.
-//!
-//! On Wasm the SDK installs [`arena`]'s bump allocator: an instance lives for one request,
-//! so nothing is ever freed, and the allocator costs nothing to start (see
-//! docs/benchmarks.md for what that saves per request).
-
-#[cfg(target_arch = "wasm32")]
-mod arena;
 
 #[doc(hidden)]
 pub mod bindings {
