@@ -543,19 +543,14 @@ async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_se
         );
         sig.trim().to_owned()
     };
-    let deploy = |bytes: Vec<u8>, sig: String| {
+    let deploy_to = |name: &'static str, bytes: Vec<u8>, sig: String| {
         let node = &node;
         async move {
-            admin(
-                node,
-                "PUT",
-                "/modules/tagger",
-                &[("edge-signature", &sig)],
-                &bytes,
-            )
-            .await
+            let path = format!("/modules/{name}");
+            admin(node, "PUT", &path, &[("edge-signature", &sig)], &bytes).await
         }
     };
+    let deploy = |bytes: Vec<u8>, sig: String| deploy_to("tagger", bytes, sig);
     let v2 = std::fs::read(TEST_MODULE_V2).unwrap();
 
     // Not a component at all.
@@ -602,6 +597,21 @@ async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_se
     assert_eq!(status, 404, "{body}");
     let (status, _) = admin(&node, "POST", "/modules/nope/rollback", &[], b"").await;
     assert_eq!(status, 404);
+    let (status, body) = admin(
+        &node,
+        "POST",
+        "/modules/tagger/rollback?to=latest",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("version id"), "{body}");
+    // A module name that could not be a path segment or a metric label.
+    let sig = sign(&key, &v2);
+    let (status, body) = deploy_to("bad%20name", v2.clone(), sig).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("module names"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

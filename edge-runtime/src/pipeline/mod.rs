@@ -207,13 +207,13 @@ impl Pipeline {
         record.route = Some(index);
         let req = match (&self.route_chains[index], &self.modules) {
             (Some(chain), Some(modules)) => {
-                let authority = request_host(&req)?.into_owned();
+                let authority: Arc<str> = request_host(&req)?.into();
                 let (mut parts, body) = req.into_parts();
                 let (run, outcome) = chain
                     .on_request(
                         &modules.services,
                         &mut parts,
-                        &authority,
+                        authority,
                         conn.client.ip(),
                         conn.tls,
                     )

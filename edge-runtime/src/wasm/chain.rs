@@ -119,17 +119,13 @@ impl Chain {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Runs the request hooks. `parts` is lent to the modules and comes back with their
     /// changes.
     pub async fn on_request(
         &self,
         services: &Arc<Services>,
         parts: &mut http::request::Parts,
-        authority: &str,
+        authority: Arc<str>,
         client: IpAddr,
         tls: bool,
     ) -> (ChainRun, Outcome) {
@@ -141,7 +137,7 @@ impl Chain {
         };
         let mut view = RequestView {
             parts: std::mem::replace(parts, empty_parts()),
-            authority: authority.into(),
+            authority,
             client,
             tls,
             protocol,
@@ -255,7 +251,7 @@ impl ChainRun {
         let transformers: Vec<usize> = match transformable_type(&view.parts, head) {
             Some(media_type) => (0..self.live.len())
                 .rev()
-                .filter(|&i| self.live[i].version.declares_body_type(&media_type))
+                .filter(|&i| self.live[i].version.declares_body_type(media_type))
                 .collect(),
             None => Vec::new(),
         };
@@ -571,7 +567,7 @@ pub fn module_failed() -> Response<Body> {
 
 /// The media type of a response whose body modules may transform: a complete 200 that is
 /// not content-encoded, to a request that is not HEAD.
-fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<String> {
+fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<&str> {
     if head || parts.status != StatusCode::OK {
         return None;
     }
@@ -584,7 +580,8 @@ fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<Strin
     }
     let ct = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let media = ct.split(';').next()?.trim();
-    (!media.is_empty()).then(|| media.to_ascii_lowercase())
+    // Compared case-insensitively with the declared types: no lower-cased copy per response.
+    (!media.is_empty()).then_some(media)
 }
 
 enum Collected {
@@ -649,7 +646,7 @@ mod tests {
             "application/vnd.apple.mpegurl; charset=utf-8",
         );
         assert_eq!(
-            transformable_type(&head(200, &[m3u8]), false).as_deref(),
+            transformable_type(&head(200, &[m3u8]), false),
             Some("application/vnd.apple.mpegurl")
         );
         assert_eq!(transformable_type(&head(200, &[m3u8]), true), None);

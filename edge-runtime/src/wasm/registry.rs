@@ -187,10 +187,6 @@ impl ModuleHost {
         self.max_module_bytes
     }
 
-    pub fn default_limits(&self) -> ModuleLimits {
-        self.default_limits
-    }
-
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
         self.slots.read().ok()?.get(name).cloned()
     }
