@@ -14,4 +14,5 @@ pub mod node;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod telemetry;
+pub mod token;
 pub mod wasm;

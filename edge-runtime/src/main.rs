@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod cli_module;
+mod cli_token;
 
 // glibc's allocator showed up as a tenth of the node's CPU per proxied request; mimalloc's
 // thread-local free lists make the many small per-request allocations cheap.
@@ -45,6 +46,9 @@ enum Command {
     /// Sign, deploy, roll back and list Wasm modules.
     #[command(subcommand)]
     Module(cli_module::ModuleCommand),
+    /// Mint and check signed URLs, cookies and JWTs in every format token-auth accepts.
+    #[command(subcommand)]
+    Token(cli_token::TokenCommand),
     /// Run the node and the sample media origin together with a self-signed certificate.
     Demo {
         /// Address for TCP (h1/h2) and UDP (h3), same port.
@@ -56,9 +60,10 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(command) => Ok(cli_token::run(command)),
         Command::CheckConfig { config, region } => {
             let loaded = Config::load(&config, region.as_deref())?;
             // Modules are part of the config: compile them and check their world too.
@@ -71,9 +76,11 @@ fn main() -> anyhow::Result<()> {
                 loaded.tls.len(),
                 loaded.wasm.modules.len()
             );
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Module(command) => cli_module::run(command),
+        Command::Module(command) => {
+            cli_module::run(command).map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::Serve { config, region } => {
             let config = Config::load(&config, region.as_deref())?;
             telemetry::init(&config.logging.level);
@@ -82,13 +89,13 @@ fn main() -> anyhow::Result<()> {
                 |ready| println!("{}", ready_line(ready)),
                 node::shutdown_signal(),
             ))?;
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Demo { addr, dir } => {
             telemetry::init("info");
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("edge-demo"));
             runtime(0)?.block_on(demo::run(addr, &dir))?;
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -23,7 +23,14 @@ fn main() {
         .unwrap_or_else(|| out_dir.clone());
     let nested_target = target_root.join("wasm-modules");
 
-    for dir in ["wit", "modules/sdk", "modules/headers", "modules/testing"] {
+    for dir in [
+        "wit",
+        "modules/sdk",
+        "modules/headers",
+        "modules/token-auth",
+        "modules/rate-limit",
+        "modules/testing",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!(
@@ -35,12 +42,27 @@ fn main() {
     cargo_build(
         &workspace,
         &nested_target,
-        &["-p", "edge-module-headers", "-p", "edge-test-module"],
+        &[
+            "-p",
+            "edge-module-headers",
+            "-p",
+            "edge-module-token-auth",
+            "-p",
+            "edge-module-rate-limit",
+            "-p",
+            "edge-test-module",
+        ],
     );
-    copy(
-        &built.join("edge_module_headers.wasm"),
-        &out_dir.join("headers.wasm"),
-    );
+    for (crate_file, name) in [
+        ("edge_module_headers", "headers"),
+        ("edge_module_token_auth", "token-auth"),
+        ("edge_module_rate_limit", "rate-limit"),
+    ] {
+        copy(
+            &built.join(format!("{crate_file}.wasm")),
+            &out_dir.join(format!("{name}.wasm")),
+        );
+    }
     copy(
         &built.join("edge_test_module.wasm"),
         &out_dir.join("test_module.wasm"),

@@ -574,9 +574,13 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
                 ));
             }
             let config_json = match &rm.config {
-                Some(table) => serde_json::to_string(table).map_err(|e| {
-                    Unlocated::at(&["routes", &idx, "modules", &m, "config"], e.to_string())
-                })?,
+                Some(table) => {
+                    let at: Vec<&str> = vec!["routes", &idx, "modules", &m, "config"];
+                    let table = read_module_files(table, dir, &at)?;
+                    serde_json::to_string(&table).map_err(|e| {
+                        Unlocated::at(&["routes", &idx, "modules", &m, "config"], e.to_string())
+                    })?
+                }
                 None => "{}".to_owned(),
             };
             modules.push(RouteModule {
@@ -820,6 +824,65 @@ fn wasm_config(
     })
 }
 
+/// Modules cannot read files, so the node reads them: in a module's table, a key ending
+/// in `_file` whose value is a path (or a table of paths) becomes the key without the
+/// suffix with the file's text (or a table of texts), e.g. `jwks_file = "jwks.json"` →
+/// `jwks = "{…}"`. Paths are relative to the config file.
+fn read_module_files(
+    table: &toml::Table,
+    dir: &Path,
+    at: &[&str],
+) -> Result<toml::Table, Unlocated> {
+    let read = |value: &str, key: &[&str]| -> Result<toml::Value, Unlocated> {
+        let path = existing_file(dir, value, key)?;
+        std::fs::read_to_string(&path)
+            .map(toml::Value::String)
+            .map_err(|e| Unlocated::at(key, format!("reading {}: {e}", path.display())))
+    };
+    let mut out = toml::Table::new();
+    for (key, value) in table {
+        let mut here = at.to_vec();
+        here.push(key);
+        let Some(name) = key.strip_suffix("_file") else {
+            let value = match value {
+                toml::Value::Table(t) => toml::Value::Table(read_module_files(t, dir, &here)?),
+                other => other.clone(),
+            };
+            out.insert(key.clone(), value);
+            continue;
+        };
+        let value = match value {
+            toml::Value::String(path) => read(path, &here)?,
+            toml::Value::Table(paths) => {
+                let mut texts = toml::Table::new();
+                for (k, v) in paths {
+                    let mut at_k = here.clone();
+                    at_k.push(k);
+                    let path = v.as_str().ok_or_else(|| {
+                        Unlocated::at(&at_k, "a `_file` table holds file paths (strings)")
+                    })?;
+                    texts.insert(k.clone(), read(path, &at_k)?);
+                }
+                toml::Value::Table(texts)
+            }
+            _ => {
+                return Err(Unlocated::at(
+                    &here,
+                    "a `_file` key holds a file path (or a table of them)",
+                ))
+            }
+        };
+        if table.contains_key(name) {
+            return Err(Unlocated::at(
+                &here,
+                format!("both `{name}` and `{key}` are set; keep one"),
+            ));
+        }
+        out.insert(name.to_owned(), value);
+    }
+    Ok(out)
+}
+
 fn existing_file(dir: &Path, value: &str, key: &[&str]) -> Result<PathBuf, Unlocated> {
     let path = dir.join(value);
     if path.is_file() {
@@ -935,6 +998,36 @@ origin = "media"
             (Some(16), "tls.certs[0].cert"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn module_config_files_are_read_by_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "keys/jwks.json", r#"{"keys":[]}"#);
+        write(dir.path(), "keys/cf.pem", "PEM");
+        let text = format!(
+            "{GOOD}[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.jwt]\njwks_file = \"keys/jwks.json\"\n[routes.modules.config.cloudfront.public_keys_file]\nK1 = \"keys/cf.pem\"\n"
+        );
+        let path = write(dir.path(), "edge.toml", &text);
+        let c = Config::load(&path, None).unwrap();
+        assert_eq!(
+            c.routes[0].modules[0].config_json,
+            r#"{"cloudfront":{"public_keys":{"K1":"PEM"}},"jwt":{"jwks":"{\"keys\":[]}"}}"#
+        );
+        // A missing file names the file, line and key.
+        let e = error_for(&format!(
+            "{GOOD}[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.jwt]\njwks_file = \"nope.json\"\n"
+        ));
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(18), "routes[0].modules[0].config.jwt.jwks_file"),
+            "{e}"
+        );
+        assert!(e.message.contains("nope.json"), "{e}");
+        let e = error_for(&format!(
+            "{GOOD}[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.jwt]\njwks_file = 3\n"
+        ));
+        assert!(e.message.contains("file path"), "{e}");
     }
 
     #[test]

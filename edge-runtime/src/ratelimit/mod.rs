@@ -7,6 +7,7 @@
 //! burst) instead of growing the node.
 
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
@@ -30,10 +31,20 @@ pub struct PolicyConfig {
     pub max_keys: usize,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Deny { retry_after: Duration },
+/// One check's answer, with the numbers the IETF `RateLimit` header fields report.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// The policy's burst.
+    pub limit: u32,
+    /// Requests the key could still make at once.
+    pub remaining: u32,
+    /// Time for a spent burst to refill entirely.
+    pub window: Duration,
+    /// Time until the key has its whole burst again.
+    pub reset: Duration,
+    /// When denied, time until a request conforms; zero when allowed.
+    pub retry_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,7 +62,9 @@ pub struct RateLimits {
 }
 
 struct Policy {
-    limiter: RateLimiter<String, SharedStore, DefaultClock>,
+    limiter: RateLimiter<String, SharedStore, DefaultClock, StateInformationMiddleware>,
+    burst: u32,
+    period: Duration,
     store: Arc<BoundedStore>,
     clock: DefaultClock,
 }
@@ -66,11 +79,15 @@ impl RateLimits {
                     .allow_burst(nonzero(c.burst));
                 let clock = DefaultClock::default();
                 let store = Arc::new(BoundedStore::new(c.max_keys));
-                let limiter = RateLimiter::new(quota, SharedStore(store.clone()), clock.clone());
+                let limiter: RateLimiter<String, SharedStore, DefaultClock> =
+                    RateLimiter::new(quota, SharedStore(store.clone()), clock.clone());
+                let limiter = limiter.with_middleware::<StateInformationMiddleware>();
                 (
                     c.name.clone(),
                     Policy {
                         limiter,
+                        burst: quota.burst_size().get(),
+                        period: quota.replenish_interval(),
                         store,
                         clock,
                     },
@@ -89,12 +106,33 @@ impl RateLimits {
         if key.len() > MAX_KEY_BYTES {
             return Err(RateLimitError::KeyTooLong(key.len()));
         }
-        match p.limiter.check_key(&key.to_owned()) {
-            Ok(()) => Ok(Verdict::Allow),
-            Err(not_until) => Ok(Verdict::Deny {
-                retry_after: not_until.wait_time_from(p.clock.now()),
-            }),
-        }
+        let window = p.period * p.burst;
+        Ok(match p.limiter.check_key(&key.to_owned()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity().min(p.burst);
+                Verdict {
+                    allowed: true,
+                    limit: p.burst,
+                    remaining,
+                    window,
+                    reset: p.period * (p.burst - remaining),
+                    retry_after: Duration::ZERO,
+                }
+            }
+            Err(not_until) => {
+                let retry_after = not_until.wait_time_from(p.clock.now());
+                Verdict {
+                    allowed: false,
+                    limit: p.burst,
+                    remaining: 0,
+                    window,
+                    // One request conforms after `retry_after`; the rest of the burst
+                    // one period each after it.
+                    reset: retry_after + p.period * p.burst.saturating_sub(1),
+                    retry_after,
+                }
+            }
+        })
     }
 
     /// Keys held by a policy (for tests and metrics).
@@ -197,19 +235,22 @@ mod tests {
     #[test]
     fn burst_then_deny_with_retry_after() {
         let l = limits(3, 100);
-        for _ in 0..3 {
-            assert_eq!(l.check("p", "1.2.3.4"), Ok(Verdict::Allow));
+        for remaining in [2, 1, 0] {
+            let v = l.check("p", "1.2.3.4").unwrap();
+            assert!(v.allowed, "{v:?}");
+            assert_eq!((v.limit, v.remaining), (3, remaining), "{v:?}");
+            assert_eq!(v.window, Duration::from_secs(180));
+            assert_eq!(v.retry_after, Duration::ZERO);
         }
-        match l.check("p", "1.2.3.4").unwrap() {
-            Verdict::Deny { retry_after } => {
-                assert!(
-                    retry_after > Duration::from_secs(50) && retry_after <= Duration::from_secs(60)
-                )
-            }
-            v => panic!("{v:?}"),
-        }
+        let v = l.check("p", "1.2.3.4").unwrap();
+        assert!(!v.allowed);
+        assert!(
+            v.retry_after > Duration::from_secs(50) && v.retry_after <= Duration::from_secs(60),
+            "{v:?}"
+        );
+        assert!(v.reset > Duration::from_secs(170), "{v:?}");
         // Another key has its own budget.
-        assert_eq!(l.check("p", "5.6.7.8"), Ok(Verdict::Allow));
+        assert!(l.check("p", "5.6.7.8").unwrap().allowed);
     }
 
     #[test]
@@ -219,6 +260,23 @@ mod tests {
             l.check("p", &format!("k{i}")).unwrap();
         }
         assert!(l.keys("p") <= 64, "{}", l.keys("p"));
+    }
+
+    /// A million random client IPs: the store never holds more than its bound, and the
+    /// keys it evicted start over with a full burst.
+    #[test]
+    fn a_million_ips_stay_within_the_bound() {
+        let l = limits(2, 10_000);
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..1_000_000 {
+            // xorshift: distinct-enough addresses without a dependency.
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let ip = std::net::Ipv4Addr::from(x).to_string();
+            assert!(l.check("p", &ip).unwrap().allowed);
+        }
+        assert!(l.keys("p") <= 10_000, "{}", l.keys("p"));
     }
 
     #[test]

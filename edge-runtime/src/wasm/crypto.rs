@@ -8,23 +8,46 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::SubjectPublicKeyInfoDer;
 use subtle::ConstantTimeEq;
 
-fn hmac_algorithm(a: HmacAlgorithm) -> hmac::Algorithm {
-    match a {
+fn hmac_algorithm(a: HmacAlgorithm) -> Option<hmac::Algorithm> {
+    Some(match a {
         HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
         HmacAlgorithm::Sha384 => hmac::HMAC_SHA384,
         HmacAlgorithm::Sha512 => hmac::HMAC_SHA512,
         HmacAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-    }
+        HmacAlgorithm::Md5 => return None,
+    })
+}
+
+/// HMAC-MD5 for the token formats that still sign with it; ring has no MD5, so the
+/// RustCrypto `hmac` and `md-5` crates compute it.
+type HmacMd5 = ::hmac::Hmac<md5::Md5>;
+
+fn hmac_md5(key: &[u8]) -> HmacMd5 {
+    use ::hmac::Mac;
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    HmacMd5::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
 pub fn hmac_sign(a: HmacAlgorithm, key: &[u8], data: &[u8]) -> Vec<u8> {
-    let key = hmac::Key::new(hmac_algorithm(a), key);
+    let Some(algorithm) = hmac_algorithm(a) else {
+        use ::hmac::Mac;
+        let mut mac = hmac_md5(key);
+        mac.update(data);
+        return mac.finalize().into_bytes().to_vec();
+    };
+    let key = hmac::Key::new(algorithm, key);
     hmac::sign(&key, data).as_ref().to_vec()
 }
 
-/// Constant-time (ring compares the tags so).
+/// Constant-time (ring and `hmac` compare the tags so).
 pub fn hmac_verify(a: HmacAlgorithm, key: &[u8], data: &[u8], tag: &[u8]) -> bool {
-    let key = hmac::Key::new(hmac_algorithm(a), key);
+    let Some(algorithm) = hmac_algorithm(a) else {
+        use ::hmac::Mac;
+        let mut mac = hmac_md5(key);
+        mac.update(data);
+        return mac.verify_slice(tag).is_ok();
+    };
+    let key = hmac::Key::new(algorithm, key);
     hmac::verify(&key, data, tag).is_ok()
 }
 

@@ -5,7 +5,7 @@
 use super::bindings::edge::module::{clock, config, log, metrics, rate_limit, types};
 use super::metrics::ModuleMetrics;
 use super::registry::ModuleLimits;
-use crate::ratelimit::{RateLimits, Verdict};
+use crate::ratelimit::RateLimits;
 use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
@@ -511,10 +511,18 @@ impl metrics::Host for ModuleState {
 impl rate_limit::Host for ModuleState {
     fn check(&mut self, policy: String, key: String) -> Res<Result<rate_limit::Decision, String>> {
         Ok(match self.services.rate_limits.check(&policy, &key) {
-            Ok(Verdict::Allow) => Ok(rate_limit::Decision::Allow),
-            Ok(Verdict::Deny { retry_after }) => Ok(rate_limit::Decision::Deny(
-                retry_after.as_millis().max(1) as u64,
-            )),
+            Ok(v) => Ok(rate_limit::Decision {
+                allowed: v.allowed,
+                limit: v.limit,
+                remaining: v.remaining,
+                window_s: v.window.as_secs_f64().ceil().max(1.0) as u32,
+                reset_ms: v.reset.as_millis() as u64,
+                retry_after_ms: if v.allowed {
+                    0
+                } else {
+                    (v.retry_after.as_millis() as u64).max(1)
+                },
+            }),
             Err(e) => Err(e.to_string()),
         })
     }

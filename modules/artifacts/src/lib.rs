@@ -5,8 +5,18 @@ pub mod standard {
     /// `headers`: set and remove header fields from the route's config.
     pub const HEADERS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/headers.wasm"));
 
+    /// `token-auth`: Akamai, CloudFront, JWT and native signed URLs and cookies.
+    pub const TOKEN_AUTH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/token-auth.wasm"));
+
+    /// `rate-limit`: keys requests to the node's limiters; 429 with `RateLimit` fields.
+    pub const RATE_LIMIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rate-limit.wasm"));
+
     /// Every standard module by the name routes use.
-    pub const ALL: &[(&str, &[u8])] = &[("headers", HEADERS)];
+    pub const ALL: &[(&str, &[u8])] = &[
+        ("headers", HEADERS),
+        ("token-auth", TOKEN_AUTH),
+        ("rate-limit", RATE_LIMIT),
+    ];
 }
 
 /// Modules for tests and benchmarks, by path (not embedded).

@@ -58,9 +58,9 @@ impl Module for TestModule {
             Mode::RateLimit => {
                 let policy = config.policy.as_deref().unwrap_or("default");
                 match rate_limit::check(policy, &req.client_addr()) {
-                    Ok(Decision::Allow) => Action::Continue,
-                    Ok(Decision::Deny(ms)) => {
-                        let secs = ms.div_ceil(1000).max(1).to_string();
+                    Ok(Decision { allowed: true, .. }) => Action::Continue,
+                    Ok(Decision { retry_after_ms, .. }) => {
+                        let secs = retry_after_ms.div_ceil(1000).max(1).to_string();
                         Action::respond_with(429, &[("retry-after", &secs)], b"slow down\n")
                     }
                     Err(e) => Action::respond(500, &e),
