@@ -314,6 +314,28 @@ async fn demo_serves_hls_over_every_protocol() {
         assert!(std::str::from_utf8(&live_playlist.body)
             .unwrap()
             .contains("#EXT-X-MEDIA-SEQUENCE"));
+
+        // `/secure/` opens with the freshly signed URL from the ready line, then with the
+        // session cookie it sets; never without either. Rate limiting reports its state.
+        let secure = ready["secure_url"]
+            .as_str()
+            .unwrap()
+            .replace("127.0.0.1", "localhost");
+        let master = clients::get(proto, &ca, &secure, &[]).await;
+        assert_eq!(master.status, 200, "{proto:?} {secure}");
+        assert!(std::str::from_utf8(&master.body)
+            .unwrap()
+            .starts_with("#EXTM3U"));
+        assert!(master.headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"viewer\";r="));
+        let cookie = master.headers["set-cookie"].to_str().unwrap();
+        let session = cookie.split(';').next().unwrap();
+        let unsigned = secure.split_once('?').unwrap().0;
+        assert_eq!(clients::get(proto, &ca, unsigned, &[]).await.status, 403);
+        let with_cookie = clients::get(proto, &ca, unsigned, &[("cookie", session)]).await;
+        assert_eq!(with_cookie.status, 200);
     }
 }
 

@@ -34,6 +34,16 @@ pub async fn run(addr: SocketAddr, dir: &Path) -> Result<(), DemoError> {
     if !media.join("vod/sample/master.m3u8").exists() {
         origin::sample::generate_library(&media).map_err(io(&media))?;
     }
+    // The same library under `/secure/`, which only signed URLs open.
+    let secure = media.join("secure");
+    if !secure.join("vod/sample/master.m3u8").exists() {
+        origin::sample::generate_library(&secure).map_err(io(&secure))?;
+    }
+    // A fresh signing key each run: the ready line carries a URL signed with it.
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| DemoError::Config("no system randomness for the demo's token key".into()))?;
+    let secret_hex = edge_module_token_auth::encode_hex(&secret);
     let ip = addr.ip().to_string();
     let (cert, key) = crate::listener::tls::generate_self_signed(dir, &["localhost", &ip])?;
 
@@ -58,6 +68,35 @@ key = "{key}"
 primary = "http://{origin_addr}"
 health_path = "/health"
 
+[rate_limits.viewer]
+rate = "100/s"
+burst = 200
+
+# Signed URLs only (the node's own format; `edge token sign` mints them), then a session
+# cookie for the playlist's segments; each viewer address limited to 100 requests/s.
+[[routes]]
+host = "*"
+prefix = "/secure/"
+origin = "sample"
+name = "secure"
+[[routes.modules]]
+module = "token-auth"
+[routes.modules.config.native]
+keys = {{ demo = "{secret_hex}" }}
+signing_key = "demo"
+[routes.modules.config.session]
+path = "/secure/"
+same_site = "None"
+[[routes.modules]]
+module = "rate-limit"
+[routes.modules.config]
+headers = true
+rules = [{{ policy = "viewer", key = ["ip"] }}]
+[[routes.modules]]
+module = "headers"
+[routes.modules.config]
+response_set = {{ "access-control-allow-origin" = "*", "x-content-type-options" = "nosniff" }}
+
 [[routes]]
 host = "*"
 prefix = "/"
@@ -76,6 +115,18 @@ response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "
     let config = Config::from_toml(&toml, dir).map_err(DemoError::Config)?;
     let print_ready = |ready: &Ready| {
         let base = &ready.https_url;
+        let secure_url = crate::token::sign(
+            crate::token::TokenFormat::Native,
+            &crate::token::Key::Secret(secret.to_vec()),
+            &crate::token::SignSpec {
+                key_id: Some("demo".into()),
+                url: Some(format!("{base}/secure/vod/sample/master.m3u8")),
+                prefix: Some("/secure/".into()),
+                expires: unix_now() + 24 * 3600,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_default();
         let line = serde_json::json!({
             "event": "ready",
             "https_url": base,
@@ -85,11 +136,18 @@ response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "
             "dash_url": format!("{base}/vod/sample/manifest.mpd"),
             "live_url": format!("{base}/live/demo/index.m3u8"),
             "origin_url": format!("http://{origin_addr}"),
-            "modules": ["headers"],
+            "secure_url": secure_url,
+            "modules": ["headers", "token-auth", "rate-limit"],
             "try": format!("curl --cacert {} {base}/vod/sample/master.m3u8", cert.display()),
         });
         println!("{line}");
     };
     node::run(config, print_ready, node::shutdown_signal()).await?;
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

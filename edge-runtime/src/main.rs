@@ -48,7 +48,7 @@ enum Command {
     Module(cli_module::ModuleCommand),
     /// Mint and check signed URLs, cookies and JWTs in every format token-auth accepts.
     #[command(subcommand)]
-    Token(cli_token::TokenCommand),
+    Token(Box<cli_token::TokenCommand>),
     /// Run the node and the sample media origin together with a self-signed certificate.
     Demo {
         /// Address for TCP (h1/h2) and UDP (h3), same port.
@@ -63,7 +63,7 @@ enum Command {
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token(command) => Ok(cli_token::run(command)),
+        Command::Token(command) => Ok(cli_token::run(*command)),
         Command::CheckConfig { config, region } => {
             let loaded = Config::load(&config, region.as_deref())?;
             // Modules are part of the config: compile them and check their world too.

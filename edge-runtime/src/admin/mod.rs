@@ -89,7 +89,7 @@ impl Admin {
                     StatusCode::OK,
                     &crate::telemetry::metrics::render(
                         &self.cache,
-                        self.pipeline.modules().map(|m| &*m.services.metrics),
+                        self.pipeline.modules().map(|m| &*m.services),
                     ),
                 );
                 r.headers_mut().insert(

@@ -65,6 +65,7 @@ struct Policy {
     limiter: RateLimiter<String, SharedStore, DefaultClock, StateInformationMiddleware>,
     burst: u32,
     period: Duration,
+    max_keys: usize,
     store: Arc<BoundedStore>,
     clock: DefaultClock,
 }
@@ -88,6 +89,7 @@ impl RateLimits {
                         limiter,
                         burst: quota.burst_size().get(),
                         period: quota.replenish_interval(),
+                        max_keys: c.max_keys,
                         store,
                         clock,
                     },
@@ -135,6 +137,14 @@ impl RateLimits {
         })
     }
 
+    /// (policy, keys held, bound) for every policy.
+    pub fn sizes(&self) -> Vec<(&str, usize, usize)> {
+        self.policies
+            .iter()
+            .map(|(name, p)| (name.as_str(), p.store.len(), p.max_keys))
+            .collect()
+    }
+
     /// Keys held by a policy (for tests and metrics).
     pub fn keys(&self, policy: &str) -> usize {
         self.policies.get(policy).map_or(0, |p| p.store.len())
@@ -153,12 +163,19 @@ pub struct BoundedStore {
 }
 
 impl BoundedStore {
+    /// The shards' capacities add up to exactly `max_keys`.
     fn new(max_keys: usize) -> Self {
-        let per_shard =
-            NonZeroUsize::new(max_keys.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        let max_keys = max_keys.max(1);
+        let shards = SHARDS.min(max_keys);
+        let (base, extra) = (max_keys / shards, max_keys % shards);
         BoundedStore {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
+            shards: (0..shards)
+                .map(|i| {
+                    let cap = base + usize::from(i < extra);
+                    Mutex::new(LruCache::new(
+                        NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN),
+                    ))
+                })
                 .collect(),
             hasher: RandomState::new(),
         }
@@ -183,7 +200,7 @@ impl StateStore for SharedStore {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let store = &self.0;
-        let shard = &store.shards[store.hasher.hash_one(key) as usize % SHARDS];
+        let shard = &store.shards[store.hasher.hash_one(key) as usize % store.shards.len()];
         // A poisoned shard only means a panic elsewhere mid-update of plain numbers; the
         // state is still usable.
         let mut lru = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,6 +277,13 @@ mod tests {
             l.check("p", &format!("k{i}")).unwrap();
         }
         assert!(l.keys("p") <= 64, "{}", l.keys("p"));
+        for bound in [1, 7, 200, 1001] {
+            let l = limits(1, bound);
+            for i in 0..5_000 {
+                l.check("p", &format!("k{i}")).unwrap();
+            }
+            assert!(l.keys("p") <= bound, "{} > {bound}", l.keys("p"));
+        }
     }
 
     /// A million random client IPs: the store never holds more than its bound, and the

@@ -3,14 +3,14 @@
 //! snapshots them into a fresh registry, so the request path never touches the registry.
 
 use crate::cache::Cache;
-use crate::wasm::metrics::ModuleMetrics;
+use crate::wasm::state::Services;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
-pub fn render(cache: &Cache, modules: Option<&ModuleMetrics>) -> String {
+pub fn render(cache: &Cache, modules: Option<&Services>) -> String {
     let mut registry = Registry::with_prefix("edge_cache");
     let m = &cache.metrics;
     let counters = [
@@ -94,9 +94,30 @@ pub fn render(cache: &Cache, modules: Option<&ModuleMetrics>) -> String {
     let _ = encode_registry(&mut out, &registry);
     if let Some(modules) = modules {
         let mut module_registry = Registry::with_prefix("edge");
-        modules.register(&mut module_registry);
+        modules.metrics.register(&mut module_registry);
+        register_rate_limits(&modules.rate_limits, &mut module_registry);
         let _ = encode_registry(&mut out, &module_registry);
     }
     let _ = encode_eof(&mut out);
     out
+}
+
+/// Keys each rate-limit policy holds against its bound: the evidence that a flood of
+/// distinct clients does not grow the node.
+fn register_rate_limits(limits: &crate::ratelimit::RateLimits, registry: &mut Registry) {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let keys = Family::<Vec<(String, String)>, Gauge>::default();
+    let max_keys = Family::<Vec<(String, String)>, Gauge>::default();
+    for (policy, held, bound) in limits.sizes() {
+        let labels = vec![("policy".to_owned(), policy.to_owned())];
+        keys.get_or_create(&labels).set(held as i64);
+        max_keys.get_or_create(&labels).set(bound as i64);
+    }
+    registry.register("rate_limit_keys", "Keys a rate-limit policy holds", keys);
+    registry.register(
+        "rate_limit_max_keys",
+        "The bound on keys of a rate-limit policy (idle keys are evicted past it)",
+        max_keys,
+    );
 }

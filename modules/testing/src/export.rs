@@ -26,7 +26,7 @@ impl Module for TestModule {
     fn on_request(req: &Request) -> Action {
         let config = config();
         match config.mode {
-            Mode::Noop | Mode::Upper | Mode::TrapResponse => Action::Continue,
+            Mode::Noop | Mode::Upper | Mode::TrapResponse | Mode::Context => Action::Continue,
             Mode::Deny => Action::respond(403, "denied by test-module\n"),
             Mode::Tag => {
                 let tag = config.tag.as_deref().unwrap_or("tag");
@@ -106,6 +106,14 @@ impl Module for TestModule {
                     .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
+            Mode::Context => {
+                for key in ["token.format", "token.subject", "token.query"] {
+                    if let Some(value) = req.get_context(key) {
+                        let name = format!("x-{}", key.replace('.', "-"));
+                        resp.set_header(&name, &value).expect("valid header");
+                    }
+                }
+            }
             _ => {}
         }
     }

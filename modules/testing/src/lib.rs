@@ -45,6 +45,9 @@ pub enum Mode {
     Hmac,
     /// Answers with a field the node manages (`content-length`): a bad response.
     BadAnswer,
+    /// Reports what token-auth left in the request context (`token.format`,
+    /// `token.subject`, `token.query`) as `x-token-*` response fields.
+    Context,
 }
 
 pub fn parse_config(json: &str) -> Result<Config, String> {

@@ -234,7 +234,7 @@ impl Config {
         let algorithm = self.algorithm.hmac();
         let mut known_key = false;
         let mut good = false;
-        for (_, key) in &self.keys {
+        for key in self.keys.values() {
             let Some(key) = crate::decode_hex(key) else {
                 continue;
             };

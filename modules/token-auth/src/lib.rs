@@ -202,7 +202,7 @@ pub fn hex_keys(keys: &BTreeMap<String, String>) -> Result<Vec<(String, Vec<u8>)
 
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim().as_bytes();
-    if hex.len() % 2 != 0 || hex.is_empty() {
+    if !hex.len().is_multiple_of(2) || hex.is_empty() {
         return None;
     }
     hex.chunks(2)
