@@ -191,6 +191,30 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
     );
 }
 
+/// A module that answers `done` is finished with the request: the modules after it still
+/// run, but its own response hook is never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_module_skips_its_response_hook() {
+    let origin = Origin::start("o");
+    let routes = route(
+        "/echo",
+        &[
+            r#"{ mode = "tag", tag = "a" }"#,
+            r#"{ mode = "done" }"#,
+            r#"{ mode = "tag", tag = "b" }"#,
+        ],
+        "fail-closed",
+    );
+    let node = node(&origin, "", &routes);
+    for proto in ALL {
+        let a = get(&node, proto, "/echo").await;
+        assert_eq!(a.status, 200, "{proto:?}");
+        let echo: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(echo["headers"]["x-chain"], "a,done,b", "{proto:?}");
+        assert_eq!(header(&a, "x-chain-response"), "b,a", "{proto:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_transform_for_declared_types_only() {
     let origin = Origin::start("o");

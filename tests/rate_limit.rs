@@ -179,3 +179,72 @@ async fn a_flood_of_distinct_keys_stays_within_the_bound() {
     let a = h3.get(&url, &[("x-viewer", "viewer-0")]).await;
     assert_eq!(a.status, 200);
 }
+
+/// token-auth then rate-limit: viewers behind one address are limited by their token's
+/// subject, each with its own burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subjects_are_limited_apart() {
+    use edge_runtime::token::{self, Key, SignSpec, TokenFormat};
+    const KEY: &str = "52a152a152a152a152a152a152a152a1";
+    let origin = Origin::start("rate-limit-subject");
+    let node = Node::start(&format!(
+        r#"
+[origins.media]
+primary = "{origin}"
+
+[modules.token-auth]
+budget_ms = 1000
+[modules.rate-limit]
+budget_ms = 1000
+
+[rate_limits.viewer]
+rate = "1/h"
+burst = 3
+
+[[routes]]
+prefix = "/bytes/"
+origin = "media"
+[[routes.modules]]
+module = "token-auth"
+config = {{ akamai = {{ keys = {{ k = "{KEY}" }} }} }}
+[[routes.modules]]
+module = "rate-limit"
+config = {{ rules = [{{ policy = "viewer", key = ["subject"] }}] }}
+"#,
+        origin = origin.url
+    ));
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token_for = |id: &str| {
+        token::sign(
+            TokenFormat::Akamai,
+            &Key::parse(KEY).unwrap(),
+            &SignSpec {
+                acl: Some("/bytes/*".into()),
+                id: Some(id.into()),
+                expires,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (alice, bob) = (token_for("alice"), token_for("bob"));
+    let mut h3 = H3Client::connect(node.https, &node.ca).await;
+    for _ in 0..3 {
+        let a = h3.get(&node.url(&format!("/bytes/5?{alice}")), &[]).await;
+        assert_eq!(a.status, 200);
+    }
+    let a = h3.get(&node.url(&format!("/bytes/5?{alice}")), &[]).await;
+    assert_eq!(a.status, 429);
+    let a = clients::get(
+        Proto::H1,
+        &node.ca,
+        &node.url(&format!("/bytes/5?{bob}")),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+}

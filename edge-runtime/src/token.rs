@@ -5,8 +5,8 @@
 use crate::wasm::bindings::edge::module::crypto::{HmacAlgorithm, SignatureAlgorithm};
 use crate::wasm::crypto as host;
 use edge_module_token_auth::{
-    akamai, cloudfront, jwt, native, Config, Crypto, Failure, Hmac, PublicKey, Request, Signature,
-    Verified,
+    akamai, cloudfront, jwt, native, Config, Crypto, Failure, Hmac, Lazy, PublicKey, Request,
+    Signature, Verified,
 };
 use ring::rand::SystemRandom;
 use ring::signature as sig;
@@ -470,10 +470,10 @@ pub fn verify(
     let bearer = spec.token.as_ref().map(|t| format!("Bearer {t}"));
     let header = |name: &str| (name == "authorization").then(|| bearer.clone()).flatten();
     let req = Request {
-        url: &spec.url,
+        url: Lazy::known(Some(spec.url.clone())),
         path: uri.path(),
         query: uri.query(),
-        cookies: spec.cookie.as_deref(),
+        cookies: Lazy::known(spec.cookie.clone()),
         client_ip,
         header: &header,
     };

@@ -107,6 +107,15 @@ struct Failure {
     detail: String,
 }
 
+/// What a request hook's answer means for the chain.
+enum Step {
+    /// Go on; keep the instance for the response.
+    Keep,
+    /// Go on; the module is finished with this request.
+    Finished,
+    Answer(Response<Body>),
+}
+
 impl Chain {
     pub fn new(route: &str, on_error: OnError, modules: Vec<(Arc<Slot>, Arc<str>)>) -> Self {
         Chain {
@@ -173,14 +182,18 @@ impl Chain {
             entry.slot.calls.inc();
             // An answer the node cannot send (bad status or field) is a failure like a trap.
             let result = result.and_then(|action| match action {
-                RequestAction::Continue => Ok(None),
+                RequestAction::Continue => Ok(Step::Keep),
+                RequestAction::Done => Ok(Step::Finished),
                 RequestAction::Respond(answer) => {
-                    immediate_response(answer.status, &answer.headers, answer.body).map(Some)
+                    immediate_response(answer.status, &answer.headers, answer.body)
+                        .map(Step::Answer)
                 }
             });
             match result {
-                Ok(None) => run.live.push(live),
-                Ok(Some(response)) => {
+                Ok(Step::Keep) => run.live.push(live),
+                // The instance is dropped now: no response hook, no transform.
+                Ok(Step::Finished) => {}
+                Ok(Step::Answer(response)) => {
                     outcome = Outcome::Respond(response);
                     break;
                 }

@@ -44,6 +44,10 @@ impl Module for Headers {
             |name| req.remove_header(name),
             |name, value| req.set_header(name, value),
         );
+        if config.response_set.is_empty() && config.response_remove.is_empty() {
+            // Nothing to do on the response: the node skips the response hook.
+            return Action::Done;
+        }
         Action::Continue
     }
 

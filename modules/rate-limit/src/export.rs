@@ -56,7 +56,7 @@ impl Module for RateLimit {
             }
         }
         let Some(&(policy, decision)) = decisive(&answers) else {
-            return Action::Continue;
+            return Action::Done;
         };
         if !decision.allowed {
             log::info(&format!("rate-limited: policy {policy}"));
@@ -74,9 +74,10 @@ impl Module for RateLimit {
                 b"too many requests\n",
             );
         }
-        if plan.config.headers {
-            REPORT.with(|r| *r.borrow_mut() = Some((policy.to_owned(), decision)));
+        if !plan.config.headers {
+            return Action::Done;
         }
+        REPORT.with(|r| *r.borrow_mut() = Some((policy.to_owned(), decision)));
         Action::Continue
     }
 

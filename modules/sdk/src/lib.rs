@@ -100,7 +100,11 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
 
 /// What `on_request` decides.
 pub enum Action {
+    /// Go on; the module's response hook (and body transform) will be called.
     Continue,
+    /// Go on; the module has nothing to do on the response, so the node skips its
+    /// response hook and body transform (cheaper).
+    Done,
     Respond(ImmediateResponse),
 }
 
@@ -175,6 +179,7 @@ macro_rules! export_module {
             fn on_request(req: &$crate::Request) -> $crate::RequestAction {
                 match <$module as $crate::Module>::on_request(req) {
                     $crate::Action::Continue => $crate::RequestAction::Continue,
+                    $crate::Action::Done => $crate::RequestAction::Done,
                     $crate::Action::Respond(r) => $crate::RequestAction::Respond(r),
                 }
             }

@@ -40,6 +40,11 @@ impl Module for TestModule {
                 metrics::counter_add("tagged", 1);
                 Action::Continue
             }
+            Mode::Done => {
+                let value = append_tag(req.header("x-chain"), "done");
+                req.set_header("x-chain", &value).expect("valid header");
+                Action::Done
+            }
             Mode::Trap => panic!("test-module trapped on purpose"),
             Mode::Loop => {
                 let mut n: u64 = 0;
@@ -106,6 +111,11 @@ impl Module for TestModule {
                     .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
+            Mode::Done => {
+                let value = append_tag(resp.header("x-chain-response"), "done");
+                resp.set_header("x-chain-response", &value)
+                    .expect("valid header");
+            }
             Mode::Context => {
                 for key in ["token.format", "token.subject", "token.query"] {
                     if let Some(value) = req.get_context(key) {

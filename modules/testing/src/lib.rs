@@ -45,6 +45,9 @@ pub enum Mode {
     Hmac,
     /// Answers with a field the node manages (`content-length`): a bad response.
     BadAnswer,
+    /// Tags the request like `tag`, then answers `done`: its response hook (which would
+    /// tag the response) must not be called.
+    Done,
     /// Reports what token-auth left in the request context (`token.format`,
     /// `token.subject`, `token.query`) as `x-token-*` response fields.
     Context,

@@ -131,7 +131,7 @@ impl Config {
             }
         }
         if self.cookies {
-            let c = |name| cookie(req.cookies, name).map(std::borrow::Cow::Borrowed);
+            let c = |name| cookie(req.cookies.get(), name).map(std::borrow::Cow::Borrowed);
             if let Some(signature) = c("CloudFront-Signature") {
                 return Some(Signed {
                     expires: c("CloudFront-Expires"),
@@ -180,7 +180,8 @@ impl Config {
         let signature = decode(&signed.signature)
             .ok_or_else(|| fail(Reason::Malformed, "the signature is not base64"))?;
         // The URL the viewer asked for, without the signing parameters.
-        let base = req.url.split_once('?').map_or(req.url, |(b, _)| b);
+        let url = req.url.get().unwrap_or_default();
+        let base = url.split_once('?').map_or(url, |(b, _)| b);
         let resource = match query_without(req.query, &SIGNING_PARAMS) {
             Some(q) => format!("{base}?{q}"),
             None => base.to_owned(),

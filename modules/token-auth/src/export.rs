@@ -1,7 +1,7 @@
 //! The Wasm export: verifies the request's token with the host's crypto, hands the
 //! result to later modules through the request context, and sets the session cookie.
 
-use crate::{parse_ip, Config, Crypto, Hmac, PublicKey, Reason, Signature};
+use crate::{parse_ip, Config, Crypto, Hmac, Lazy, PublicKey, Reason, Signature};
 use edge_module_sdk::crypto::{self as host, HmacAlgorithm, SignatureAlgorithm};
 use edge_module_sdk::{export_module, log, metrics, Action, Module, Request, Response};
 use std::cell::RefCell;
@@ -71,16 +71,17 @@ impl Module for TokenAuth {
 
     fn on_request(req: &Request) -> Action {
         let config = config();
-        let url = req.url();
         let path = req.path();
         let query = req.query();
-        let cookies = req.header_all("cookie").join("; ");
         let header = |name: &str| req.header(name);
         let request = crate::Request {
-            url: &url,
+            url: Lazy::new(|| Some(req.url())),
             path: &path,
             query: query.as_deref(),
-            cookies: (!cookies.is_empty()).then_some(cookies.as_str()),
+            cookies: Lazy::new(|| {
+                let all = req.header_all("cookie");
+                (!all.is_empty()).then(|| all.join("; "))
+            }),
             client_ip: parse_ip(&req.client_addr()),
             header: &header,
         };
@@ -94,9 +95,14 @@ impl Module for TokenAuth {
                 if let Some(query) = &verified.query {
                     req.set_context("token.query", query);
                 }
-                let cookie = config.session_cookie(&verified, &request, &HostCrypto, now);
-                SESSION_COOKIE.with(|c| *c.borrow_mut() = cookie);
-                Action::Continue
+                match config.session_cookie(&verified, &request, &HostCrypto, now) {
+                    Some(cookie) => {
+                        SESSION_COOKIE.with(|c| *c.borrow_mut() = Some(cookie));
+                        Action::Continue
+                    }
+                    // Nothing to add to the response: skip the response hook.
+                    None => Action::Done,
+                }
             }
             Err(failure) => {
                 let format = failure.format.map_or("-", |f| f.name());

@@ -38,7 +38,7 @@ pub mod wildcard;
 mod export;
 
 pub use crypto::{Crypto, Hmac, PublicKey, Signature};
-pub use request::{Place, Request, Source};
+pub use request::{Lazy, Place, Request, Source};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -296,7 +296,7 @@ impl Config {
             return Err(failure);
         }
         if let (Some(session), Some(native)) = (&self.session, &self.native) {
-            if let Some(token) = request::cookie(req.cookies, &session.cookie) {
+            if let Some(token) = request::cookie(req.cookies.get(), &session.cookie) {
                 return native
                     .check_token(token, req, crypto, now, self.skew_s)
                     .map(|v| Verified {

@@ -7,14 +7,44 @@ use std::net::IpAddr;
 /// The request as the viewer sent it.
 pub struct Request<'a> {
     /// `scheme://authority/path?query`, as asked.
-    pub url: &'a str,
+    pub url: Lazy<'a>,
     pub path: &'a str,
     pub query: Option<&'a str>,
     /// The `Cookie` field(s), joined with `; `.
-    pub cookies: Option<&'a str>,
+    pub cookies: Lazy<'a>,
     pub client_ip: Option<IpAddr>,
     /// Looks up a request header field by (lower-case) name.
     pub header: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A request value fetched only when a verifier asks for it: in the node each one is a
+/// call into the host, and most requests need few of them.
+pub struct Lazy<'a> {
+    cell: std::cell::OnceCell<Option<String>>,
+    fetch: Option<Box<dyn Fn() -> Option<String> + 'a>>,
+}
+
+impl<'a> Lazy<'a> {
+    pub fn new(fetch: impl Fn() -> Option<String> + 'a) -> Self {
+        Lazy {
+            cell: std::cell::OnceCell::new(),
+            fetch: Some(Box::new(fetch)),
+        }
+    }
+
+    /// A value known already.
+    pub fn known(value: Option<String>) -> Self {
+        Lazy {
+            cell: std::cell::OnceCell::from(value),
+            fetch: None,
+        }
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.cell
+            .get_or_init(|| self.fetch.as_ref().and_then(|f| f()))
+            .as_deref()
+    }
 }
 
 /// Where a format looks for its token; the first place that has one wins, in the order
@@ -64,7 +94,7 @@ impl Source {
             }
         }
         if let Some(name) = &self.cookie {
-            if let Some(value) = cookie(req.cookies, name) {
+            if let Some(value) = cookie(req.cookies.get(), name) {
                 return Some(Found {
                     value: Cow::Borrowed(value),
                     from: Place::Cookie,
