@@ -28,6 +28,7 @@ fn host() -> ModuleHost {
     let services = Arc::new(Services {
         rate_limits: Arc::new(RateLimits::new(&[])),
         metrics: Arc::new(ModuleMetrics::default()),
+        verified: Default::default(),
     });
     let limits = ModuleLimits {
         budget: Duration::from_millis(5),

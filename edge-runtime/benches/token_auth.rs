@@ -43,6 +43,7 @@ fn host() -> ModuleHost {
             max_keys: 100_000,
         }])),
         metrics: Arc::new(ModuleMetrics::default()),
+        verified: Default::default(),
     });
     let limits = ModuleLimits {
         budget: Duration::from_millis(5),
@@ -312,6 +313,41 @@ fn main() {
         println!(
             "native verifier | {} | p50 {p50:.2} µs | p99 {p99:.2} µs",
             case.name
+        );
+    }
+
+    // Memory under a flood of distinct keys: the limiter's store is bounded, so a second
+    // million new client addresses costs no more memory than the first.
+    let limits = RateLimits::new(&[PolicyConfig {
+        name: "flood".into(),
+        period: Duration::from_secs(1),
+        burst: 1,
+        max_keys: 100_000,
+    }]);
+    let flood = if quick { 10_000 } else { 1_000_000 };
+    let mut x: u32 = 0x9e37_79b9;
+    let mut next_ip = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        std::net::Ipv4Addr::from(x).to_string()
+    };
+    let rss = || {
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * 4096)
+    };
+    let start = rss();
+    for round in 1..=2 {
+        for _ in 0..flood {
+            std::hint::black_box(limits.check("flood", &next_ip()).unwrap());
+        }
+        println!(
+            "rate-limit memory | after {} distinct client IPs | keys held {} (bound 100000) | RSS +{:.1} MiB",
+            round * flood,
+            limits.keys("flood"),
+            (rss().saturating_sub(start)) as f64 / (1 << 20) as f64
         );
     }
 }

@@ -240,6 +240,7 @@ pub async fn load_modules(config: &Config) -> Result<Option<Arc<ModuleHost>>, No
         let services = Arc::new(Services {
             rate_limits: Arc::new(RateLimits::new(&policies)),
             metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
         });
         let host = ModuleHost::new(
             HostSettings {

@@ -1020,7 +1020,7 @@ origin = "media"
         ));
         assert_eq!(
             (e.line, e.key.as_str()),
-            (Some(18), "routes[0].modules[0].config.jwt.jwks_file"),
+            (Some(17), "routes[0].modules[0].config.jwt.jwks_file"),
             "{e}"
         );
         assert!(e.message.contains("nope.json"), "{e}");

@@ -6,6 +6,7 @@ use super::state::ModuleState;
 use ring::{digest, hmac, signature};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::SubjectPublicKeyInfoDer;
+use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
 fn hmac_algorithm(a: HmacAlgorithm) -> Option<hmac::Algorithm> {
@@ -165,6 +166,62 @@ pub fn verify_rsa_components(
     Ok(key.verify(params, data, sig).is_ok())
 }
 
+/// Signatures that verified recently, by a SHA-256 of everything verified (algorithm,
+/// key, data, signature). A player presents the same token on every segment request, and
+/// a P-256 or RSA verification costs tens of microseconds where this lookup costs one;
+/// only successes are kept, so an entry can only ever repeat a true answer.
+pub struct VerifiedSignatures {
+    entries: Mutex<lru::LruCache<[u8; 32], ()>>,
+}
+
+impl Default for VerifiedSignatures {
+    fn default() -> Self {
+        VerifiedSignatures::new(16_384)
+    }
+}
+
+impl VerifiedSignatures {
+    pub fn new(capacity: usize) -> Self {
+        VerifiedSignatures {
+            entries: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// Each part is length-prefixed, so no two different inputs hash the same bytes.
+    fn id(a: SignatureAlgorithm, key: &[&[u8]], data: &[u8], sig: &[u8]) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&[a as u8]);
+        for part in key.iter().chain([&data, &sig]) {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(ctx.finish().as_ref());
+        id
+    }
+
+    fn contains(&self, id: &[u8; 32]) -> bool {
+        // Plain data behind the lock: a poisoned lock is still usable.
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(id).is_some()
+    }
+
+    fn insert(&self, id: [u8; 32]) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.put(id, ());
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl crypto::Host for ModuleState {
     fn hmac_sign(
         &mut self,
@@ -190,7 +247,16 @@ impl crypto::Host for ModuleState {
         data: Vec<u8>,
         sig: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, String>> {
-        Ok(verify_signature(a, &key, &data, &sig))
+        let cache = &self.services.verified;
+        let id = VerifiedSignatures::id(a, &[b"spki", &key], &data, &sig);
+        if cache.contains(&id) {
+            return Ok(Ok(true));
+        }
+        let result = verify_signature(a, &key, &data, &sig);
+        if result == Ok(true) {
+            cache.insert(id);
+        }
+        Ok(result)
     }
     fn verify_rsa_components(
         &mut self,
@@ -200,7 +266,16 @@ impl crypto::Host for ModuleState {
         data: Vec<u8>,
         sig: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, String>> {
-        Ok(verify_rsa_components(a, &n, &e, &data, &sig))
+        let cache = &self.services.verified;
+        let id = VerifiedSignatures::id(a, &[b"rsa", &n, &e], &data, &sig);
+        if cache.contains(&id) {
+            return Ok(Ok(true));
+        }
+        let result = verify_rsa_components(a, &n, &e, &data, &sig);
+        if result == Ok(true) {
+            cache.insert(id);
+        }
+        Ok(result)
     }
     fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         Ok(digest::digest(&digest::SHA256, &data).as_ref().to_vec())
@@ -246,6 +321,26 @@ mod tests {
             b"what do ya want for nothing?",
             &tag
         ));
+    }
+
+    #[test]
+    fn only_verified_signatures_are_remembered_and_ids_separate_inputs() {
+        let cache = VerifiedSignatures::new(2);
+        let a = SignatureAlgorithm::Ed25519;
+        let id = VerifiedSignatures::id(a, &[b"k"], b"data", b"sig");
+        assert_ne!(id, VerifiedSignatures::id(a, &[b"k"], b"dat", b"asig"));
+        assert_ne!(id, VerifiedSignatures::id(a, &[b"kd"], b"ata", b"sig"));
+        assert_ne!(
+            id,
+            VerifiedSignatures::id(SignatureAlgorithm::RsaPkcs1Sha1, &[b"k"], b"data", b"sig")
+        );
+        assert!(!cache.contains(&id));
+        cache.insert(id);
+        assert!(cache.contains(&id));
+        cache.insert([1; 32]);
+        cache.insert([2; 32]);
+        assert_eq!(cache.len(), 2);
+        assert!(!cache.contains(&id), "the oldest is evicted past the bound");
     }
 
     #[test]

@@ -19,6 +19,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub struct Services {
     pub rate_limits: Arc<RateLimits>,
     pub metrics: Arc<ModuleMetrics>,
+    /// Signatures the crypto import verified recently (tokens repeat per segment).
+    pub verified: super::crypto::VerifiedSignatures,
 }
 
 /// Which module an instance runs and with what config, for logs and the imports. Three
@@ -40,7 +42,7 @@ pub struct ModuleState {
     /// The epoch deadline each hook call gets.
     pub(crate) deadline_ticks: u64,
     pub(crate) identity: InstanceIdentity,
-    services: Arc<Services>,
+    pub(super) services: Arc<Services>,
 }
 
 /// Bounds on what a module can make the host hold for one request: it runs for
@@ -538,6 +540,7 @@ mod tests {
         let services = Arc::new(Services {
             rate_limits: Arc::new(RateLimits::new(&[])),
             metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
         });
         let identity = InstanceIdentity {
             name: "m".into(),
