@@ -31,7 +31,7 @@ pub enum TokenCommand {
         /// Akamai `st`, JWT `nbf`, CloudFront `DateGreaterThan` (unix seconds).
         #[arg(long)]
         start: Option<u64>,
-        /// Bind to a client address (CloudFront: a CIDR).
+        /// Bind to a client address (CloudFront: a CIDR; JWT: an `ip` claim).
         #[arg(long)]
         ip: Option<String>,
         /// Native: the path prefix granted (default: the URL's path).
@@ -111,6 +111,9 @@ pub enum TokenCommand {
         /// JWT: the claim that restricts paths.
         #[arg(long)]
         path_claim: Option<String>,
+        /// JWT: the claim that binds the token to an address or CIDR.
+        #[arg(long)]
+        ip_claim: Option<String>,
     },
 }
 
@@ -190,6 +193,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
             issuer,
             audience,
             path_claim,
+            ip_claim,
         } => {
             let spec = VerifySpec {
                 key_id,
@@ -203,6 +207,7 @@ pub fn run(command: TokenCommand) -> ExitCode {
                 issuer,
                 audience,
                 path_claim,
+                ip_claim,
             };
             match Key::parse(&key).and_then(|k| token::verify(format, &k, &spec)) {
                 Ok(Ok(v)) => {

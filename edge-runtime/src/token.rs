@@ -184,6 +184,7 @@ pub fn sign(format: TokenFormat, key: &Key, spec: &SignSpec) -> Result<String, T
             let token = native::sign(
                 kid,
                 key.secret("native")?,
+                spec.start,
                 spec.expires,
                 &prefix,
                 ip,
@@ -292,6 +293,9 @@ fn sign_jwt(key: &Key, spec: &SignSpec) -> Result<String, TokenError> {
     if !spec.paths.is_empty() {
         claims.insert("paths".into(), spec.paths.clone().into());
     }
+    if let Some(ip) = &spec.ip {
+        claims.insert("ip".into(), ip.clone().into());
+    }
     let input = jwt::signing_input(
         &header.to_string(),
         &serde_json::Value::Object(claims).to_string(),
@@ -369,6 +373,7 @@ pub struct VerifySpec {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub path_claim: Option<String>,
+    pub ip_claim: Option<String>,
 }
 
 /// The token-auth config for one format and key.
@@ -425,6 +430,7 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
                 "issuer": spec.issuer,
                 "audience": spec.audience,
                 "path_claim": spec.path_claim,
+                "ip_claim": spec.ip_claim,
             });
             let kid = spec.key_id.clone().unwrap_or_else(|| "key".into());
             match key {
@@ -835,6 +841,7 @@ mod tests {
                     issuer: None,
                     audience: None,
                     path_claim: None,
+                    ip_claim: None,
                     require_exp: true,
                     algorithms: None,
                     from: edge_module_token_auth::Source::default(),
@@ -1055,6 +1062,25 @@ mod tests {
             Ok(())
         );
         assert_eq!(with(&|s| s.now = 2_000), Err(Reason::Expired));
+        // A start time, when the token has one.
+        let later = sign(
+            TokenFormat::Native,
+            &key,
+            &SignSpec {
+                start: Some(1_500),
+                ..spec.clone()
+            },
+        )
+        .unwrap();
+        assert!(later.contains("~s=1500~e=2000~"), "{later}");
+        assert_eq!(with(&|s| s.url = later.clone()), Err(Reason::NotYetValid));
+        assert_eq!(
+            with(&|s| {
+                s.url = later.clone();
+                s.now = 1_600;
+            }),
+            Ok(())
+        );
         assert_eq!(
             with(&|s| s.url = url.replace("/secure/v/", "/open/v/")),
             Err(Reason::AclMismatch)

@@ -28,6 +28,8 @@ pub struct Config {
     pub audience: Option<String>,
     /// A claim (string or list of `*` patterns) that restricts the paths the token opens.
     pub path_claim: Option<String>,
+    /// A claim holding the client address (or CIDR) the token is bound to.
+    pub ip_claim: Option<String>,
     /// Refuse tokens without `exp`.
     #[serde(default = "yes")]
     pub require_exp: bool,
@@ -369,6 +371,22 @@ impl Config {
                     Reason::AclMismatch,
                     &format!("{} is not in `{claim}`", req.path),
                 ));
+            }
+        }
+        if let Some(claim) = &self.ip_claim {
+            if let Some(bound) = claims.get(claim) {
+                let bound = bound.as_str().ok_or_else(|| {
+                    fail(Reason::Malformed, &format!("`{claim}` is not a string"))
+                })?;
+                let net: ipnet::IpNet = bound
+                    .parse()
+                    .or_else(|_| bound.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        fail(Reason::Malformed, &format!("`{claim}` is not an address"))
+                    })?;
+                if !req.client_ip.is_some_and(|ip| net.contains(&ip)) {
+                    return Err(fail(Reason::IpMismatch, ""));
+                }
             }
         }
         Ok(Verified {

@@ -343,7 +343,7 @@ impl Config {
         let (id, key) = self.signing_key()?;
         let expires = verified.expires.min(now + session.ttl_s);
         let ip = if session.bind_ip { req.client_ip } else { None };
-        let token = native::sign(&id, &key, expires, &session.path, ip, crypto);
+        let token = native::sign(&id, &key, None, expires, &session.path, ip, crypto);
         let max_age = expires.saturating_sub(now);
         Some(format!(
             "{}={token}; Path={}; Max-Age={max_age}; HttpOnly; Secure; SameSite={}",

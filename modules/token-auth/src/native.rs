@@ -1,7 +1,7 @@
 //! The node's own compact signed URL, for users who need none of the other formats:
 //!
 //! ```text
-//! ?edge_token=k=<key id>~e=<expiry, unix s>~p=<path prefix>[~i=<client ip>]~sig=<base64url>
+//! ?edge_token=k=<key id>[~s=<start, unix s>]~e=<expiry, unix s>~p=<path prefix>[~i=<client ip>]~sig=<base64url>
 //! ```
 //!
 //! `sig` is HMAC-SHA256 over `edge-token-v1~` followed by the token up to `~sig=`; values
@@ -51,20 +51,25 @@ fn default_from() -> Source {
     }
 }
 
-/// Mints a token for `prefix` until `expires`, optionally bound to `ip`.
+/// Mints a token for `prefix` from `start` (if given) until `expires`, optionally bound
+/// to `ip`.
 pub fn sign(
     key_id: &str,
     key: &[u8],
+    start: Option<u64>,
     expires: u64,
     prefix: &str,
     ip: Option<IpAddr>,
     crypto: &dyn Crypto,
 ) -> String {
-    let mut token = format!(
-        "k={}~e={expires}~p={}",
-        utf8_percent_encode(key_id, VALUE),
+    let mut token = format!("k={}", utf8_percent_encode(key_id, VALUE));
+    if let Some(start) = start {
+        token.push_str(&format!("~s={start}"));
+    }
+    token.push_str(&format!(
+        "~e={expires}~p={}",
         utf8_percent_encode(prefix, VALUE)
-    );
+    ));
     if let Some(ip) = ip {
         token.push_str(&format!("~i={ip}"));
     }
@@ -105,7 +110,7 @@ impl Config {
         let (signed, sig) = token
             .rsplit_once("~sig=")
             .ok_or_else(|| fail(Reason::Malformed, "no ~sig= field"))?;
-        let (mut kid, mut exp, mut prefix, mut ip) = (None, None, None, None);
+        let (mut kid, mut start, mut exp, mut prefix, mut ip) = (None, None, None, None, None);
         for field in signed.split('~') {
             let (name, value) = field
                 .split_once('=')
@@ -115,6 +120,7 @@ impl Config {
                 .map_err(|_| fail(Reason::Malformed, "a field is not UTF-8"))?;
             let slot = match name {
                 "k" => &mut kid,
+                "s" => &mut start,
                 "e" => &mut exp,
                 "p" => &mut prefix,
                 "i" => &mut ip,
@@ -148,6 +154,14 @@ impl Config {
             .map_err(|_| fail(Reason::Malformed, "the expiry is not a number"))?;
         if now >= exp.saturating_add(skew) {
             return Err(fail(Reason::Expired, &format!("expired at {exp}")));
+        }
+        if let Some(start) = start {
+            let start: u64 = start
+                .parse()
+                .map_err(|_| fail(Reason::Malformed, "the start is not a number"))?;
+            if now.saturating_add(skew) < start {
+                return Err(fail(Reason::NotYetValid, &format!("valid from {start}")));
+            }
         }
         let prefix = prefix.ok_or_else(|| fail(Reason::Malformed, "no path prefix (p=)"))?;
         if !req.path.starts_with(prefix.as_ref()) {
