@@ -8,51 +8,26 @@
 //! component in place of the test module.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edge_runtime::ratelimit::RateLimits;
 use edge_runtime::wasm::chain::{Chain, Outcome};
-use edge_runtime::wasm::engine::EngineSettings;
-use edge_runtime::wasm::metrics::ModuleMetrics;
-use edge_runtime::wasm::registry::{HostSettings, ModuleLimits};
-use edge_runtime::wasm::signing::TrustedKeys;
 use edge_runtime::wasm::state::Services;
 use edge_runtime::wasm::{ModuleHost, OnError, Source};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 // The node runs on mimalloc; measure with the same allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn host() -> ModuleHost {
-    let services = Arc::new(Services {
-        rate_limits: Arc::new(RateLimits::new(&[])),
-        metrics: Arc::new(ModuleMetrics::default()),
-        verified: Default::default(),
-    });
-    let limits = ModuleLimits {
-        budget: Duration::from_millis(5),
-        memory_bytes: 16 << 20,
-    };
-    let host = ModuleHost::new(
-        HostSettings {
-            engine: EngineSettings {
-                max_instances: 100,
-                max_memory_bytes: 16 << 20,
-            },
-            cache_dir: None,
-            trusted_keys: TrustedKeys::default(),
-            max_module_bytes: 32 << 20,
-            default_limits: limits,
-        },
-        services,
-    )
-    .expect("engine");
+    let host = support::module_host(&[]);
     // Any component can be measured in place of the test module (no-op mode).
     let path = std::env::var("EDGE_BENCH_MODULE")
         .unwrap_or_else(|_| edge_module_artifacts::testing::TEST_MODULE.to_owned());
     let bytes = std::fs::read(&path).expect("module file");
-    host.load("noop", &bytes, Source::Standard, limits)
+    host.load("noop", &bytes, Source::Standard, support::LIMITS)
         .expect("load");
     host
 }

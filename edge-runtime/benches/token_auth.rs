@@ -10,16 +10,14 @@ use edge_module_token_auth::{Config, Lazy, Request};
 use edge_runtime::ratelimit::{PolicyConfig, RateLimits};
 use edge_runtime::token::{self, Key, NativeCrypto, SignSpec, TokenFormat};
 use edge_runtime::wasm::chain::{Chain, Outcome};
-use edge_runtime::wasm::engine::EngineSettings;
-use edge_runtime::wasm::metrics::ModuleMetrics;
-use edge_runtime::wasm::registry::{HostSettings, ModuleLimits};
-use edge_runtime::wasm::signing::TrustedKeys;
 use edge_runtime::wasm::state::Services;
 use edge_runtime::wasm::{ModuleHost, OnError, Source};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,34 +33,13 @@ fn testdata(name: &str) -> std::path::PathBuf {
 }
 
 fn host() -> ModuleHost {
-    let services = Arc::new(Services {
-        rate_limits: Arc::new(RateLimits::new(&[PolicyConfig {
-            name: "viewer".into(),
-            period: Duration::from_nanos(1),
-            burst: 1_000_000,
-            max_keys: 100_000,
-        }])),
-        metrics: Arc::new(ModuleMetrics::default()),
-        verified: Default::default(),
-    });
-    let limits = ModuleLimits {
-        budget: Duration::from_millis(5),
-        memory_bytes: 16 << 20,
-    };
-    let host = ModuleHost::new(
-        HostSettings {
-            engine: EngineSettings {
-                max_instances: 100,
-                max_memory_bytes: 16 << 20,
-            },
-            cache_dir: None,
-            trusted_keys: TrustedKeys::default(),
-            max_module_bytes: 32 << 20,
-            default_limits: limits,
-        },
-        services,
-    )
-    .expect("engine");
+    let host = support::module_host(&[PolicyConfig {
+        name: "viewer".into(),
+        period: Duration::from_nanos(1),
+        burst: 1_000_000,
+        max_keys: 100_000,
+    }]);
+    let limits = support::LIMITS;
     let std = edge_module_artifacts::standard::ALL;
     for (name, bytes) in std {
         host.load(name, bytes, Source::Standard, limits)

@@ -165,14 +165,8 @@ impl Config {
         now: u64,
         skew: u64,
     ) -> Option<Result<Verified, Failure>> {
-        let found = self.from.find(req)?;
-        Some(
-            self.check_token(&found.value, req, crypto, now, skew)
-                .map(|v| Verified {
-                    query: found.query_pair.map(str::to_owned),
-                    ..v
-                }),
-        )
+        self.from
+            .check_with(req, |token| self.check_token(token, req, crypto, now, skew))
     }
 
     pub fn check_token(

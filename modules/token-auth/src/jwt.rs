@@ -3,7 +3,7 @@
 //! `alg` (its `kty`, curve and own `alg`), so an RSA public key can never be used as an
 //! HMAC secret; `none` and every other algorithm are refused.
 
-use crate::request::{Place, Source};
+use crate::request::Source;
 use crate::Verified;
 use crate::{wildcard, Crypto, Failure, Format, Hmac, PublicKey, Reason, Request, Signature};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -334,24 +334,8 @@ impl Config {
         now: u64,
         skew: u64,
     ) -> Option<Result<Verified, Failure>> {
-        let found = self.from.find(req)?;
-        let token = match found.from {
-            Place::Header => {
-                let v = found.value.trim();
-                match v.split_once(' ') {
-                    Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-                    _ => v,
-                }
-            }
-            _ => found.value.as_ref(),
-        };
-        Some(
-            self.check_token(token, req, crypto, now, skew)
-                .map(|v| Verified {
-                    query: found.query_pair.map(str::to_owned),
-                    ..v
-                }),
-        )
+        self.from
+            .check_with(req, |token| self.check_token(token, req, crypto, now, skew))
     }
 
     pub fn check_token(

@@ -87,14 +87,8 @@ impl Config {
         now: u64,
         skew: u64,
     ) -> Option<Result<Verified, Failure>> {
-        let found = self.from.find(req)?;
-        Some(
-            self.check_token(&found.value, req, crypto, now, skew)
-                .map(|v| Verified {
-                    query: found.query_pair.map(str::to_owned),
-                    ..v
-                }),
-        )
+        self.from
+            .check_with(req, |token| self.check_token(token, req, crypto, now, skew))
     }
 
     /// Verifies one token (from a URL or the session cookie) for this request.

@@ -73,7 +73,35 @@ pub enum Place {
     Cookie,
 }
 
+impl Found<'_> {
+    /// The token itself: a header's `Bearer ` scheme (RFC 6750) taken off.
+    pub fn token(&self) -> &str {
+        if self.from != Place::Header {
+            return &self.value;
+        }
+        let v = self.value.trim();
+        match v.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+            _ => v,
+        }
+    }
+}
+
 impl Source {
+    /// Checks the token this source finds with `check`, noting in the result the query
+    /// parameter that carried it; `None` when the request has no token here.
+    pub fn check_with(
+        &self,
+        req: &Request<'_>,
+        check: impl FnOnce(&str) -> Result<crate::Verified, crate::Failure>,
+    ) -> Option<Result<crate::Verified, crate::Failure>> {
+        let found = self.find(req)?;
+        Some(check(found.token()).map(|v| crate::Verified {
+            query: found.query_pair.map(str::to_owned),
+            ..v
+        }))
+    }
+
     pub fn find<'a>(&self, req: &'a Request<'_>) -> Option<Found<'a>> {
         if let Some(name) = &self.query {
             if let Some((pair, value)) = query_param(req.query, name) {

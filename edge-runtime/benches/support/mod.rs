@@ -1,0 +1,40 @@
+//! What the benchmarks share: a module host set up as the node sets it up.
+
+use edge_runtime::ratelimit::{PolicyConfig, RateLimits};
+use edge_runtime::wasm::engine::EngineSettings;
+use edge_runtime::wasm::metrics::ModuleMetrics;
+use edge_runtime::wasm::registry::{HostSettings, ModuleLimits};
+use edge_runtime::wasm::signing::TrustedKeys;
+use edge_runtime::wasm::state::Services;
+use edge_runtime::wasm::ModuleHost;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The node's defaults: 5 ms per hook, 16 MiB per instance.
+pub const LIMITS: ModuleLimits = ModuleLimits {
+    budget: Duration::from_millis(5),
+    memory_bytes: 16 << 20,
+};
+
+/// A host with no module loaded yet, and the given rate-limit policies.
+pub fn module_host(policies: &[PolicyConfig]) -> ModuleHost {
+    let services = Arc::new(Services {
+        rate_limits: Arc::new(RateLimits::new(policies)),
+        metrics: Arc::new(ModuleMetrics::default()),
+        verified: Default::default(),
+    });
+    ModuleHost::new(
+        HostSettings {
+            engine: EngineSettings {
+                max_instances: 100,
+                max_memory_bytes: LIMITS.memory_bytes,
+            },
+            cache_dir: None,
+            trusted_keys: TrustedKeys::default(),
+            max_module_bytes: 32 << 20,
+            default_limits: LIMITS,
+        },
+        services,
+    )
+    .expect("engine")
+}
