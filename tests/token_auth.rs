@@ -296,8 +296,6 @@ budget_ms = 1000
 [[routes]]
 prefix = "/bytes/"
 origin = "media"
-[routes.cache]
-exclude_query = ["edge_token", "hdnts", "Expires", "Policy", "Signature", "Key-Pair-Id"]
 [[routes.modules]]
 module = "token-auth"
 [routes.modules.config.native]
@@ -375,6 +373,7 @@ async fn every_format_opens_the_route_over_every_protocol() {
         );
         let a = get(url.clone(), vec![]).await;
         assert_eq!(a.status, 200, "{proto:?} {url}");
+        assert_eq!(h(&a, "x-cache"), "MISS", "{proto:?}");
         assert_eq!(a.body.len() as u64, 1000 + proto as u64);
         assert_eq!(h(&a, "x-token-format"), "native");
         assert!(h(&a, "x-token-query").starts_with("edge_token=k=k1~e="));
@@ -527,16 +526,30 @@ async fn every_format_opens_the_route_over_every_protocol() {
     assert!(!log.contains(NATIVE_KEY) && !log.contains(AKAMAI_KEY));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_token_auth_config_fails_closed_with_a_clear_log_line() {
-    let origin = Origin::start("token-auth-bad");
-    let node = Node::start(&format!(
-        "[origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n\
-         [[routes.modules]]\nmodule = \"token-auth\"\nconfig = {{ native = {{ keys = {{ k1 = \"xyz\" }} }}, sessions = 1 }}\n",
-        origin.url
-    ));
-    let a = clients::get(clients::Proto::H1, &node.ca, &node.url("/bytes/10"), &[]).await;
-    assert_eq!(a.status, 500);
-    let log = std::fs::read_to_string(&node.log).unwrap();
-    assert!(log.contains("unknown field `sessions`"), "{log}");
+/// A mistake in token-auth's table is caught when the config loads, with its line.
+#[test]
+fn a_bad_token_auth_config_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\n\
+         [[routes]]\nprefix = \"/\"\norigin = \"media\"\n\
+         [[routes.modules]]\nmodule = \"token-auth\"\nconfig = { native = { keys = { k1 = \"00\" } }, sessions = 1 }\n",
+    )
+    .unwrap();
+    let out = Command::new(edge_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:12: key `routes[0].modules[0].config`: token-auth config: unknown field `sessions`",
+            path.display()
+        )),
+        "{stderr}"
+    );
 }

@@ -583,10 +583,26 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
                 }
                 None => "{}".to_owned(),
             };
+            check_standard_config(&rm.module, &config_json)
+                .map_err(|e| Unlocated::at(&["routes", &idx, "modules", &m, "config"], e))?;
             modules.push(RouteModule {
                 module: rm.module.clone(),
                 config_json,
             });
+        }
+        // Token parameters never split the cache: every viewer's signed URL for an object
+        // is the same stored copy.
+        let mut cache = cache;
+        if let Some(cache) = &mut cache {
+            for m in modules.iter().filter(|m| m.module == "token-auth") {
+                if let Ok(config) = edge_module_token_auth::Config::parse(&m.config_json) {
+                    for name in config.query_params() {
+                        if !cache.key.exclude_query.iter().any(|x| x == name) {
+                            cache.key.exclude_query.push(name.to_owned());
+                        }
+                    }
+                }
+            }
         }
         routes.push(RouteConfig {
             name: r
@@ -824,6 +840,21 @@ fn wasm_config(
     })
 }
 
+/// The standard modules whose config the node can check at load, so a mistake is a config
+/// error with its line rather than a failing request.
+fn check_standard_config(module: &str, json: &str) -> Result<(), String> {
+    let checked = match module {
+        "token-auth" => edge_module_token_auth::Config::parse(json).map(|_| ()),
+        "rate-limit" => edge_module_rate_limit::Config::parse(json).map(|_| ()),
+        _ => Ok(()),
+    };
+    // serde_json's position is in the JSON the node made, not in the file: drop it.
+    checked.map_err(|e| match e.rfind(" at line ") {
+        Some(at) => e[..at].to_owned(),
+        None => e,
+    })
+}
+
 /// Modules cannot read files, so the node reads them: in a module's table, a key ending
 /// in `_file` whose value is a path (or a table of paths) becomes the key without the
 /// suffix with the file's text (or a table of texts), e.g. `jwks_file = "jwks.json"` →
@@ -998,6 +1029,51 @@ origin = "media"
             (Some(16), "tls.certs[0].cert"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn standard_module_configs_are_checked_and_token_params_leave_the_cache_key() {
+        let routes = |config: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n\n[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\n\
+                 [[routes]]\nprefix = \"/\"\norigin = \"media\"\n[routes.cache]\nexclude_query = [\"hdnts\", \"sid\"]\n\
+                 [[routes.modules]]\nmodule = \"token-auth\"\n{config}"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "edge.toml",
+            &routes("[routes.modules.config]\nnative = { keys = { k = \"00\" } }\nakamai = { keys = { a = \"00\" } }\ncloudfront = { public_keys = {} }\n"),
+        );
+        let c = Config::load(&path, None).unwrap();
+        let key = &c.routes[0].cache.as_ref().unwrap().key;
+        assert_eq!(
+            key.exclude_query,
+            [
+                "hdnts",
+                "sid",
+                "edge_token",
+                "Expires",
+                "Policy",
+                "Signature",
+                "Key-Pair-Id"
+            ]
+        );
+        // A mistake in a standard module's table is a config error with its line.
+        let e = error_for(&routes(
+            "[routes.modules.config]\nnative = { keys = { k = \"00\" } }\nsessions = true\n",
+        ));
+        assert_eq!(e.key, "routes[0].modules[0].config", "{e}");
+        assert!(e.message.contains("unknown field `sessions`"), "{e}");
+        assert_eq!(e.line, Some(14), "{e}");
+        assert!(!e.message.contains("column"), "{e}");
+        let e = error_for(&routes("config = {}\n"));
+        assert!(e.message.contains("no format configured"), "{e}");
+        let e = error_for(&format!(
+            "{GOOD}[[routes.modules]]\nmodule = \"rate-limit\"\nconfig = {{ rules = [{{ policy = \"p\", key = [\"ipv9\"] }}] }}\n"
+        ));
+        assert!(e.message.contains("unknown key part `ipv9`"), "{e}");
     }
 
     #[test]

@@ -247,6 +247,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The query parameters that carry tokens on this route: the cache keeps them out of
+    /// its key, so every viewer's signed URL for an object finds the same stored copy.
+    pub fn query_params(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        names.extend(self.native.as_ref().and_then(|c| c.from.query.as_deref()));
+        names.extend(self.akamai.as_ref().and_then(|c| c.from.query.as_deref()));
+        if self.cloudfront.as_ref().is_some_and(|c| c.urls) {
+            names.extend(["Expires", "Policy", "Signature", "Key-Pair-Id"]);
+        }
+        names.extend(self.jwt.as_ref().and_then(|c| c.from.query.as_deref()));
+        names
+    }
+
     /// The native key (id, secret) that signs session cookies.
     pub fn signing_key(&self) -> Option<(String, Vec<u8>)> {
         let native = self.native.as_ref()?;
