@@ -119,7 +119,8 @@ fn cases() -> Vec<Case> {
             .iter()
             .filter(|k| k["kid"] == kid)
             .collect();
-        serde_json::json!({ "keys": keys }).to_string()
+        // As the node hands it over from `jwks_file`: JSON, not a string of it.
+        serde_json::json!({ "keys": keys })
     };
     let hs_secret: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(testdata("jwt.json")).unwrap()).unwrap();

@@ -439,7 +439,8 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
                         serde_json::json!(one(&kid, edge_module_token_auth::encode_hex(s)))
                 }
                 Key::File(text) if text.trim_start().starts_with('{') => {
-                    jwt["jwks"] = text.clone().into()
+                    jwt["jwks"] = serde_json::from_str(text)
+                        .map_err(|e| TokenError::Key(format!("the JWKS is not JSON: {e}")))?
                 }
                 Key::File(text) => jwt["public_keys"] = serde_json::json!(one(&kid, text.clone())),
             }
@@ -835,7 +836,9 @@ mod tests {
             if name.starts_with("rfc8037") {
                 // Its payload is text, not claims: check the JWS layer, then the refusal.
                 let config = jwt::Config {
-                    jwks: Some(testdata("jwks.json")),
+                    jwks: Some(
+                        serde_json::value::RawValue::from_string(testdata("jwks.json")).unwrap(),
+                    ),
                     public_keys: BTreeMap::new(),
                     secrets: BTreeMap::new(),
                     issuer: None,

@@ -857,8 +857,9 @@ fn check_standard_config(module: &str, json: &str) -> Result<(), String> {
 
 /// Modules cannot read files, so the node reads them: in a module's table, a key ending
 /// in `_file` whose value is a path (or a table of paths) becomes the key without the
-/// suffix with the file's text (or a table of texts), e.g. `jwks_file = "jwks.json"` →
-/// `jwks = "{…}"`. Paths are relative to the config file.
+/// suffix with the file's text (or a table of texts), e.g. `key_file = "k.pem"` →
+/// `key = "-----BEGIN…"`; a `.json` file arrives as its JSON value (`jwks_file =
+/// "jwks.json"` → `jwks = {"keys": […]}`). Paths are relative to the config file.
 fn read_module_files(
     table: &toml::Table,
     dir: &Path,
@@ -866,9 +867,20 @@ fn read_module_files(
 ) -> Result<toml::Table, Unlocated> {
     let read = |value: &str, key: &[&str]| -> Result<toml::Value, Unlocated> {
         let path = existing_file(dir, value, key)?;
-        std::fs::read_to_string(&path)
-            .map(toml::Value::String)
-            .map_err(|e| Unlocated::at(key, format!("reading {}: {e}", path.display())))
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Unlocated::at(key, format!("reading {}: {e}", path.display())))?;
+        if path.extension().is_some_and(|e| e == "json") {
+            // JSON arrives as JSON (a JWKS), so the module parses it once, with the rest.
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Unlocated::at(key, format!("{} is not JSON: {e}", path.display())))?;
+            return toml::Value::try_from(json).map_err(|e| {
+                Unlocated::at(
+                    key,
+                    format!("{}: {e} (JSON null has no TOML form)", path.display()),
+                )
+            });
+        }
+        Ok(toml::Value::String(text))
     };
     let mut out = toml::Table::new();
     for (key, value) in table {
@@ -1088,7 +1100,7 @@ origin = "media"
         let c = Config::load(&path, None).unwrap();
         assert_eq!(
             c.routes[0].modules[0].config_json,
-            r#"{"cloudfront":{"public_keys":{"K1":"PEM"}},"jwt":{"jwks":"{\"keys\":[]}"}}"#
+            r#"{"cloudfront":{"public_keys":{"K1":"PEM"}},"jwt":{"jwks":{"keys":[]}}}"#
         );
         // A missing file names the file, line and key.
         let e = error_for(&format!(

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The JWKS as JSON text (`jwks_file = "…"` in the node's config reads it from a file).
-    pub jwks: Option<String>,
+    /// The JWKS: JSON (what `jwks_file = "keys.json"` in the node's config gives, parsed
+    /// in the same pass as the rest of the config) or a string of JSON text.
+    pub jwks: Option<Box<serde_json::value::RawValue>>,
     /// Public keys as PEM by kid (RS256, PS256, ES256, EdDSA), besides the JWKS.
     #[serde(default)]
     pub public_keys: BTreeMap<String, String>,
@@ -197,12 +198,20 @@ impl Config {
             .ok_or_else(|| fail(Reason::Malformed, "the signature is not base64url"))?;
         let payload =
             b64(payload).ok_or_else(|| fail(Reason::Malformed, "the payload is not base64url"))?;
-        let jwks: Option<Jwks> = self
-            .jwks
+        let bad_jwks = |e: serde_json::Error| {
+            fail(Reason::UnknownKey, &format!("the JWKS does not parse: {e}"))
+        };
+        let jwks_text: Option<Cow<'_, str>> = match self.jwks.as_deref().map(|r| r.get()) {
+            Some(text) if text.starts_with('"') => Some(Cow::Owned(
+                serde_json::from_str::<String>(text).map_err(bad_jwks)?,
+            )),
+            other => other.map(Cow::Borrowed),
+        };
+        let jwks: Option<Jwks> = jwks_text
             .as_deref()
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|e| fail(Reason::UnknownKey, &format!("the JWKS does not parse: {e}")))?;
+            .map_err(bad_jwks)?;
         let kid_ok = |kid: Option<&str>| header.kid.is_none() || kid == header.kid.as_deref();
         let mut candidates: Vec<Candidate<'_>> = jwks
             .iter()
