@@ -1116,6 +1116,17 @@ origin = "media"
             "{GOOD}[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.jwt]\njwks_file = 3\n"
         ));
         assert!(e.message.contains("file path"), "{e}");
+        // A `.json` file that is not JSON is refused at load, not on every request.
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "bad.json", "{\"keys\": [");
+        let path = write(
+            dir.path(),
+            "edge.toml",
+            &format!("{GOOD}[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.jwt]\njwks_file = \"bad.json\"\n"),
+        );
+        let e = Config::load(&path, None).expect_err("bad JSON");
+        assert_eq!(e.key, "routes[0].modules[0].config.jwt.jwks_file", "{e}");
+        assert!(e.message.contains("is not JSON"), "{e}");
     }
 
     #[test]
