@@ -193,11 +193,11 @@ impl Plan {
                         }
                         KeyPart::Subject => {
                             key.push_str("sub:");
-                            key.push_str(req.subject.as_deref()?);
+                            push_escaped(&mut key, req.subject.as_deref()?);
                         }
                         KeyPart::Path => {
                             key.push_str("path:");
-                            key.push_str(req.path);
+                            push_escaped(&mut key, req.path);
                         }
                         KeyPart::PathPrefix => {
                             key.push_str("prefix:");
@@ -210,7 +210,7 @@ impl Plan {
                         KeyPart::Header(name) => {
                             key.push_str(name);
                             key.push(':');
-                            key.push_str(&(req.header)(name)?);
+                            push_escaped(&mut key, &(req.header)(name)?);
                         }
                     }
                 }
@@ -229,6 +229,18 @@ impl Plan {
                     .map(|n| n.trunc().to_string())
                     .unwrap_or_else(|_| v6.to_string()),
             },
+        }
+    }
+}
+
+/// Appends a value the viewer controls with `|` (the separator between key parts) and
+/// `%` escaped, so no value can pose as another combination of parts.
+fn push_escaped(key: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '|' => key.push_str("%7C"),
+            '%' => key.push_str("%25"),
+            c => key.push(c),
         }
     }
 }
@@ -384,6 +396,13 @@ mod tests {
         req.path = "/secure/v/1.ts";
         req.subject = None;
         assert_eq!(p.keys(&req).len(), 1);
+        // A header value cannot pose as another combination of parts.
+        let forged = |n: &str| (n == "x-api-key").then(|| "k1|sub:viewer-42".to_owned());
+        let req = request("/open/x", "198.51.100.1", &forged);
+        assert_eq!(
+            p.keys(&req),
+            vec![("api", "x-api-key:k1%7Csub:viewer-42".to_owned())]
+        );
         // Allowlisted networks are never counted.
         assert!(p
             .keys(&request("/secure/x", "10.1.2.3", &header))
