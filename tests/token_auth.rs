@@ -410,6 +410,10 @@ async fn every_format_opens_the_route_over_every_protocol() {
         assert_eq!((a.status.as_u16(), &a.body[..]), (403, &b"forbidden\n"[..]));
         let a = get(url.replace("~e=", "~e=1"), vec![]).await;
         assert_eq!(a.status, 403);
+        // A path that climbs out of the token's prefix is refused whatever the token.
+        let escape = url.replacen(&path, "/bytes/%2e%2e/object/secret", 1);
+        let a = get(escape, vec![]).await;
+        assert_eq!(a.status, 403, "{proto:?}");
 
         // Akamai (rotated keys), in the query and in the cookie.
         let akamai = sign(

@@ -583,7 +583,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
                 }
                 None => "{}".to_owned(),
             };
-            check_standard_config(&rm.module, &config_json)
+            check_standard_config(&rm.module, &config_json, &raw.rate_limits)
                 .map_err(|e| Unlocated::at(&["routes", &idx, "modules", &m, "config"], e))?;
             modules.push(RouteModule {
                 module: rm.module.clone(),
@@ -842,10 +842,23 @@ fn wasm_config(
 
 /// The standard modules whose config the node can check at load, so a mistake is a config
 /// error with its line rather than a failing request.
-fn check_standard_config(module: &str, json: &str) -> Result<(), String> {
+fn check_standard_config(
+    module: &str,
+    json: &str,
+    policies: &std::collections::BTreeMap<String, raw::RawRateLimit>,
+) -> Result<(), String> {
     let checked = match module {
         "token-auth" => edge_module_token_auth::Config::parse(json).map(|_| ()),
-        "rate-limit" => edge_module_rate_limit::Config::parse(json).map(|_| ()),
+        "rate-limit" => edge_module_rate_limit::Config::parse(json).and_then(|plan| {
+            match plan.config.rules.iter().position(|r| !policies.contains_key(&r.policy)) {
+                None => Ok(()),
+                Some(i) => Err(format!(
+                    "rate-limit config: rules[{i}].policy `{}` is not a policy of [rate_limits] (configured: {})",
+                    plan.config.rules[i].policy,
+                    policies.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }),
         _ => Ok(()),
     };
     // serde_json's position is in the JSON the node made, not in the file: drop it.
@@ -1086,6 +1099,15 @@ origin = "media"
             "{GOOD}[[routes.modules]]\nmodule = \"rate-limit\"\nconfig = {{ rules = [{{ policy = \"p\", key = [\"ipv9\"] }}] }}\n"
         ));
         assert!(e.message.contains("unknown key part `ipv9`"), "{e}");
+        let e = error_for(&format!(
+            "{GOOD}[rate_limits.viewer]\nrate = \"1/s\"\n[[routes.modules]]\nmodule = \"rate-limit\"\nconfig = {{ rules = [{{ policy = \"viewers\" }}] }}\n"
+        ));
+        assert!(
+            e.message.contains(
+                "rules[0].policy `viewers` is not a policy of [rate_limits] (configured: viewer)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

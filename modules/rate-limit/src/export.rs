@@ -8,6 +8,9 @@ use std::cell::RefCell;
 
 struct RateLimit;
 
+/// The node's bound on a key's length (`rate-limit.check` refuses longer ones).
+const MAX_KEY_BYTES: usize = 512;
+
 thread_local! {
     /// The allowance to report on the response (the instance lives for one request).
     static REPORT: RefCell<Option<(String, Decision)>> = const { RefCell::new(None) };
@@ -39,6 +42,14 @@ impl Module for RateLimit {
         };
         let mut answers = Vec::new();
         for (policy, key) in plan.keys(&request) {
+            // The node refuses keys over 512 bytes; a long header or path is keyed by its
+            // digest instead.
+            let key = if key.len() > MAX_KEY_BYTES {
+                let digest = edge_module_sdk::crypto::sha256(key.as_bytes());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            } else {
+                key
+            };
             match rate_limit::check(policy, &key) {
                 Ok(d) => answers.push((
                     policy,
@@ -92,10 +103,12 @@ impl Module for RateLimit {
     }
 }
 
+/// An IPv4 client on a dual-stack socket (`::ffff:a.b.c.d`) is the IPv4 address.
 fn parse_ip(text: &str) -> Option<std::net::IpAddr> {
-    text.parse()
+    text.parse::<std::net::IpAddr>()
         .ok()
         .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 export_module!(RateLimit);

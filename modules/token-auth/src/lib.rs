@@ -200,6 +200,31 @@ pub fn hex_keys(keys: &BTreeMap<String, String>) -> Result<Vec<(String, Vec<u8>)
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_escape_a_scope_are_refused() {
+        for bad in [
+            "/free/../premium/x.ts",
+            "/free/%2e%2e/premium/x.ts",
+            "/free/%2E%2e/x",
+            "/free/./x",
+            "/free%2f..%2fpremium/x",
+            "/free/..%5cpremium",
+            "/free/..",
+        ] {
+            assert!(ambiguous_path(bad), "{bad}");
+        }
+        for good in ["/free/x.ts", "/free/a..b/x.ts", "/free/.hidden", "/a%20b/c"] {
+            assert!(!ambiguous_path(good), "{good}");
+        }
+        assert_eq!(parse_ip("::ffff:10.1.2.3"), "10.1.2.3".parse().ok());
+        assert_eq!(parse_ip("[::ffff:10.1.2.3]:443"), "10.1.2.3".parse().ok());
+    }
+}
+
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim().as_bytes();
     if !hex.len().is_multiple_of(2) || hex.is_empty() {
@@ -276,6 +301,13 @@ impl Config {
         crypto: &dyn Crypto,
         now: u64,
     ) -> Result<Verified, Failure> {
+        if ambiguous_path(req.path) {
+            return Err(Failure {
+                format: None,
+                reason: Reason::AclMismatch,
+                detail: format!("{} has dot-segments or encoded separators", req.path),
+            });
+        }
         let mut first_failure: Option<Failure> = None;
         let mut attempt = |result: Option<Result<Verified, Failure>>| match result {
             Some(Ok(v)) => Some(v),
@@ -366,8 +398,22 @@ impl Config {
 }
 
 /// Parses a client address the host gives (`1.2.3.4`, `::1`, or with a port).
+/// An IPv4 client on a dual-stack socket (`::ffff:a.b.c.d`) is the IPv4 address.
 pub fn parse_ip(text: &str) -> Option<std::net::IpAddr> {
-    text.parse()
+    text.parse::<std::net::IpAddr>()
         .ok()
         .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+/// True when the path has a `.` or `..` segment, raw or percent-encoded (`%2e%2e`), or an
+/// encoded `/` or `\`: a scope check on such a path says nothing about the object an
+/// origin that normalizes paths would serve (`/free/../premium/x` is `/premium/x`).
+pub fn ambiguous_path(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2f")
+        || lower.contains("%5c")
+        || decoded.contains('\\')
+        || decoded.split('/').any(|seg| seg == "." || seg == "..")
 }
