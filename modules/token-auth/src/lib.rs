@@ -200,31 +200,6 @@ pub fn hex_keys(keys: &BTreeMap<String, String>) -> Result<Vec<(String, Vec<u8>)
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_that_could_escape_a_scope_are_refused() {
-        for bad in [
-            "/free/../premium/x.ts",
-            "/free/%2e%2e/premium/x.ts",
-            "/free/%2E%2e/x",
-            "/free/./x",
-            "/free%2f..%2fpremium/x",
-            "/free/..%5cpremium",
-            "/free/..",
-        ] {
-            assert!(ambiguous_path(bad), "{bad}");
-        }
-        for good in ["/free/x.ts", "/free/a..b/x.ts", "/free/.hidden", "/a%20b/c"] {
-            assert!(!ambiguous_path(good), "{good}");
-        }
-        assert_eq!(parse_ip("::ffff:10.1.2.3"), "10.1.2.3".parse().ok());
-        assert_eq!(parse_ip("[::ffff:10.1.2.3]:443"), "10.1.2.3".parse().ok());
-    }
-}
-
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim().as_bytes();
     if !hex.len().is_multiple_of(2) || hex.is_empty() {
@@ -416,4 +391,29 @@ pub fn ambiguous_path(path: &str) -> bool {
         || lower.contains("%5c")
         || decoded.contains('\\')
         || decoded.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_escape_a_scope_are_refused() {
+        for bad in [
+            "/free/../premium/x.ts",
+            "/free/%2e%2e/premium/x.ts",
+            "/free/%2E%2e/x",
+            "/free/./x",
+            "/free%2f..%2fpremium/x",
+            "/free/..%5cpremium",
+            "/free/..",
+        ] {
+            assert!(ambiguous_path(bad), "{bad}");
+        }
+        for good in ["/free/x.ts", "/free/a..b/x.ts", "/free/.hidden", "/a%20b/c"] {
+            assert!(!ambiguous_path(good), "{good}");
+        }
+        assert_eq!(parse_ip("::ffff:10.1.2.3"), "10.1.2.3".parse().ok());
+        assert_eq!(parse_ip("[::ffff:10.1.2.3]:443"), "10.1.2.3".parse().ok());
+    }
 }
