@@ -95,9 +95,8 @@ impl Key {
         edge_module_token_auth::decode_hex(value)
             .map(Key::Secret)
             .ok_or_else(|| {
-                TokenError::Key(format!(
-                    "`{value}` is neither a file nor an even number of hex digits"
-                ))
+                // The value may be a mistyped secret: not echoed.
+                TokenError::Key("--key is neither a file nor an even number of hex digits".into())
             })
     }
 

@@ -1093,6 +1093,14 @@ origin = "media"
         assert!(e.message.contains("unknown field `sessions`"), "{e}");
         assert_eq!(e.line, Some(14), "{e}");
         assert!(!e.message.contains("column"), "{e}");
+        let e = error_for(&routes(
+            "[routes.modules.config]\nakamai = { keys = { rotated = \"0g\" } }\n",
+        ));
+        assert!(
+            e.message
+                .contains("akamai: key `rotated` is not an even number of hex digits"),
+            "{e}"
+        );
         let e = error_for(&routes("config = {}\n"));
         assert!(e.message.contains("no format configured"), "{e}");
         let e = error_for(&format!(

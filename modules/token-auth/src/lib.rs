@@ -231,6 +231,14 @@ impl Config {
                 "token-auth config: no format configured (native, akamai, cloudfront, jwt)".into(),
             );
         }
+        for (format, keys) in [
+            ("native", config.native.as_ref().map(|c| &c.keys)),
+            ("akamai", config.akamai.as_ref().map(|c| &c.keys)),
+        ] {
+            if let Some(keys) = keys {
+                hex_keys(keys).map_err(|e| format!("token-auth config: {format}: {e}"))?;
+            }
+        }
         if let Some(jwt) = &config.jwt {
             if jwt.jwks.is_none() && jwt.public_keys.is_empty() && jwt.secrets.is_empty() {
                 return Err(
@@ -361,7 +369,7 @@ impl Config {
             return None;
         }
         let (id, key) = self.signing_key()?;
-        let expires = verified.expires.min(now + session.ttl_s);
+        let expires = verified.expires.min(now.saturating_add(session.ttl_s));
         let ip = if session.bind_ip { req.client_ip } else { None };
         let token = native::sign(&id, &key, None, expires, &session.path, ip, crypto);
         let max_age = expires.saturating_sub(now);

@@ -128,10 +128,12 @@ impl Config {
         let tag = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| fail(Reason::Malformed, "the signature is not base64url"))?;
-        let key = self
-            .keys
-            .get(kid.as_ref())
-            .ok_or_else(|| fail(Reason::UnknownKey, &format!("key id `{kid}`")))?;
+        let key = self.keys.get(kid.as_ref()).ok_or_else(|| {
+            fail(
+                Reason::UnknownKey,
+                &format!("key id `{}`", kid.escape_debug()),
+            )
+        })?;
         let key = crate::decode_hex(key)
             .ok_or_else(|| fail(Reason::UnknownKey, &format!("key `{kid}` is not hex")))?;
         if !crypto.hmac_verify(
