@@ -29,6 +29,7 @@ fn main() {
         "modules/headers",
         "modules/token-auth",
         "modules/rate-limit",
+        "modules/manifest-rewrite",
         "modules/testing",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
@@ -50,6 +51,8 @@ fn main() {
             "-p",
             "edge-module-rate-limit",
             "-p",
+            "edge-module-manifest-rewrite",
+            "-p",
             "edge-test-module",
         ],
     );
@@ -57,6 +60,7 @@ fn main() {
         ("edge_module_headers", "headers"),
         ("edge_module_token_auth", "token-auth"),
         ("edge_module_rate_limit", "rate-limit"),
+        ("edge_module_manifest_rewrite", "manifest-rewrite"),
     ] {
         copy(
             &built.join(format!("{crate_file}.wasm")),

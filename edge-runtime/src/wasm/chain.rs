@@ -261,13 +261,14 @@ impl ChainRun {
         }
         self.elapsed += started.elapsed();
 
-        let transformers: Vec<usize> = match transformable_type(&view.parts, head) {
-            Some(media_type) => (0..self.live.len())
-                .rev()
-                .filter(|&i| self.live[i].version.declares_body_type(media_type))
-                .collect(),
-            None => Vec::new(),
-        };
+        let transformers: Vec<usize> =
+            match transformable_type(&view.parts, head, request.parts.uri.path()) {
+                Some(media_type) => (0..self.live.len())
+                    .rev()
+                    .filter(|&i| self.live[i].version.declares_body_type(media_type))
+                    .collect(),
+                None => Vec::new(),
+            };
         if transformers.is_empty() {
             return (Response::from_parts(view.parts, body), self.elapsed);
         }
@@ -579,8 +580,14 @@ pub fn module_failed() -> Response<Body> {
 }
 
 /// The media type of a response whose body modules may transform: a complete 200 that is
-/// not content-encoded, to a request that is not HEAD.
-fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<&str> {
+/// not content-encoded, to a request that is not HEAD. Object stores often serve
+/// manifests as `application/octet-stream` (or with no type): then the path's extension
+/// names it.
+fn transformable_type<'a>(
+    parts: &'a http::response::Parts,
+    head: bool,
+    path: &str,
+) -> Option<&'a str> {
     if head || parts.status != StatusCode::OK {
         return None;
     }
@@ -591,8 +598,27 @@ fn transformable_type(parts: &http::response::Parts, head: bool) -> Option<&str>
     {
         return None;
     }
-    let ct = parts.headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let media = ct.split(';').next()?.trim();
+    let media = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .map(|ct| ct.split(';').next().unwrap_or("").trim())
+        .unwrap_or("");
+    let generic = [
+        "",
+        "application/octet-stream",
+        "binary/octet-stream",
+        "text/plain",
+    ];
+    if generic.iter().any(|g| g.eq_ignore_ascii_case(media)) {
+        let ext = path.rsplit('/').next()?.rsplit_once('.')?.1;
+        if ext.eq_ignore_ascii_case("m3u8") {
+            return Some("application/vnd.apple.mpegurl");
+        }
+        if ext.eq_ignore_ascii_case("mpd") {
+            return Some("application/dash+xml");
+        }
+    }
     // Compared case-insensitively with the declared types: no lower-cased copy per response.
     (!media.is_empty()).then_some(media)
 }
@@ -658,17 +684,32 @@ mod tests {
             "content-type",
             "application/vnd.apple.mpegurl; charset=utf-8",
         );
+        let p = "/a/x";
         assert_eq!(
-            transformable_type(&head(200, &[m3u8]), false),
+            transformable_type(&head(200, &[m3u8]), false, p),
             Some("application/vnd.apple.mpegurl")
         );
-        assert_eq!(transformable_type(&head(200, &[m3u8]), true), None);
-        assert_eq!(transformable_type(&head(206, &[m3u8]), false), None);
+        assert_eq!(transformable_type(&head(200, &[m3u8]), true, p), None);
+        assert_eq!(transformable_type(&head(206, &[m3u8]), false, p), None);
         assert_eq!(
-            transformable_type(&head(200, &[m3u8, ("content-encoding", "gzip")]), false),
+            transformable_type(&head(200, &[m3u8, ("content-encoding", "gzip")]), false, p),
             None
         );
-        assert_eq!(transformable_type(&head(200, &[]), false), None);
+        assert_eq!(transformable_type(&head(200, &[]), false, p), None);
+        // Generic or missing types: the extension names the manifest.
+        let octets = ("content-type", "binary/octet-stream");
+        assert_eq!(
+            transformable_type(&head(200, &[octets]), false, "/v/index.M3U8"),
+            Some("application/vnd.apple.mpegurl")
+        );
+        assert_eq!(
+            transformable_type(&head(200, &[]), false, "/v/manifest.mpd"),
+            Some("application/dash+xml")
+        );
+        assert_eq!(
+            transformable_type(&head(200, &[octets]), false, "/v/seg.ts"),
+            Some("binary/octet-stream")
+        );
     }
 
     fn chunked(parts: &[&'static [u8]]) -> Body {

@@ -11,11 +11,17 @@ pub mod standard {
     /// `rate-limit`: keys requests to the node's limiters; 429 with `RateLimit` fields.
     pub const RATE_LIMIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rate-limit.wasm"));
 
+    /// `manifest-rewrite`: HLS and DASH token propagation, URL rewriting, rendition
+    /// filtering, live window and content steering.
+    pub const MANIFEST_REWRITE: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/manifest-rewrite.wasm"));
+
     /// Every standard module by the name routes use.
     pub const ALL: &[(&str, &[u8])] = &[
         ("headers", HEADERS),
         ("token-auth", TOKEN_AUTH),
         ("rate-limit", RATE_LIMIT),
+        ("manifest-rewrite", MANIFEST_REWRITE),
     ];
 }
 

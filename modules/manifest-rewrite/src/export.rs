@@ -1,0 +1,112 @@
+//! The Wasm export: builds the viewer's plan from the route's config and the request
+//! (token auth's `token.query` context, device class), and rewrites manifest bodies.
+
+use crate::{parse_config, rewrite, Config, Kind, OnMalformed, Plan, RewriteError, Viewer};
+use edge_module_sdk::{export_module, log, metrics, Action, Module, Request, Response};
+
+struct ManifestRewrite;
+
+fn config() -> Config {
+    match parse_config(&edge_module_sdk::bindings::edge::module::config::get()) {
+        Ok(config) => config,
+        // The node checks this table when the route loads; a config that still fails
+        // here must not pass silently.
+        Err(e) => panic!("module config: {e}"),
+    }
+}
+
+fn plan(config: &Config, req: &Request) -> Plan {
+    let host = req.authority();
+    let path = req.path();
+    let query = req.query();
+    let token_query = req.get_context("token.query");
+    let device_header = config.device_header.as_deref().and_then(|h| req.header(h));
+    config.plan(&Viewer {
+        host: Some(&host),
+        path: &path,
+        query: query.as_deref(),
+        token_query: token_query.as_deref(),
+        device_header: device_header.as_deref(),
+    })
+}
+
+impl Module for ManifestRewrite {
+    const NAME: &'static str = "manifest-rewrite";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const BODY_TYPES: &'static [&'static str] = &[
+        "application/vnd.apple.mpegurl",
+        "application/x-mpegurl",
+        "audio/mpegurl",
+        "audio/x-mpegurl",
+        "application/dash+xml",
+    ];
+    /// The node's own bound; the route's `max_bytes` (smaller) is applied here, so that
+    /// a manifest over it gets the route's `on_malformed` answer.
+    const MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
+
+    fn on_request(req: &Request) -> Action {
+        if plan(&config(), req).is_empty() {
+            // Nothing to change for this viewer: no transform, the body streams through.
+            return Action::Done;
+        }
+        Action::Continue
+    }
+
+    fn transform_body(
+        req: &Request,
+        resp: &Response,
+        body: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let config = config();
+        let content_type = resp.header("content-type");
+        let media_type = content_type
+            .as_deref()
+            .map(|t| t.split(';').next().unwrap_or("").trim());
+        let path = req.path();
+        let Some(kind) = Kind::detect(media_type, &path, &body) else {
+            return Ok(None);
+        };
+        let plan = plan(&config, req);
+        match rewrite(kind, &body, &plan, config.max_bytes) {
+            Ok(out) => {
+                let Some(new) = out.body else { return Ok(None) };
+                if out.per_viewer {
+                    // The output carries this viewer's token: no shared cache may keep it.
+                    let _ = resp.set_header("cache-control", "private, no-store");
+                }
+                metrics::counter_add("rewritten", 1);
+                Ok(Some(new))
+            }
+            Err(e) => Ok(malformed(&config, resp, &path, &e)),
+        }
+    }
+}
+
+/// A manifest that cannot be rewritten: logged with the parse error, then passed as it
+/// was or answered with 502, as the route says.
+fn malformed(config: &Config, resp: &Response, path: &str, e: &RewriteError) -> Option<Vec<u8>> {
+    let kind = match e {
+        RewriteError::TooLarge { .. } => "too_large",
+        _ => "malformed",
+    };
+    metrics::counter_add(kind, 1);
+    let action = match config.on_malformed {
+        OnMalformed::Pass => "passed unchanged",
+        OnMalformed::Reject => "answered 502",
+    };
+    log::warn(&format!("manifest not rewritten ({action}): {path}: {e}"));
+    match config.on_malformed {
+        OnMalformed::Pass => None,
+        OnMalformed::Reject => {
+            let _ = resp.set_status(502);
+            let _ = resp.set_header("content-type", "text/plain; charset=utf-8");
+            let _ = resp.set_header("cache-control", "no-store");
+            Some(
+                format!("502 Bad Gateway: the origin's manifest cannot be rewritten: {e}\n")
+                    .into_bytes(),
+            )
+        }
+    }
+}
+
+export_module!(ManifestRewrite);

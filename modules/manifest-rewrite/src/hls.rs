@@ -1,0 +1,712 @@
+//! HLS playlists (RFC 8216 and rfc8216bis, Low-Latency HLS included), rewritten line by
+//! line. Hand-written rather than parsed into a playlist model and printed again: a model
+//! would reorder attributes, renormalize numbers and drop tags it does not know, and a
+//! playlist must come out exactly as it went in wherever no operation applies.
+
+use crate::{Plan, RewriteError};
+
+/// Tags whose `URI` attribute a player fetches.
+const URI_TAGS: &[&str] = &[
+    "EXT-X-KEY",
+    "EXT-X-SESSION-KEY",
+    "EXT-X-MAP",
+    "EXT-X-MEDIA",
+    "EXT-X-I-FRAME-STREAM-INF",
+    "EXT-X-PART",
+    "EXT-X-PRELOAD-HINT",
+    "EXT-X-RENDITION-REPORT",
+    "EXT-X-SESSION-DATA",
+];
+
+/// Tags that describe the whole media playlist (they come before its first segment).
+const PLAYLIST_TAGS: &[&str] = &[
+    "EXTM3U",
+    "EXT-X-VERSION",
+    "EXT-X-TARGETDURATION",
+    "EXT-X-MEDIA-SEQUENCE",
+    "EXT-X-DISCONTINUITY-SEQUENCE",
+    "EXT-X-PLAYLIST-TYPE",
+    "EXT-X-I-FRAMES-ONLY",
+    "EXT-X-INDEPENDENT-SEGMENTS",
+    "EXT-X-START",
+    "EXT-X-SERVER-CONTROL",
+    "EXT-X-PART-INF",
+    "EXT-X-DEFINE",
+    "EXT-X-ALLOW-CACHE",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind<'a> {
+    Tag {
+        name: &'a str,
+        value: &'a str,
+    },
+    Uri,
+    /// A comment or a blank line.
+    Other,
+}
+
+struct Line<'a> {
+    text: &'a str,
+    /// `\n`, `\r\n` or nothing (the last line).
+    end: &'a str,
+    kind: LineKind<'a>,
+}
+
+/// One attribute of an attribute list; `value` keeps its quotes.
+struct Attr<'a> {
+    name: &'a str,
+    value: &'a str,
+    /// Where `value` sits in the attribute list.
+    start: usize,
+}
+
+impl Attr<'_> {
+    fn unquoted(&self) -> &str {
+        self.value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(self.value)
+    }
+}
+
+/// RFC 8216 §4.2. Lenient with spaces around the comma (packagers write them), strict
+/// with quotes: an unterminated quoted string is a malformed playlist.
+fn attributes(list: &str) -> Result<Vec<Attr<'_>>, String> {
+    let mut attrs = Vec::new();
+    let bytes = list.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        let name_start = i;
+        while i < bytes.len() && bytes[i] != b'=' && bytes[i] != b',' {
+            i += 1;
+        }
+        let name = list[name_start..i].trim_end();
+        if i >= bytes.len() || bytes[i] != b'=' || name.is_empty() {
+            return Err(format!("attribute {:?} has no value", &list[name_start..i]));
+        }
+        i += 1;
+        let start = i;
+        if bytes.get(i) == Some(&b'"') {
+            match list[i + 1..].find('"') {
+                Some(close) => i += close + 2,
+                None => {
+                    return Err(format!(
+                        "attribute {name} has an unterminated quoted string"
+                    ))
+                }
+            }
+        } else {
+            while i < bytes.len() && bytes[i] != b',' {
+                i += 1;
+            }
+        }
+        attrs.push(Attr {
+            name,
+            value: &list[start..i],
+            start,
+        });
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
+        if i < bytes.len() {
+            if bytes[i] != b',' {
+                return Err(format!(
+                    "attribute {name} is followed by {:?}, not a comma",
+                    &list[i..]
+                ));
+            }
+            i += 1;
+        }
+    }
+    Ok(attrs)
+}
+
+fn attr<'a>(attrs: &'a [Attr<'a>], name: &str) -> Option<&'a Attr<'a>> {
+    attrs.iter().find(|a| a.name == name)
+}
+
+fn lines(text: &str) -> Vec<Line<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, tail) = match rest.find('\n') {
+            Some(i) => (&rest[..=i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        rest = tail;
+        let body = line.trim_end_matches('\n').trim_end_matches('\r');
+        let end = &line[body.len()..];
+        let trimmed = body.trim();
+        let kind = if let Some(tag) = trimmed.strip_prefix("#EXT") {
+            let (name, value) = match tag.split_once(':') {
+                Some((n, v)) => (n, v),
+                None => (tag, ""),
+            };
+            // `name` without the `#`: "EXT" + the rest.
+            let full = &trimmed[1..1 + 3 + name.len()];
+            LineKind::Tag { name: full, value }
+        } else if trimmed.is_empty() || trimmed.starts_with('#') {
+            LineKind::Other
+        } else {
+            LineKind::Uri
+        };
+        out.push(Line {
+            text: body,
+            end,
+            kind,
+        });
+    }
+    out
+}
+
+struct Variant {
+    /// The `EXT-X-STREAM-INF` line and its URI line.
+    tag: usize,
+    uri: usize,
+    bandwidth: Option<u64>,
+    keep: bool,
+}
+
+#[derive(Default)]
+struct Segment {
+    /// First line that belongs to the segment, and its URI line.
+    start: usize,
+    uri: usize,
+    duration: f64,
+    discontinuities: u64,
+    /// `EXT-X-KEY` lines by `KEYFORMAT`, in order.
+    keys: Vec<(String, usize)>,
+    map: Option<usize>,
+    /// `EXT-X-BYTERANGE` line, length and where the range starts (resolved).
+    byterange: Option<(usize, u64, u64, bool)>,
+}
+
+fn height(resolution: &str) -> Option<u32> {
+    resolution.split_once(['x', 'X'])?.1.parse().ok()
+}
+
+pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError> {
+    let (bom, body) = match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => ("\u{FEFF}", rest),
+        None => ("", text),
+    };
+    let lines = lines(body);
+    if lines.first().map(|l| l.text.trim_end()) != Some("#EXTM3U") {
+        return Err(RewriteError::at(1, "the first line is not #EXTM3U"));
+    }
+    let newline = match lines[0].end {
+        "" => "\n",
+        e => e,
+    };
+
+    // What the playlist is: structure checks, variants and segments.
+    let mut variants: Vec<Variant> = Vec::new();
+    let mut iframes: Vec<(usize, bool)> = Vec::new();
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut current = Segment::default();
+    let mut in_segment = false;
+    let mut pending_extinf: Option<usize> = None;
+    let mut pending_variant: Option<Variant> = None;
+    let mut header_end: Option<usize> = None;
+    let mut target_duration: Option<f64> = None;
+    let mut media_sequence: Option<(usize, u64)> = None;
+    let mut discontinuity_sequence: Option<(usize, u64)> = None;
+    let mut target_line: Option<usize> = None;
+    let mut steering_line: Option<usize> = None;
+    let (mut endlist, mut playlist_type, mut skip) = (false, false, false);
+    let mut next_range_start = 0u64;
+    let filter = &plan.filter;
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let LineKind::Tag { name, value } = line.kind else {
+            if line.kind == LineKind::Uri {
+                if let Some(mut v) = pending_variant.take() {
+                    v.uri = i;
+                    variants.push(v);
+                }
+                if header_end.is_none() {
+                    header_end = Some(i);
+                }
+                if pending_extinf.take().is_some() {
+                    current.uri = i;
+                    segments.push(std::mem::take(&mut current));
+                    in_segment = false;
+                }
+            }
+            continue;
+        };
+        if header_end.is_none() && !PLAYLIST_TAGS.contains(&name) {
+            header_end = Some(i);
+        }
+        if header_end.is_some() && !in_segment && !matches!(name, "EXT-X-ENDLIST") {
+            current.start = i;
+            in_segment = true;
+        }
+        let attrs_of =
+            |value| attributes(value).map_err(|e| RewriteError::at(n, format!("{name}: {e}")));
+        match name {
+            "EXT-X-STREAM-INF" => {
+                if pending_variant.is_some() {
+                    return Err(RewriteError::at(
+                        n,
+                        "EXT-X-STREAM-INF follows one that has no URI line",
+                    ));
+                }
+                let attrs = attrs_of(value)?;
+                let bandwidth = attr(&attrs, "BANDWIDTH").and_then(|a| a.value.parse().ok());
+                let keep = filter.keeps(
+                    bandwidth,
+                    attr(&attrs, "RESOLUTION").and_then(|a| height(a.value)),
+                    attr(&attrs, "CODECS").map(Attr::unquoted),
+                );
+                pending_variant = Some(Variant {
+                    tag: i,
+                    uri: i,
+                    bandwidth,
+                    keep,
+                });
+            }
+            "EXT-X-I-FRAME-STREAM-INF" => {
+                let attrs = attrs_of(value)?;
+                let keep = filter.keeps(
+                    attr(&attrs, "BANDWIDTH").and_then(|a| a.value.parse().ok()),
+                    attr(&attrs, "RESOLUTION").and_then(|a| height(a.value)),
+                    attr(&attrs, "CODECS").map(Attr::unquoted),
+                );
+                iframes.push((i, keep));
+            }
+            "EXTINF" => {
+                if pending_extinf.is_some() {
+                    return Err(RewriteError::at(
+                        n,
+                        "EXTINF follows one that has no URI line",
+                    ));
+                }
+                let duration = value.split(',').next().unwrap_or("").trim();
+                current.duration = duration
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .ok_or_else(|| {
+                        RewriteError::at(n, format!("EXTINF duration {duration:?} is not a number"))
+                    })?;
+                pending_extinf = Some(i);
+            }
+            "EXT-X-TARGETDURATION" => {
+                target_duration = value.trim().parse().ok();
+                target_line = Some(i);
+            }
+            "EXT-X-MEDIA-SEQUENCE" => {
+                let v = value.trim().parse().map_err(|_| {
+                    RewriteError::at(n, format!("EXT-X-MEDIA-SEQUENCE {value:?} is not a number"))
+                })?;
+                media_sequence = Some((i, v));
+            }
+            "EXT-X-DISCONTINUITY-SEQUENCE" => {
+                let v = value.trim().parse().map_err(|_| {
+                    RewriteError::at(
+                        n,
+                        format!("EXT-X-DISCONTINUITY-SEQUENCE {value:?} is not a number"),
+                    )
+                })?;
+                discontinuity_sequence = Some((i, v));
+            }
+            "EXT-X-DISCONTINUITY" => current.discontinuities += 1,
+            "EXT-X-KEY" => {
+                let attrs = attrs_of(value)?;
+                let format = attr(&attrs, "KEYFORMAT").map_or("identity", Attr::unquoted);
+                current.keys.push((format.to_string(), i));
+            }
+            "EXT-X-MAP" => {
+                attrs_of(value)?;
+                current.map = Some(i);
+            }
+            "EXT-X-BYTERANGE" => {
+                let (len, offset) = match value.trim().split_once('@') {
+                    Some((l, o)) => (l.parse().ok(), o.parse().ok()),
+                    None => (value.trim().parse().ok(), None),
+                };
+                let len: u64 =
+                    len.ok_or_else(|| RewriteError::at(n, format!("EXT-X-BYTERANGE {value:?}")))?;
+                let start = offset.unwrap_or(next_range_start);
+                next_range_start = start.saturating_add(len);
+                current.byterange = Some((i, len, start, offset.is_some()));
+            }
+            "EXT-X-ENDLIST" => endlist = true,
+            "EXT-X-PLAYLIST-TYPE" => playlist_type = true,
+            "EXT-X-SKIP" => skip = true,
+            "EXT-X-CONTENT-STEERING" => {
+                attrs_of(value)?;
+                steering_line = Some(i);
+            }
+            _ if URI_TAGS.contains(&name) => {
+                attrs_of(value)?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(v) = pending_variant {
+        return Err(RewriteError::at(
+            v.tag + 1,
+            "EXT-X-STREAM-INF has no URI line after it",
+        ));
+    }
+    if let Some(i) = pending_extinf {
+        return Err(RewriteError::at(i + 1, "EXTINF has no URI line after it"));
+    }
+    let master = !variants.is_empty() || !iframes.is_empty();
+
+    let mut drop = vec![false; lines.len()];
+    let mut replace: Vec<Option<String>> = vec![None; lines.len()];
+    let mut insert: Vec<(usize, String)> = Vec::new();
+
+    // Rendition filtering; a multivariant playlist always keeps at least one variant.
+    if !variants.is_empty() && variants.iter().all(|v| !v.keep) {
+        if let Some(lowest) = variants
+            .iter_mut()
+            .min_by_key(|v| v.bandwidth.unwrap_or(u64::MAX))
+        {
+            lowest.keep = true;
+        }
+    }
+    for v in variants.iter().filter(|v| !v.keep) {
+        drop[v.tag..=v.uri].iter_mut().for_each(|d| *d = true);
+    }
+    for &(i, keep) in &iframes {
+        drop[i] |= !keep;
+    }
+
+    // Live window.
+    let live = !master && !endlist && !playlist_type && !skip;
+    if let (Some(window), true) = (plan.live_window_s, live && !segments.is_empty()) {
+        let window = window.max(3.0 * target_duration.unwrap_or(0.0));
+        let mut first_kept = segments.len();
+        let mut kept = 0.0;
+        while first_kept > 0 && kept < window {
+            first_kept -= 1;
+            kept += segments[first_kept].duration;
+        }
+        if first_kept > 0 {
+            let (dropped, rest) = segments.split_at(first_kept);
+            let first = &rest[0];
+            for line in &mut drop[dropped[0].start..first.start] {
+                *line = true;
+            }
+            // State that dropped segments set and the first kept one inherits.
+            if first.keys.is_empty() {
+                let mut carried: Vec<(&str, usize)> = Vec::new();
+                for (format, line) in dropped.iter().flat_map(|s| &s.keys) {
+                    carried.retain(|(f, _)| f != format);
+                    carried.push((format, *line));
+                }
+                for (_, line) in carried {
+                    insert.push((first.start, lines[line].text.trim().to_string()));
+                }
+            }
+            if first.map.is_none() {
+                if let Some(map) = dropped.iter().rev().find_map(|s| s.map) {
+                    insert.push((first.start, lines[map].text.trim().to_string()));
+                }
+            }
+            if let Some((line, len, start, false)) = first.byterange {
+                replace[line] = Some(format!("#EXT-X-BYTERANGE:{len}@{start}"));
+            }
+            let skipped = first_kept as u64;
+            match media_sequence {
+                Some((line, seq)) => {
+                    replace[line] = Some(format!("#EXT-X-MEDIA-SEQUENCE:{}", seq + skipped))
+                }
+                None => insert.push((
+                    target_line.map_or(1, |t| t + 1),
+                    format!("#EXT-X-MEDIA-SEQUENCE:{skipped}"),
+                )),
+            }
+            let gone: u64 = dropped.iter().map(|s| s.discontinuities).sum();
+            if gone > 0 {
+                match discontinuity_sequence {
+                    Some((line, seq)) => {
+                        replace[line] =
+                            Some(format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}", seq + gone))
+                    }
+                    None => insert.push((
+                        media_sequence
+                            .or(target_line.map(|t| (t, 0)))
+                            .map_or(1, |(l, _)| l + 1),
+                        format!("#EXT-X-DISCONTINUITY-SEQUENCE:{gone}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    // Content steering (multivariant playlists only).
+    if let (Some(s), true) = (&plan.steering, master) {
+        let mut tag = format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"{}\"", s.server_uri);
+        if let Some(p) = &s.pathway {
+            tag.push_str(&format!(",PATHWAY-ID=\"{p}\""));
+        }
+        match steering_line {
+            Some(line) => replace[line] = Some(tag),
+            None => insert.push((1, tag)),
+        }
+    }
+
+    // URIs of every line that stays.
+    for (i, line) in lines.iter().enumerate() {
+        if drop[i] || replace[i].is_some() {
+            continue;
+        }
+        match line.kind {
+            LineKind::Uri => {
+                let trimmed = line.text.trim();
+                if let Some(new) = plan.map_uri(trimmed, false) {
+                    let lead = &line.text[..line.text.len() - line.text.trim_start().len()];
+                    let trail = &line.text[line.text.trim_end().len()..];
+                    replace[i] = Some(format!("{lead}{new}{trail}"));
+                }
+            }
+            LineKind::Tag { name, value }
+                if URI_TAGS.contains(&name) || name == "EXT-X-CONTENT-STEERING" =>
+            {
+                let key = if name == "EXT-X-CONTENT-STEERING" {
+                    "SERVER-URI"
+                } else {
+                    "URI"
+                };
+                let attrs = attributes(value).map_err(|e| RewriteError::at(i + 1, e))?;
+                let Some(uri) = attr(&attrs, key) else {
+                    continue;
+                };
+                if let Some(new) = plan.map_uri(uri.unquoted(), false) {
+                    let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
+                    let at = offset + uri.start;
+                    replace[i] = Some(format!(
+                        "{}\"{new}\"{}",
+                        &line.text[..at],
+                        &line.text[at + uri.value.len()..]
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let changed =
+        drop.iter().any(|d| *d) || replace.iter().any(Option::is_some) || !insert.is_empty();
+    if !changed {
+        return Ok(None);
+    }
+    insert.sort_by_key(|(at, _)| *at);
+    let mut inserts = insert.into_iter().peekable();
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    out.push_str(bom);
+    for (i, line) in lines.iter().enumerate() {
+        while let Some((_, tag)) = inserts.next_if(|(at, _)| *at == i) {
+            out.push_str(&tag);
+            out.push_str(newline);
+        }
+        if drop[i] {
+            continue;
+        }
+        out.push_str(replace[i].as_deref().unwrap_or(line.text));
+        out.push_str(line.end);
+    }
+    for (_, tag) in inserts {
+        if !out.ends_with('\n') {
+            out.push_str(newline);
+        }
+        out.push_str(&tag);
+        out.push_str(newline);
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_config, Viewer};
+
+    fn run(config: &str, input: &str) -> Result<Option<String>, RewriteError> {
+        let plan = parse_config(config).unwrap().plan(&Viewer {
+            host: Some("edge.example"),
+            path: "/vod/a/index.m3u8",
+            ..Viewer::default()
+        });
+        rewrite(input, &plan)
+    }
+
+    const MASTER: &str = "#EXTM3U\r\n\
+#EXT-X-VERSION:6\r\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",URI=\"audio/en.m3u8\"\r\n\
+#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI=\"skd://key1\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\r\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.4d401e,mp4a.40.2\",AUDIO=\"aud\"\r\n\
+360p.m3u8\r\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080,CODECS=\"hvc1.2.4.L123.B0,mp4a.40.2\"\r\n\
+1080p.m3u8\r\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,RESOLUTION=640x360,URI=\"360p-iframes.m3u8\"\r\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=400000,RESOLUTION=1920x1080,URI=\"1080p-iframes.m3u8\"\r\n\
+#X-CUSTOM-TAG:URI=\"untouched\"\r\n";
+
+    #[test]
+    fn token_goes_on_every_uri_line_and_uri_attribute() {
+        let out = run(r#"{"append_query":"t=1"}"#, MASTER).unwrap().unwrap();
+        assert_eq!(
+            out,
+            "#EXTM3U\r\n\
+#EXT-X-VERSION:6\r\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",URI=\"audio/en.m3u8?t=1\"\r\n\
+#EXT-X-SESSION-KEY:METHOD=SAMPLE-AES,URI=\"skd://key1\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\r\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.4d401e,mp4a.40.2\",AUDIO=\"aud\"\r\n\
+360p.m3u8?t=1\r\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080,CODECS=\"hvc1.2.4.L123.B0,mp4a.40.2\"\r\n\
+1080p.m3u8?t=1\r\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,RESOLUTION=640x360,URI=\"360p-iframes.m3u8?t=1\"\r\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=400000,RESOLUTION=1920x1080,URI=\"1080p-iframes.m3u8?t=1\"\r\n\
+#X-CUSTOM-TAG:URI=\"untouched\"\r\n"
+        );
+    }
+
+    #[test]
+    fn renditions_are_filtered_by_bandwidth_height_and_codec() {
+        for config in [
+            r#"{"max_bandwidth":1000000}"#,
+            r#"{"max_height":720}"#,
+            r#"{"deny_codecs":["hvc1"]}"#,
+        ] {
+            let out = run(config, MASTER).unwrap().unwrap();
+            assert!(out.contains("360p.m3u8\r\n"), "{config}");
+            assert!(
+                !out.contains("1080p.m3u8") && !out.contains("hvc1"),
+                "{config}: {out}"
+            );
+            let iframes_kept = out.contains("1080p-iframes");
+            assert_eq!(iframes_kept, !config.contains("max_height"), "{config}");
+        }
+        // Never an empty multivariant playlist: the lowest variant stays.
+        let out = run(r#"{"max_bandwidth":1}"#, MASTER).unwrap().unwrap();
+        assert!(out.contains("360p.m3u8") && !out.contains("1080p.m3u8"));
+    }
+
+    #[test]
+    fn steering_is_inserted_or_replaced() {
+        let out = run(
+            r#"{"steering":{"server_uri":"/steer","pathway":"CDN-A"}}"#,
+            MASTER,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(out.starts_with("#EXTM3U\r\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"/steer\",PATHWAY-ID=\"CDN-A\"\r\n#EXT-X-VERSION"));
+        let again = run(
+            r#"{"steering":{"server_uri":"https://s.example/v2"}}"#,
+            &out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(again.matches("EXT-X-CONTENT-STEERING").count(), 1);
+        assert!(again.contains("SERVER-URI=\"https://s.example/v2\"\r\n"));
+        // Media playlists have no steering.
+        assert_eq!(
+            run(
+                r#"{"steering":{"server_uri":"/s"}}"#,
+                "#EXTM3U\n#EXTINF:4,\na.ts\n"
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    fn live(n: u64) -> String {
+        let mut p = String::from(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:100\n",
+        );
+        for i in 0..n {
+            if i == 2 {
+                p.push_str("#EXT-X-DISCONTINUITY\n#EXT-X-KEY:METHOD=AES-128,URI=\"k2.key\"\n#EXT-X-MAP:URI=\"init2.mp4\"\n");
+            }
+            p.push_str(&format!("#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000\nseg.mp4\n"));
+            let _ = i;
+        }
+        p.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"next.mp4\"\n");
+        p
+    }
+
+    #[test]
+    fn live_window_keeps_the_last_seconds_and_what_they_inherit() {
+        let out = run(r#"{"live_window_s":12}"#, &live(10)).unwrap().unwrap();
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:107\n\
+#EXT-X-DISCONTINUITY-SEQUENCE:1\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"k2.key\"\n#EXT-X-MAP:URI=\"init2.mp4\"\n\
+#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000@7000\nseg.mp4\n\
+#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000\nseg.mp4\n\
+#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000\nseg.mp4\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"next.mp4\"\n"
+        );
+        // Never below three target durations; VOD and EVENT playlists are never trimmed.
+        let out = run(r#"{"live_window_s":1}"#, &live(10)).unwrap().unwrap();
+        assert_eq!(out.matches("#EXTINF").count(), 3);
+        let vod = format!("{}#EXT-X-ENDLIST\n", live(10));
+        assert_eq!(run(r#"{"live_window_s":4}"#, &vod).unwrap(), None);
+        let event = live(10).replace(
+            "#EXT-X-VERSION:7\n",
+            "#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n",
+        );
+        assert_eq!(run(r#"{"live_window_s":4}"#, &event).unwrap(), None);
+        // A window longer than the playlist changes nothing.
+        assert_eq!(run(r#"{"live_window_s":100}"#, &live(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_playlists_are_errors_with_a_line() {
+        let cases = [
+            ("not a playlist\n", 1, "#EXTM3U"),
+            ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n", 2, "no URI line"),
+            ("#EXTM3U\n#EXTINF:4,\n#EXTINF:4,\na.ts\n", 3, "no URI line"),
+            ("#EXTM3U\n#EXTINF:abc,\na.ts\n", 2, "not a number"),
+            (
+                "#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"k.key\n#EXTINF:4,\na.ts\n",
+                2,
+                "unterminated",
+            ),
+            ("#EXTM3U\n#EXT-X-MAP:URI\n", 2, "no value"),
+            ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n", 2, "MEDIA-SEQUENCE"),
+        ];
+        for (input, line, reason) in cases {
+            match run(r#"{"append_query":"t=1"}"#, input) {
+                Err(RewriteError::Malformed { line: l, reason: r }) => {
+                    assert_eq!(l, line, "{input:?}: {r}");
+                    assert!(r.contains(reason), "{input:?}: {r}");
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_tags_comments_and_spacing_pass_through() {
+        let input = "\u{FEFF}#EXTM3U\n# a comment\n#EXT-X-UNKNOWN:URI=\"x\",FOO=BAR\n\n#EXTINF:4, title, with comma\n  seg 1.ts  \n#EXT-X-ENDLIST";
+        let out = run(r#"{"append_query":"t=1"}"#, input).unwrap().unwrap();
+        assert_eq!(
+            out,
+            "\u{FEFF}#EXTM3U\n# a comment\n#EXT-X-UNKNOWN:URI=\"x\",FOO=BAR\n\n#EXTINF:4, title, with comma\n  seg 1.ts?t=1  \n#EXT-X-ENDLIST"
+        );
+    }
+
+    #[test]
+    fn attribute_lists() {
+        let attrs = attributes("A=1, B=\"x,y\",C=0x1F,D=\"\"").unwrap();
+        let got: Vec<(&str, &str)> = attrs.iter().map(|a| (a.name, a.value)).collect();
+        assert_eq!(
+            got,
+            vec![("A", "1"), ("B", "\"x,y\""), ("C", "0x1F"), ("D", "\"\"")]
+        );
+        assert!(attributes("A=\"x\"B=1").is_err());
+        assert!(attributes(",").is_err());
+        assert!(attributes("").unwrap().is_empty());
+    }
+}

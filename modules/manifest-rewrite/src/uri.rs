@@ -1,0 +1,317 @@
+//! The URI operations shared by HLS and DASH: URL rewriting, `base_url` and appending the
+//! viewer's query. Written by hand: a manifest URI is often a relative reference or a DASH
+//! template (`seg-$Number%05d$.m4s`), which URL libraries refuse or re-encode, and the
+//! rewriter must change nothing it does not mean to.
+
+use crate::Plan;
+use std::borrow::Cow;
+
+/// Checks query parameters to append (`k=v&k2=v2`): characters a URI query may hold
+/// (RFC 3986), none that would end an HLS quoted string or need escaping in XML text.
+pub fn valid_query(q: &str) -> Result<(), String> {
+    if q.is_empty() {
+        return Err("empty query".into());
+    }
+    if let Some(c) = q.chars().find(|&c| !query_char(c)) {
+        return Err(format!(
+            "{c:?} cannot be part of a URI query (percent-encode it)"
+        ));
+    }
+    if q.split('&')
+        .any(|pair| pair.split('=').next().is_none_or(str::is_empty))
+    {
+        return Err(format!("{q:?} has a parameter with no name"));
+    }
+    Ok(())
+}
+
+fn query_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=:@/?".contains(c)
+}
+
+/// Characters a URI written into a manifest may hold: no space, control, quote or angle
+/// bracket (they would end an HLS quoted string or an XML value).
+pub fn check_uri_chars(s: &str) -> Result<(), String> {
+    match s
+        .chars()
+        .find(|&c| c.is_control() || c.is_whitespace() || "\"<>".contains(c))
+    {
+        Some(c) => Err(format!("{c:?} cannot be part of a URI")),
+        None if s.is_empty() => Err("empty URI".into()),
+        None => Ok(()),
+    }
+}
+
+fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+pub fn is_absolute_http(s: &str) -> bool {
+    host_of(s).is_some_and(|h| !h.is_empty()) && !s.starts_with("//")
+}
+
+/// The scheme of an absolute URI (`https`, `data`, `skd`), `None` for a relative reference.
+fn scheme(s: &str) -> Option<&str> {
+    let end = s.find(':')?;
+    let scheme = &s[..end];
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        .then_some(scheme)
+}
+
+/// The host of `http(s)://host…` or `//host…`, without user info or port.
+pub fn host_of(s: &str) -> Option<&str> {
+    let rest = if let Some(r) = s.strip_prefix("//") {
+        r
+    } else if starts_with_ci(s, "http://") {
+        &s[7..]
+    } else if starts_with_ci(s, "https://") {
+        &s[8..]
+    } else {
+        return None;
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    Some(host_port.split(':').next().unwrap_or(host_port))
+}
+
+/// The directory of a path (`/vod/a/` for `/vod/a/master.m3u8`).
+pub fn dir_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(i) => &path[..=i],
+        None => "/",
+    }
+}
+
+/// RFC 3986 §5.2.4 on a path (no query).
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if joined.starts_with('/') {
+        joined
+    } else {
+        format!("/{joined}")
+    }
+}
+
+pub(crate) fn map(plan: &Plan, original: &str, escape_template: bool) -> Option<String> {
+    if original.is_empty() {
+        return None;
+    }
+    let scheme = scheme(original);
+    let http =
+        scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    if scheme.is_some() && !http {
+        // data:, skd:// (FairPlay key IDs) and other schemes are not fetched over HTTP.
+        return None;
+    }
+    let mut uri: Cow<'_, str> = Cow::Borrowed(original);
+    if http {
+        if let Some(rule) = plan
+            .rewrite
+            .iter()
+            .find(|r| starts_with_ci(original, &r.from))
+        {
+            uri = Cow::Owned(format!("{}{}", rule.to, &original[rule.from.len()..]));
+        }
+    } else if let Some(base) = plan
+        .base_url
+        .as_deref()
+        .filter(|_| !original.starts_with("//"))
+    {
+        let split = original.find(['?', '#']).unwrap_or(original.len());
+        let (path, rest) = original.split_at(split);
+        let absolute = if path.starts_with('/') {
+            remove_dot_segments(path)
+        } else {
+            remove_dot_segments(&format!("{}{path}", plan.manifest_dir))
+        };
+        uri = Cow::Owned(format!("{}{absolute}{rest}", base.trim_end_matches('/')));
+    }
+    if !plan.query.is_empty() && eligible(plan, &uri) {
+        uri = Cow::Owned(append_query(&uri, &plan.query, escape_template));
+    }
+    match uri {
+        Cow::Owned(s) => Some(s),
+        Cow::Borrowed(_) => None,
+    }
+}
+
+/// Whether the viewer's query may travel with this URI: relative references, and
+/// absolute URLs on the edge's own hosts. A token never goes to a third party's host.
+pub(crate) fn eligible(plan: &Plan, uri: &str) -> bool {
+    match host_of(uri) {
+        Some(host) => plan
+            .token_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host)),
+        None => scheme(uri).is_none(),
+    }
+}
+
+/// Appends `query` to `uri`'s query, replacing parameters of the same names (a stale
+/// token the origin wrote), before any fragment.
+fn append_query(uri: &str, query: &str, escape_template: bool) -> String {
+    let (body, fragment) = match uri.find('#') {
+        Some(i) => uri.split_at(i),
+        None => (uri, ""),
+    };
+    let (path, existing) = match body.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (body, None),
+    };
+    let name = |pair: &str| pair.split('=').next().unwrap_or("").to_string();
+    let added: Vec<String> = query.split('&').map(name).collect();
+    let mut out = String::with_capacity(uri.len() + query.len() + 2);
+    out.push_str(path);
+    out.push('?');
+    let mut first = true;
+    for pair in existing.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() || added.contains(&name(pair)) {
+            continue;
+        }
+        if !first {
+            out.push('&');
+        }
+        out.push_str(pair);
+        first = false;
+    }
+    if !first {
+        out.push('&');
+    }
+    if escape_template {
+        // `$` opens an identifier in a DASH template; `$$` is a literal dollar.
+        out.push_str(&query.replace('$', "$$"));
+    } else {
+        out.push_str(query);
+    }
+    out.push_str(fragment);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_config, Viewer};
+
+    fn plan(json: &str, host: Option<&str>) -> Plan {
+        parse_config(json).unwrap().plan(&Viewer {
+            host,
+            path: "/vod/a/master.m3u8",
+            ..Viewer::default()
+        })
+    }
+
+    #[test]
+    fn queries_are_appended_to_relative_and_own_host_uris_only() {
+        let p = plan(
+            r#"{"append_query":"t=1&u=2","token_hosts":["cdn.example"]}"#,
+            Some("edge.example"),
+        );
+        let cases = [
+            ("seg1.ts", Some("seg1.ts?t=1&u=2")),
+            ("/abs/seg1.ts?x=1", Some("/abs/seg1.ts?x=1&t=1&u=2")),
+            ("seg1.ts?t=old&x=1#frag", Some("seg1.ts?x=1&t=1&u=2#frag")),
+            (
+                "https://EDGE.example/a.ts",
+                Some("https://EDGE.example/a.ts?t=1&u=2"),
+            ),
+            (
+                "https://cdn.example:8443/a.ts",
+                Some("https://cdn.example:8443/a.ts?t=1&u=2"),
+            ),
+            ("//cdn.example/a.ts", Some("//cdn.example/a.ts?t=1&u=2")),
+            ("https://third.party/a.ts", None),
+            ("skd://key-id-1", None),
+            ("data:text/plain;base64,AAAA", None),
+            ("", None),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(map(&p, uri, false).as_deref(), want, "{uri}");
+        }
+        let p = plan(r#"{"append_query":"t=a$b"}"#, None);
+        assert_eq!(
+            map(&p, "seg-$Number$.m4s", true).as_deref(),
+            Some("seg-$Number$.m4s?t=a$$b")
+        );
+    }
+
+    #[test]
+    fn origin_urls_are_rewritten_then_tokened() {
+        let p = plan(
+            r#"{"append_query":"t=1","rewrite":[{"from":"https://origin.example/media/","to":"/"},
+                {"from":"http://old.example/","to":"https://cdn.example/x/"}]}"#,
+            None,
+        );
+        assert_eq!(
+            map(&p, "HTTPS://origin.example/media/a/1.ts", false).as_deref(),
+            Some("/a/1.ts?t=1")
+        );
+        assert_eq!(
+            map(&p, "http://old.example/b.ts", false).as_deref(),
+            Some("https://cdn.example/x/b.ts?t=1")
+        );
+        assert_eq!(map(&p, "https://elsewhere/b.ts", false), None);
+    }
+
+    #[test]
+    fn base_url_resolves_against_the_manifest_directory() {
+        let p = plan(r#"{"base_url":"https://cdn.example/"}"#, None);
+        let cases = [
+            (
+                "360p/index.m3u8",
+                "https://cdn.example/vod/a/360p/index.m3u8",
+            ),
+            ("../b/./x.ts?q=1", "https://cdn.example/vod/b/x.ts?q=1"),
+            ("/other/x.ts", "https://cdn.example/other/x.ts"),
+            ("../../../../x.ts", "https://cdn.example/x.ts"),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(map(&p, uri, false).as_deref(), Some(want), "{uri}");
+        }
+        assert_eq!(map(&p, "https://o.example/x.ts", false), None);
+    }
+
+    #[test]
+    fn query_validation() {
+        assert!(valid_query("edge_token=k=a~e=1~sig=AbC-_").is_ok());
+        assert!(valid_query("Policy=eyJ&Signature=a~b&Key-Pair-Id=K1").is_ok());
+        for bad in ["", "a b", "a=\"", "a=<", "a=1#x", "=v", "a&&b", "é=1"] {
+            assert!(valid_query(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("https://user@h.example:443/x"), Some("h.example"));
+        assert_eq!(host_of("http://[::1]:80/"), Some("::1"));
+        assert_eq!(host_of("//h?x"), Some("h"));
+        assert_eq!(host_of("/x"), None);
+        assert!(is_absolute_http("https://h/"));
+        assert!(!is_absolute_http("https:///x"));
+    }
+}
