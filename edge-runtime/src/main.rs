@@ -7,6 +7,7 @@ use edge_runtime::{demo, node, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli_manifest;
 mod cli_module;
 mod cli_token;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Mint and check signed URLs, cookies and JWTs in every format token-auth accepts.
     #[command(subcommand)]
     Token(Box<cli_token::TokenCommand>),
+    /// Rewrite HLS and DASH manifests as the manifest-rewrite module does, offline.
+    #[command(subcommand)]
+    Manifest(cli_manifest::ManifestCommand),
     /// Run the node and the sample media origin together with a self-signed certificate.
     Demo {
         /// Address for TCP (h1/h2) and UDP (h3), same port.
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(command) => Ok(cli_token::run(*command)),
+        Command::Manifest(command) => Ok(cli_manifest::run(command)),
         Command::CheckConfig { config, region } => {
             let loaded = Config::load(&config, region.as_deref())?;
             // Modules are part of the config: compile them and check their world too.

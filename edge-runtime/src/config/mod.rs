@@ -591,16 +591,33 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
             });
         }
         // Token parameters never split the cache: every viewer's signed URL for an object
-        // is the same stored copy.
+        // is the same stored copy. Nor does a device class: manifests are cached as the
+        // origin sent them and rewritten per viewer.
         let mut cache = cache;
         if let Some(cache) = &mut cache {
-            for m in modules.iter().filter(|m| m.module == "token-auth") {
-                if let Ok(config) = edge_module_token_auth::Config::parse(&m.config_json) {
-                    for name in config.query_params() {
-                        if !cache.key.exclude_query.iter().any(|x| x == name) {
-                            cache.key.exclude_query.push(name.to_owned());
+            let mut unkeyed: Vec<String> = Vec::new();
+            for m in &modules {
+                match m.module.as_str() {
+                    "token-auth" => {
+                        if let Ok(config) = edge_module_token_auth::Config::parse(&m.config_json) {
+                            unkeyed.extend(config.query_params().into_iter().map(str::to_owned));
                         }
                     }
+                    "manifest-rewrite" => {
+                        if let Ok(config) =
+                            edge_module_manifest_rewrite::parse_config(&m.config_json)
+                        {
+                            unkeyed.extend(
+                                config.unkeyed_query_params().into_iter().map(str::to_owned),
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for name in unkeyed {
+                if !cache.key.exclude_query.contains(&name) {
+                    cache.key.exclude_query.push(name);
                 }
             }
         }
@@ -859,6 +876,9 @@ fn check_standard_config(
                 )),
             }
         }),
+        "manifest-rewrite" => edge_module_manifest_rewrite::parse_config(json)
+            .map(|_| ())
+            .map_err(|e| format!("manifest-rewrite config: {e}")),
         _ => Ok(()),
     };
     // serde_json's position is in the JSON the node made, not in the file: drop it.

@@ -195,10 +195,14 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         None => ("", text),
     };
     let lines = lines(body);
-    if lines.first().map(|l| l.text.trim_end()) != Some("#EXTM3U") {
-        return Err(RewriteError::at(1, "the first line is not #EXTM3U"));
-    }
-    let newline = match lines[0].end {
+    // Blank lines before the header are tolerated (and kept): players skip them.
+    let header = lines.iter().position(|l| !l.text.trim().is_empty());
+    let Some(header) = header.filter(|&h| lines[h].text.trim_end() == "#EXTM3U") else {
+        let n = header.map_or(1, |h| h + 1);
+        return Err(RewriteError::at(n, "the first line is not #EXTM3U"));
+    };
+    let after_header = header + 1;
+    let newline = match lines[header].end {
         "" => "\n",
         e => e,
     };
@@ -421,7 +425,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                     replace[line] = Some(format!("#EXT-X-MEDIA-SEQUENCE:{}", seq + skipped))
                 }
                 None => insert.push((
-                    target_line.map_or(1, |t| t + 1),
+                    target_line.map_or(after_header, |t| t + 1),
                     format!("#EXT-X-MEDIA-SEQUENCE:{skipped}"),
                 )),
             }
@@ -435,7 +439,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                     None => insert.push((
                         media_sequence
                             .or(target_line.map(|t| (t, 0)))
-                            .map_or(1, |(l, _)| l + 1),
+                            .map_or(after_header, |(l, _)| l + 1),
                         format!("#EXT-X-DISCONTINUITY-SEQUENCE:{gone}"),
                     )),
                 }
@@ -445,13 +449,16 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
 
     // Content steering (multivariant playlists only).
     if let (Some(s), true) = (&plan.steering, master) {
-        let mut tag = format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"{}\"", s.server_uri);
+        // The steering server is fetched by the player like any other URI.
+        let uri = plan.map_uri(&s.server_uri, false);
+        let uri = uri.as_deref().unwrap_or(&s.server_uri);
+        let mut tag = format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"{uri}\"");
         if let Some(p) = &s.pathway {
             tag.push_str(&format!(",PATHWAY-ID=\"{p}\""));
         }
         match steering_line {
             Some(line) => replace[line] = Some(tag),
-            None => insert.push((1, tag)),
+            None => insert.push((after_header, tag)),
         }
     }
 
@@ -695,6 +702,18 @@ mod tests {
             out,
             "\u{FEFF}#EXTM3U\n# a comment\n#EXT-X-UNKNOWN:URI=\"x\",FOO=BAR\n\n#EXTINF:4, title, with comma\n  seg 1.ts?t=1  \n#EXT-X-ENDLIST"
         );
+    }
+
+    #[test]
+    fn blank_lines_before_the_header_are_kept() {
+        let out = run(
+            r#"{"append_query":"t=1","steering":{"server_uri":"/s"}}"#,
+            "\n\n#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(out, "\n\n#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"/s?t=1\"\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.m3u8?t=1\n");
+        assert!(run(r#"{"append_query":"t=1"}"#, "\\\n#EXTM3U\n").is_err());
     }
 
     #[test]

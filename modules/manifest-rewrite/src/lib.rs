@@ -344,9 +344,13 @@ impl Config {
     }
 
     /// Query parameter names the route's cache key must leave out: the manifest's input
-    /// is cached once, whatever device class a viewer asks for.
+    /// is cached once, whatever device class or forwarded parameters a viewer brings.
     pub fn unkeyed_query_params(&self) -> Vec<&str> {
-        self.device_query.iter().map(String::as_str).collect()
+        self.device_query
+            .iter()
+            .chain(&self.forward_query)
+            .map(String::as_str)
+            .collect()
     }
 
     /// The operations that apply to one viewer's request.
