@@ -18,6 +18,16 @@ const URI_TAGS: &[&str] = &[
     "EXT-X-SESSION-DATA",
 ];
 
+/// Tags only a multivariant playlist has.
+const MASTER_TAGS: &[&str] = &[
+    "EXT-X-STREAM-INF",
+    "EXT-X-I-FRAME-STREAM-INF",
+    "EXT-X-MEDIA",
+    "EXT-X-SESSION-DATA",
+    "EXT-X-SESSION-KEY",
+    "EXT-X-CONTENT-STEERING",
+];
+
 /// Tags that describe the whole media playlist (they come before its first segment).
 const PLAYLIST_TAGS: &[&str] = &[
     "EXTM3U",
@@ -217,8 +227,8 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     let mut pending_variant: Option<Variant> = None;
     let mut header_end: Option<usize> = None;
     let mut target_duration: Option<f64> = None;
-    let mut media_sequence: Option<(usize, u64)> = None;
-    let mut discontinuity_sequence: Option<(usize, u64)> = None;
+    let mut media_sequence: Option<(usize, &str)> = None;
+    let mut discontinuity_sequence: Option<(usize, &str)> = None;
     let mut target_line: Option<usize> = None;
     let mut steering_line: Option<usize> = None;
     let (mut endlist, mut playlist_type, mut skip) = (false, false, false);
@@ -290,11 +300,15 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                         "EXTINF follows one that has no URI line",
                     ));
                 }
-                let duration = value.split(',').next().unwrap_or("").trim();
+                // IPTV lists write `-1 tvg-id="…",Title`: the duration is the first word,
+                // and a negative one (unknown) counts as zero.
+                let duration = value.split(',').next().unwrap_or("");
+                let duration = duration.split_whitespace().next().unwrap_or("");
                 current.duration = duration
                     .parse::<f64>()
                     .ok()
-                    .filter(|d| d.is_finite() && *d >= 0.0)
+                    .filter(|d| d.is_finite())
+                    .map(|d| d.max(0.0))
                     .ok_or_else(|| {
                         RewriteError::at(n, format!("EXTINF duration {duration:?} is not a number"))
                     })?;
@@ -304,21 +318,10 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                 target_duration = value.trim().parse().ok();
                 target_line = Some(i);
             }
-            "EXT-X-MEDIA-SEQUENCE" => {
-                let v = value.trim().parse().map_err(|_| {
-                    RewriteError::at(n, format!("EXT-X-MEDIA-SEQUENCE {value:?} is not a number"))
-                })?;
-                media_sequence = Some((i, v));
-            }
-            "EXT-X-DISCONTINUITY-SEQUENCE" => {
-                let v = value.trim().parse().map_err(|_| {
-                    RewriteError::at(
-                        n,
-                        format!("EXT-X-DISCONTINUITY-SEQUENCE {value:?} is not a number"),
-                    )
-                })?;
-                discontinuity_sequence = Some((i, v));
-            }
+            // Parsed only when the live window changes them: a value out of spec (some
+            // packagers write negative ones) passes through untouched otherwise.
+            "EXT-X-MEDIA-SEQUENCE" => media_sequence = Some((i, value.trim())),
+            "EXT-X-DISCONTINUITY-SEQUENCE" => discontinuity_sequence = Some((i, value.trim())),
             "EXT-X-DISCONTINUITY" => current.discontinuities += 1,
             "EXT-X-KEY" => {
                 let attrs = attrs_of(value)?;
@@ -362,7 +365,11 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     if let Some(i) = pending_extinf {
         return Err(RewriteError::at(i + 1, "EXTINF has no URI line after it"));
     }
-    let master = !variants.is_empty() || !iframes.is_empty();
+    let master = !variants.is_empty()
+        || !iframes.is_empty()
+        || lines
+            .iter()
+            .any(|l| matches!(l.kind, LineKind::Tag { name, .. } if MASTER_TAGS.contains(&name)));
 
     let mut drop = vec![false; lines.len()];
     let mut replace: Vec<Option<String>> = vec![None; lines.len()];
@@ -397,8 +404,16 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         if first_kept > 0 {
             let (dropped, rest) = segments.split_at(first_kept);
             let first = &rest[0];
-            for line in &mut drop[dropped[0].start..first.start] {
-                *line = true;
+            for (line, drop) in drop
+                .iter_mut()
+                .enumerate()
+                .take(first.start)
+                .skip(dropped[0].start)
+            {
+                // Playlist tags written between segments (some packagers put
+                // EXT-X-MEDIA-SEQUENCE after EXT-X-MAP) are not the segments' to take.
+                let playlist_tag = matches!(lines[line].kind, LineKind::Tag { name, .. } if PLAYLIST_TAGS.contains(&name));
+                *drop = !playlist_tag;
             }
             // State that dropped segments set and the first kept one inherits.
             if first.keys.is_empty() {
@@ -407,18 +422,27 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                     carried.retain(|(f, _)| f != format);
                     carried.push((format, *line));
                 }
+                // Kept where they were: every line between them and the first kept
+                // segment is gone, and their URIs are rewritten like the others.
                 for (_, line) in carried {
-                    insert.push((first.start, lines[line].text.trim().to_string()));
+                    drop[line] = false;
                 }
             }
             if first.map.is_none() {
                 if let Some(map) = dropped.iter().rev().find_map(|s| s.map) {
-                    insert.push((first.start, lines[map].text.trim().to_string()));
+                    drop[map] = false;
                 }
             }
             if let Some((line, len, start, false)) = first.byterange {
                 replace[line] = Some(format!("#EXT-X-BYTERANGE:{len}@{start}"));
             }
+            let number = |(line, value): (usize, &str)| -> Result<(usize, u64), RewriteError> {
+                value.parse::<u64>().map(|v| (line, v)).map_err(|_| {
+                    RewriteError::at(line + 1, format!("{value:?} is not a sequence number"))
+                })
+            };
+            let media_sequence = media_sequence.map(number).transpose()?;
+            let discontinuity_sequence = discontinuity_sequence.map(number).transpose()?;
             let skipped = first_kept as u64;
             match media_sequence {
                 Some((line, seq)) => {
@@ -681,10 +705,10 @@ mod tests {
                 "unterminated",
             ),
             ("#EXTM3U\n#EXT-X-MAP:URI\n", 2, "no value"),
-            ("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:-1\n", 2, "MEDIA-SEQUENCE"),
+            ("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:-1\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n", 3, "sequence number"),
         ];
         for (input, line, reason) in cases {
-            match run(r#"{"append_query":"t=1"}"#, input) {
+            match run(r#"{"append_query":"t=1","live_window_s":1}"#, input) {
                 Err(RewriteError::Malformed { line: l, reason: r }) => {
                     assert_eq!(l, line, "{input:?}: {r}");
                     assert!(r.contains(reason), "{input:?}: {r}");
