@@ -116,7 +116,7 @@ fn config_from_flags(args: &RewriteArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-fn config_from_route(path: &PathBuf, route: &str) -> Result<Config, String> {
+fn config_from_route(path: &std::path::Path, route: &str) -> Result<Config, String> {
     let node = NodeConfig::load(path, None).map_err(|e| e.to_string())?;
     let found = node
         .routes

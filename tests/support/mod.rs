@@ -136,6 +136,11 @@ impl Origin {
         self.url.trim_start_matches("http://").parse().unwrap()
     }
 
+    /// The library folder the origin serves files from.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// GET `path` from the origin itself (plain HTTP/1.1), bypassing the node: the bytes
     /// to compare with, and the origin's own endpoints such as `/counts`.
     pub async fn direct(&self, path: &str) -> bytes::Bytes {

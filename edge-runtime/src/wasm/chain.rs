@@ -209,6 +209,15 @@ impl Chain {
                 }
             }
         }
+        // A player may ask for a manifest with `Range` (ffmpeg sends `bytes=0-`): the 206
+        // it would get is not transformable. A module that rewrites this body needs all of
+        // it, and a 200 is a valid answer to a range request.
+        if let Some(media) = media_type_by_extension(view.parts.uri.path()) {
+            if run.live.iter().any(|l| l.version.declares_body_type(media)) {
+                view.parts.headers.remove(header::RANGE);
+                view.parts.headers.remove(header::IF_RANGE);
+            }
+        }
         if !run.live.is_empty() {
             run.request = Some(RequestView {
                 parts: clone_parts(&view.parts),
@@ -611,16 +620,24 @@ fn transformable_type<'a>(
         "text/plain",
     ];
     if generic.iter().any(|g| g.eq_ignore_ascii_case(media)) {
-        let ext = path.rsplit('/').next()?.rsplit_once('.')?.1;
-        if ext.eq_ignore_ascii_case("m3u8") {
-            return Some("application/vnd.apple.mpegurl");
-        }
-        if ext.eq_ignore_ascii_case("mpd") {
-            return Some("application/dash+xml");
+        if let Some(by_extension) = media_type_by_extension(path) {
+            return Some(by_extension);
         }
     }
     // Compared case-insensitively with the declared types: no lower-cased copy per response.
     (!media.is_empty()).then_some(media)
+}
+
+/// The manifest media type a path's extension names.
+fn media_type_by_extension(path: &str) -> Option<&'static str> {
+    let ext = path.rsplit('/').next()?.rsplit_once('.')?.1;
+    if ext.eq_ignore_ascii_case("m3u8") {
+        Some("application/vnd.apple.mpegurl")
+    } else if ext.eq_ignore_ascii_case("mpd") {
+        Some("application/dash+xml")
+    } else {
+        None
+    }
 }
 
 enum Collected {

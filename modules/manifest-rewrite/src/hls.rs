@@ -658,8 +658,7 @@ mod tests {
             if i == 2 {
                 p.push_str("#EXT-X-DISCONTINUITY\n#EXT-X-KEY:METHOD=AES-128,URI=\"k2.key\"\n#EXT-X-MAP:URI=\"init2.mp4\"\n");
             }
-            p.push_str(&format!("#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000\nseg.mp4\n"));
-            let _ = i;
+            p.push_str("#EXTINF:4.0,\n#EXT-X-BYTERANGE:1000\nseg.mp4\n");
         }
         p.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"next.mp4\"\n");
         p
