@@ -323,9 +323,16 @@ async fn demo_serves_hls_over_every_protocol() {
             .replace("127.0.0.1", "localhost");
         let master = clients::get(proto, &ca, &secure, &[]).await;
         assert_eq!(master.status, 200, "{proto:?} {secure}");
-        assert!(std::str::from_utf8(&master.body)
-            .unwrap()
-            .starts_with("#EXTM3U"));
+        let master_text = std::str::from_utf8(&master.body).unwrap();
+        assert!(master_text.starts_with("#EXTM3U"));
+        // manifest-rewrite carried the token into every variant URI.
+        let token = &secure[secure.find("edge_token=").unwrap()..];
+        let variants: Vec<&str> = master_text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(variants.len(), 2, "{master_text}");
+        assert!(variants.iter().all(|v| v.ends_with(token)), "{master_text}");
         assert!(master.headers["ratelimit"]
             .to_str()
             .unwrap()

@@ -254,9 +254,29 @@ fn a_bad_manifest_rewrite_config_is_refused_at_load_with_its_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("edge.toml") && err.contains("append_query"),
+        err.contains("edge.toml:")
+            && err.contains(
+                "key `routes[0].modules[0].config`: manifest-rewrite config: append_query:"
+            ),
         "{err}"
     );
+
+    // Before token-auth, the rewrite would never see the token.
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[origins.o]\nprimary = \"http://127.0.0.1:1\"\n\
+         [[routes]]\nhost = \"*\"\nprefix = \"/\"\norigin = \"o\"\n\
+         [[routes.modules]]\nmodule = \"manifest-rewrite\"\n\
+         [[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.native]\nkeys = { k = \"00\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(edge_bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must come after token-auth"), "{err}");
 }
 
 /// `edge manifest rewrite`: (exit code, stdout, stderr).

@@ -72,8 +72,9 @@ health_path = "/health"
 rate = "100/s"
 burst = 200
 
-# Signed URLs only (the node's own format; `edge token sign` mints them), then a session
-# cookie for the playlist's segments; each viewer address limited to 100 requests/s.
+# Signed URLs only (the node's own format; `edge token sign` mints them), carried into
+# every playlist and segment URI, and a session cookie; each viewer address limited to
+# 100 requests/s.
 [[routes]]
 host = "*"
 prefix = "/secure/"
@@ -92,6 +93,9 @@ module = "rate-limit"
 [routes.modules.config]
 headers = true
 rules = [{{ policy = "viewer", key = ["ip"] }}]
+# The validated token on every playlist and segment URI, for players that keep no cookies.
+[[routes.modules]]
+module = "manifest-rewrite"
 [[routes.modules]]
 module = "headers"
 [routes.modules.config]
@@ -137,7 +141,7 @@ response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "
             "live_url": format!("{base}/live/demo/index.m3u8"),
             "origin_url": format!("http://{origin_addr}"),
             "secure_url": secure_url,
-            "modules": ["headers", "token-auth", "rate-limit"],
+            "modules": ["headers", "token-auth", "rate-limit", "manifest-rewrite"],
             "try": format!("curl --cacert {} {base}/vod/sample/master.m3u8", cert.display()),
         });
         println!("{line}");

@@ -590,6 +590,18 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
                 config_json,
             });
         }
+        // Modules run in route order: a rewrite before token-auth would never see the
+        // token it is meant to carry.
+        let position = |name: &str| modules.iter().position(|m| m.module == name);
+        if let (Some(rewrite), Some(auth)) = (position("manifest-rewrite"), position("token-auth"))
+        {
+            if rewrite < auth {
+                return Err(Unlocated::at(
+                    &["routes", &idx, "modules", &rewrite.to_string(), "module"],
+                    "manifest-rewrite must come after token-auth on the route: it carries the token token-auth validates",
+                ));
+            }
+        }
         // Token parameters never split the cache: every viewer's signed URL for an object
         // is the same stored copy. Nor does a device class: manifests are cached as the
         // origin sent them and rewritten per viewer.

@@ -419,6 +419,11 @@ impl Config {
                 .map(str::to_ascii_lowercase),
         );
         Plan {
+            query_names: query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| uri::param_name(p).to_owned())
+                .collect(),
             query,
             token_hosts,
             rewrite: self.rewrite.clone(),
@@ -436,6 +441,8 @@ impl Config {
 pub struct Plan {
     /// Appended to every eligible URI (`k=v&…`), empty for none.
     pub query: String,
+    /// The names of `query`'s parameters.
+    query_names: Vec<String>,
     token_hosts: Vec<String>,
     rewrite: Vec<RewriteRule>,
     base_url: Option<String>,
@@ -461,6 +468,12 @@ impl Plan {
     /// `escape_template` doubles `$` in what is added (DASH templates).
     fn map_uri(&self, original: &str, escape_template: bool) -> Option<String> {
         uri::map(self, original, escape_template)
+    }
+
+    /// As [`Plan::map_uri`], writing into `out`; false (nothing written) when the URI
+    /// stays as it is.
+    fn write_uri(&self, out: &mut String, original: &str) -> bool {
+        uri::write_mapped(self, out, original, false)
     }
 }
 

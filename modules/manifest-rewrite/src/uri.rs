@@ -4,7 +4,6 @@
 //! rewriter must change nothing it does not mean to.
 
 use crate::Plan;
-use std::borrow::Cow;
 
 /// Checks query parameters to append (`k=v&k2=v2`): characters a URI query may hold
 /// (RFC 3986), none that would end an HLS quoted string or need escaping in XML text.
@@ -52,12 +51,20 @@ pub fn is_absolute_http(s: &str) -> bool {
 
 /// The scheme of an absolute URI (`https`, `data`, `skd`), `None` for a relative reference.
 fn scheme(s: &str) -> Option<&str> {
-    let end = s.find(':')?;
-    let scheme = &s[..end];
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    (first.is_ascii_alphabetic() && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
-        .then_some(scheme)
+    let bytes = s.as_bytes();
+    if !bytes.first()?.is_ascii_alphabetic() {
+        return None;
+    }
+    // Stops at the first byte a scheme cannot hold: a relative path rarely gets far.
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b':' => return Some(&s[..i]),
+            b'+' | b'-' | b'.' => {}
+            _ if b.is_ascii_alphanumeric() => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The host of `http(s)://host…` or `//host…`, without user info or port.
@@ -119,24 +126,36 @@ fn remove_dot_segments(path: &str) -> String {
 }
 
 pub(crate) fn map(plan: &Plan, original: &str, escape_template: bool) -> Option<String> {
+    let mut out = String::new();
+    write_mapped(plan, &mut out, original, escape_template).then_some(out)
+}
+
+/// Writes the new form of `original` into `out`; writes nothing and returns false when it
+/// stays as it is. The common case (a relative URI that gets the query) allocates nothing.
+pub(crate) fn write_mapped(
+    plan: &Plan,
+    out: &mut String,
+    original: &str,
+    escape_template: bool,
+) -> bool {
     if original.is_empty() {
-        return None;
+        return false;
     }
     let scheme = scheme(original);
     let http =
         scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
     if scheme.is_some() && !http {
         // data:, skd:// (FairPlay key IDs) and other schemes are not fetched over HTTP.
-        return None;
+        return false;
     }
-    let mut uri: Cow<'_, str> = Cow::Borrowed(original);
+    let mut rewritten: Option<String> = None;
     if http {
         if let Some(rule) = plan
             .rewrite
             .iter()
             .find(|r| starts_with_ci(original, &r.from))
         {
-            uri = Cow::Owned(format!("{}{}", rule.to, &original[rule.from.len()..]));
+            rewritten = Some(format!("{}{}", rule.to, &original[rule.from.len()..]));
         }
     } else if let Some(base) = plan
         .base_url
@@ -150,14 +169,19 @@ pub(crate) fn map(plan: &Plan, original: &str, escape_template: bool) -> Option<
         } else {
             remove_dot_segments(&format!("{}{path}", plan.manifest_dir))
         };
-        uri = Cow::Owned(format!("{}{absolute}{rest}", base.trim_end_matches('/')));
+        rewritten = Some(format!("{}{absolute}{rest}", base.trim_end_matches('/')));
     }
-    if !plan.query.is_empty() && eligible(plan, &uri) {
-        uri = Cow::Owned(append_query(&uri, &plan.query, escape_template));
+    let uri = rewritten.as_deref().unwrap_or(original);
+    if !plan.query.is_empty() && eligible(plan, uri) {
+        append_query(out, uri, &plan.query, &plan.query_names, escape_template);
+        return true;
     }
-    match uri {
-        Cow::Owned(s) => Some(s),
-        Cow::Borrowed(_) => None,
+    match &rewritten {
+        Some(r) => {
+            out.push_str(r);
+            true
+        }
+        None => false,
     }
 }
 
@@ -173,25 +197,22 @@ pub(crate) fn eligible(plan: &Plan, uri: &str) -> bool {
     }
 }
 
-/// Appends `query` to `uri`'s query, replacing parameters of the same names (a stale
-/// token the origin wrote), before any fragment.
-fn append_query(uri: &str, query: &str, escape_template: bool) -> String {
-    let (body, fragment) = match uri.find('#') {
+/// Writes `uri` with `query` appended to its query, replacing parameters of the same
+/// names (a stale token the origin wrote), before any fragment.
+fn append_query(out: &mut String, uri: &str, query: &str, names: &[String], escape_template: bool) {
+    let (body, fragment) = match uri.bytes().position(|b| b == b'#') {
         Some(i) => uri.split_at(i),
         None => (uri, ""),
     };
-    let (path, existing) = match body.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    let (path, existing) = match body.bytes().position(|b| b == b'?') {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
         None => (body, None),
     };
-    let name = |pair: &str| pair.split('=').next().unwrap_or("").to_string();
-    let added: Vec<String> = query.split('&').map(name).collect();
-    let mut out = String::with_capacity(uri.len() + query.len() + 2);
     out.push_str(path);
     out.push('?');
     let mut first = true;
     for pair in existing.into_iter().flat_map(|q| q.split('&')) {
-        if pair.is_empty() || added.contains(&name(pair)) {
+        if pair.is_empty() || names.iter().any(|n| n == param_name(pair)) {
             continue;
         }
         if !first {
@@ -203,14 +224,17 @@ fn append_query(uri: &str, query: &str, escape_template: bool) -> String {
     if !first {
         out.push('&');
     }
-    if escape_template {
+    if escape_template && query.contains('$') {
         // `$` opens an identifier in a DASH template; `$$` is a literal dollar.
         out.push_str(&query.replace('$', "$$"));
     } else {
         out.push_str(query);
     }
     out.push_str(fragment);
-    out
+}
+
+pub(crate) fn param_name(pair: &str) -> &str {
+    pair.split('=').next().unwrap_or("")
 }
 
 #[cfg(test)]
