@@ -200,15 +200,23 @@ fn find_byte(s: &str, b: u8) -> Option<usize> {
     memchr::memchr(b, s.as_bytes())
 }
 
-fn lines(text: &str) -> Vec<Line<'_>> {
-    let mut out = Vec::with_capacity(text.len() / 24 + 1);
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (line, tail) = match find_byte(rest, b'\n') {
-            Some(i) => (&rest[..=i], &rest[i + 1..]),
-            None => (rest, ""),
+/// The lines of a playlist (LF or CRLF), each with its kind.
+struct Lines<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, tail) = match find_byte(self.rest, b'\n') {
+            Some(i) => (&self.rest[..=i], &self.rest[i + 1..]),
+            None => (self.rest, ""),
         };
-        rest = tail;
+        self.rest = tail;
         let body = line.strip_suffix('\n').unwrap_or(line);
         let body = body.strip_suffix('\r').unwrap_or(body);
         let end = &line[body.len()..];
@@ -230,13 +238,201 @@ fn lines(text: &str) -> Vec<Line<'_>> {
         } else {
             LineKind::Uri
         };
-        out.push(Line {
+        Some(Line {
             text: body,
             end,
             kind,
-        });
+        })
     }
+}
+
+fn lines(text: &str) -> Vec<Line<'_>> {
+    let mut out = Vec::with_capacity(text.len() / 16 + 1);
+    out.extend(Lines { rest: text });
     out
+}
+
+/// The duration of an `EXTINF` value, checked to be a number (`Err` holds what stands
+/// there instead). IPTV lists write `-1 tvg-id="…",Title`: the duration is the first word.
+fn extinf_duration(value: &str) -> Result<&str, &str> {
+    let duration = &value[..find_byte(value, b',').unwrap_or(value.len())];
+    let duration = duration.trim_ascii_start();
+    let end = duration
+        .bytes()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(duration.len());
+    let duration = &duration[..end];
+    if is_decimal(duration) {
+        Ok(duration)
+    } else {
+        Err(duration)
+    }
+}
+
+/// `EXT-X-BYTERANGE:<n>[@<o>]`.
+fn byterange(value: &str) -> Option<(u64, Option<u64>)> {
+    let value = value.trim_ascii();
+    match value.split_once('@') {
+        Some((len, offset)) => Some((len.parse().ok()?, Some(offset.parse().ok()?))),
+        None => Some((value.parse().ok()?, None)),
+    }
+}
+
+/// Writes a line whose tag has a URI attribute, with the URI mapped; false (and the line
+/// as it was) when the URI stays.
+fn write_uri_tag(
+    out: &mut String,
+    plan: &Plan,
+    line: &Line<'_>,
+    key: &str,
+    value: &str,
+    n: usize,
+) -> Result<bool, RewriteError> {
+    let attrs = attributes(value).map_err(|e| RewriteError::at(n, e))?;
+    if let Some(uri) = attr(&attrs, key) {
+        let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
+        let at = offset + uri.start;
+        let mark = out.len();
+        out.push_str(&line.text[..at]);
+        out.push('"');
+        if plan.write_uri(out, uri.unquoted()) {
+            out.push('"');
+            out.push_str(&line.text[at + uri.value.len()..]);
+            return Ok(true);
+        }
+        out.truncate(mark);
+    }
+    out.push_str(line.text);
+    Ok(false)
+}
+
+/// Writes a URI line with the URI mapped (surrounding spaces kept); false when it stays.
+fn write_uri_line(out: &mut String, plan: &Plan, line: &Line<'_>) -> bool {
+    let trimmed = line.text.trim_ascii();
+    let lead = line.text.len() - line.text.trim_ascii_start().len();
+    out.push_str(&line.text[..lead]);
+    let changed = plan.write_uri(out, trimmed);
+    if !changed {
+        out.push_str(trimmed);
+    }
+    out.push_str(&line.text[lead + trimmed.len()..]);
+    changed
+}
+
+/// Plans that only change URIs (token propagation, URL rewriting: the per-request common
+/// case) take one pass that writes as it reads and keeps no per-line state. It refuses
+/// exactly what the full pass refuses (a test holds them to that).
+fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError> {
+    // Room for the query on about one line in two.
+    let mut out =
+        String::with_capacity(text.len() + (text.len() / 32 + 16) * (plan.query.len() + 1));
+    let offset_of = |s: &str| s.as_ptr() as usize - text.as_ptr() as usize;
+    // What is unchanged is copied in spans, from `copied` up to the next change.
+    let mut copied = 0;
+    let body = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let mut header = false;
+    let mut changed = false;
+    let mut pending_extinf: Option<usize> = None;
+    let mut pending_variant: Option<usize> = None;
+    for (i, line) in (Lines { rest: body }).enumerate() {
+        let n = i + 1;
+        if !header {
+            if line.text.trim_ascii().is_empty() {
+                continue;
+            }
+            if line.text.trim_ascii_end() != "#EXTM3U" {
+                return Err(RewriteError::at(n, "the first line is not #EXTM3U"));
+            }
+            header = true;
+        }
+        match line.kind {
+            LineKind::Uri => {
+                pending_extinf = None;
+                pending_variant = None;
+                let uri = line.text.trim_ascii();
+                let at = offset_of(uri);
+                let mark = out.len();
+                out.push_str(&text[copied..at]);
+                if plan.write_uri(&mut out, uri) {
+                    changed = true;
+                    copied = at + uri.len();
+                } else {
+                    out.truncate(mark);
+                }
+            }
+            LineKind::Tag { tag, name, value } => {
+                match tag {
+                    Tag::StreamInf => {
+                        if pending_variant.is_some() {
+                            return Err(RewriteError::at(
+                                n,
+                                "EXT-X-STREAM-INF follows one that has no URI line",
+                            ));
+                        }
+                        attributes(value)
+                            .map_err(|e| RewriteError::at(n, format!("{name}: {e}")))?;
+                        pending_variant = Some(n);
+                    }
+                    Tag::Extinf => {
+                        if pending_extinf.is_some() {
+                            return Err(RewriteError::at(
+                                n,
+                                "EXTINF follows one that has no URI line",
+                            ));
+                        }
+                        if let Err(word) = extinf_duration(value) {
+                            return Err(RewriteError::at(
+                                n,
+                                format!("EXTINF duration {word:?} is not a number"),
+                            ));
+                        }
+                        pending_extinf = Some(n);
+                    }
+                    Tag::Byterange if byterange(value).is_none() => {
+                        return Err(RewriteError::at(n, format!("EXT-X-BYTERANGE {value:?}")));
+                    }
+                    _ => {}
+                }
+                if let Some(key) = tag.uri_attribute() {
+                    let at = offset_of(line.text);
+                    let mark = out.len();
+                    out.push_str(&text[copied..at]);
+                    let written = write_uri_tag(&mut out, plan, &line, key, value, n).map_err(
+                        |e| match e {
+                            RewriteError::Malformed { line, reason } => {
+                                RewriteError::at(line, format!("{name}: {reason}"))
+                            }
+                            other => other,
+                        },
+                    )?;
+                    if written {
+                        changed = true;
+                        copied = at + line.text.len();
+                    } else {
+                        out.truncate(mark);
+                    }
+                }
+            }
+            LineKind::Other => {}
+        }
+    }
+    if !header {
+        return Err(RewriteError::at(1, "the first line is not #EXTM3U"));
+    }
+    if let Some(n) = pending_variant {
+        return Err(RewriteError::at(
+            n,
+            "EXT-X-STREAM-INF has no URI line after it",
+        ));
+    }
+    if let Some(n) = pending_extinf {
+        return Err(RewriteError::at(n, "EXTINF has no URI line after it"));
+    }
+    if !changed {
+        return Ok(None);
+    }
+    out.push_str(&text[copied..]);
+    Ok(Some(out))
 }
 
 struct Variant {
@@ -248,11 +444,13 @@ struct Variant {
 }
 
 #[derive(Default)]
-struct Segment {
+struct Segment<'a> {
     /// First line that belongs to the segment, and its URI line.
     start: usize,
     uri: usize,
-    duration: f64,
+    /// The `EXTINF` duration as written (checked to be a number); parsed only for the
+    /// segments a live window counts.
+    duration: &'a str,
     discontinuities: u64,
     /// `EXT-X-KEY` lines by `KEYFORMAT`, in order.
     keys: Vec<(String, usize)>,
@@ -261,19 +459,34 @@ struct Segment {
     byterange: Option<(usize, u64, u64, bool)>,
 }
 
+/// `[-]digits[.digits]` (or `.digits`): what an EXTINF duration may be, IPTV's `-1` included.
+fn is_decimal(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (whole, fraction) = match digits.bytes().position(|b| b == b'.') {
+        Some(i) => (&digits[..i], &digits[i + 1..]),
+        None => (digits, ""),
+    };
+    (!whole.is_empty() || !fraction.is_empty())
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn height(resolution: &str) -> Option<u32> {
     resolution.split_once(['x', 'X'])?.1.parse().ok()
 }
 
 pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError> {
+    if plan.filter.is_empty() && plan.live_window_s.is_none() && plan.steering.is_none() {
+        return rewrite_uris(text, plan);
+    }
     let (bom, body) = match text.strip_prefix('\u{FEFF}') {
         Some(rest) => ("\u{FEFF}", rest),
         None => ("", text),
     };
     let lines = lines(body);
     // Blank lines before the header are tolerated (and kept): players skip them.
-    let header = lines.iter().position(|l| !l.text.trim().is_empty());
-    let Some(header) = header.filter(|&h| lines[h].text.trim_end() == "#EXTM3U") else {
+    let header = lines.iter().position(|l| !l.text.trim_ascii().is_empty());
+    let Some(header) = header.filter(|&h| lines[h].text.trim_ascii_end() == "#EXTM3U") else {
         let n = header.map_or(1, |h| h + 1);
         return Err(RewriteError::at(n, "the first line is not #EXTM3U"));
     };
@@ -286,7 +499,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     // What the playlist is: structure checks, variants and segments.
     let mut variants: Vec<Variant> = Vec::new();
     let mut iframes: Vec<(usize, bool)> = Vec::new();
-    let mut segments: Vec<Segment> = Vec::new();
+    let mut segments: Vec<Segment> = Vec::with_capacity(lines.len() / 2);
     let mut current = Segment::default();
     let mut in_segment = false;
     let mut pending_extinf: Option<usize> = None;
@@ -366,22 +579,10 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                         "EXTINF follows one that has no URI line",
                     ));
                 }
-                // IPTV lists write `-1 tvg-id="…",Title`: the duration is the first word,
-                // and a negative one (unknown) counts as zero.
-                let duration = &value[..find_byte(value, b',').unwrap_or(value.len())];
-                let duration = duration.trim_ascii_start();
-                let duration = &duration[..duration
-                    .bytes()
-                    .position(|b| b.is_ascii_whitespace())
-                    .unwrap_or(duration.len())];
-                current.duration = duration
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|d| d.is_finite())
-                    .map(|d| d.max(0.0))
-                    .ok_or_else(|| {
-                        RewriteError::at(n, format!("EXTINF duration {duration:?} is not a number"))
-                    })?;
+                let duration = extinf_duration(value).map_err(|word| {
+                    RewriteError::at(n, format!("EXTINF duration {word:?} is not a number"))
+                })?;
+                current.duration = duration;
                 pending_extinf = Some(i);
             }
             Tag::TargetDuration => {
@@ -403,12 +604,8 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                 current.map = Some(i);
             }
             Tag::Byterange => {
-                let (len, offset) = match value.trim().split_once('@') {
-                    Some((l, o)) => (l.parse().ok(), o.parse().ok()),
-                    None => (value.trim().parse().ok(), None),
-                };
-                let len: u64 =
-                    len.ok_or_else(|| RewriteError::at(n, format!("EXT-X-BYTERANGE {value:?}")))?;
+                let (len, offset) = byterange(value)
+                    .ok_or_else(|| RewriteError::at(n, format!("EXT-X-BYTERANGE {value:?}")))?;
                 let start = offset.unwrap_or(next_range_start);
                 next_range_start = start.saturating_add(len);
                 current.byterange = Some((i, len, start, offset.is_some()));
@@ -469,7 +666,10 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         let mut kept = 0.0;
         while first_kept > 0 && kept < window {
             first_kept -= 1;
-            kept += segments[first_kept].duration;
+            kept += segments[first_kept]
+                .duration
+                .parse::<f64>()
+                .map_or(0.0, |d| d.max(0.0));
         }
         if first_kept > 0 {
             let (dropped, rest) = segments.split_at(first_kept);
@@ -579,38 +779,10 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             continue;
         }
         match line.kind {
-            LineKind::Uri => {
-                let trimmed = line.text.trim_ascii();
-                let lead = line.text.len() - line.text.trim_ascii_start().len();
-                out.push_str(&line.text[..lead]);
-                if plan.write_uri(&mut out, trimmed) {
-                    changed = true;
-                } else {
-                    out.push_str(trimmed);
-                }
-                out.push_str(&line.text[lead + trimmed.len()..]);
-            }
+            LineKind::Uri => changed |= write_uri_line(&mut out, plan, line),
             LineKind::Tag { tag, value, .. } if tag.uri_attribute().is_some() => {
                 let key = tag.uri_attribute().unwrap_or("URI");
-                let attrs = attributes(value).map_err(|e| RewriteError::at(i + 1, e))?;
-                match attr(&attrs, key) {
-                    Some(uri) => {
-                        let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
-                        let at = offset + uri.start;
-                        let mark = out.len();
-                        out.push_str(&line.text[..at]);
-                        out.push('"');
-                        if plan.write_uri(&mut out, uri.unquoted()) {
-                            changed = true;
-                            out.push('"');
-                            out.push_str(&line.text[at + uri.value.len()..]);
-                        } else {
-                            out.truncate(mark);
-                            out.push_str(line.text);
-                        }
-                    }
-                    None => out.push_str(line.text),
-                }
+                changed |= write_uri_tag(&mut out, plan, line, key, value, i + 1)?;
             }
             _ => out.push_str(line.text),
         }
