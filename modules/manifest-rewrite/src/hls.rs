@@ -222,7 +222,8 @@ impl<'a> Iterator for Lines<'a> {
         let end = &line[body.len()..];
         let trimmed = body.trim_ascii();
         let kind = if let Some(tag) = trimmed.strip_prefix("#EXT") {
-            let (name, value) = match find_byte(tag, b':') {
+            // Tag names are short: a plain scan beats a search call.
+            let (name, value) = match tag.bytes().position(|b| b == b':') {
                 Some(i) => (&tag[..i], &tag[i + 1..]),
                 None => (tag, ""),
             };
@@ -255,13 +256,17 @@ fn lines(text: &str) -> Vec<Line<'_>> {
 /// The duration of an `EXTINF` value, checked to be a number (`Err` holds what stands
 /// there instead). IPTV lists write `-1 tvg-id="…",Title`: the duration is the first word.
 fn extinf_duration(value: &str) -> Result<&str, &str> {
-    let duration = &value[..find_byte(value, b',').unwrap_or(value.len())];
-    let duration = duration.trim_ascii_start();
-    let end = duration
-        .bytes()
-        .position(|b| b.is_ascii_whitespace())
-        .unwrap_or(duration.len());
-    let duration = &duration[..end];
+    let bytes = value.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    // One scan to the end of the first word (a comma or a space ends it).
+    let len = bytes[start..]
+        .iter()
+        .position(|&b| b == b',' || b.is_ascii_whitespace())
+        .unwrap_or(bytes.len() - start);
+    let duration = &value[start..start + len];
     if is_decimal(duration) {
         Ok(duration)
     } else {

@@ -142,6 +142,20 @@ pub(crate) fn write_mapped(
         return false;
     }
     let scheme = scheme(original);
+    if scheme.is_none() && !original.starts_with("//") && plan.base_url.is_none() {
+        // A relative reference (most segment URIs): only the query can change.
+        if plan.query.is_empty() {
+            return false;
+        }
+        append_query(
+            out,
+            original,
+            &plan.query,
+            &plan.query_names,
+            escape_template,
+        );
+        return true;
+    }
     let http =
         scheme.is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
     if scheme.is_some() && !http {
@@ -200,13 +214,15 @@ pub(crate) fn eligible(plan: &Plan, uri: &str) -> bool {
 /// Writes `uri` with `query` appended to its query, replacing parameters of the same
 /// names (a stale token the origin wrote), before any fragment.
 fn append_query(out: &mut String, uri: &str, query: &str, names: &[String], escape_template: bool) {
-    let (body, fragment) = match uri.bytes().position(|b| b == b'#') {
-        Some(i) => uri.split_at(i),
-        None => (uri, ""),
-    };
-    let (path, existing) = match body.bytes().position(|b| b == b'?') {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
-        None => (body, None),
+    // One scan for the end of the path; a query, if any, runs to the fragment.
+    let (path, existing, fragment) = match uri.bytes().position(|b| b == b'?' || b == b'#') {
+        None => (uri, None, ""),
+        Some(i) if uri.as_bytes()[i] == b'#' => (&uri[..i], None, &uri[i..]),
+        Some(i) => {
+            let rest = &uri[i + 1..];
+            let end = rest.bytes().position(|b| b == b'#').unwrap_or(rest.len());
+            (&uri[..i], Some(&rest[..end]), &rest[end..])
+        }
     };
     out.push_str(path);
     out.push('?');
