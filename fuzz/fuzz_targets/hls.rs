@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(out) = rewrite(Kind::Hls, input, &plan, 1 << 20) {
         if let Some(body) = out.body {
             let text = std::str::from_utf8(&body).expect("output is UTF-8");
-            assert!(text.trim_start_matches(['\u{FEFF}', ' ', '\t', '\r', '\n']).starts_with("#EXTM3U"));
+            // Blank lines (ASCII whitespace) before the header pass as they came.
+            let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+            assert!(text.trim_ascii_start().starts_with("#EXTM3U"));
             rewrite(Kind::Hls, &body, &plan, 2 << 20).expect("output parses");
         }
     }

@@ -167,6 +167,9 @@ fn attributes(list: &str) -> Result<Vec<Attr<'_>>, String> {
             }
         } else {
             while i < bytes.len() && bytes[i] != b',' {
+                if bytes[i] == b'"' {
+                    return Err(format!("attribute {name} has a stray quote"));
+                }
                 i += 1;
             }
         }
@@ -298,11 +301,19 @@ fn write_uri_tag(
     plan: &Plan,
     line: &Line<'_>,
     key: &str,
-    value: &str,
     n: usize,
 ) -> Result<bool, RewriteError> {
-    let attrs = attributes(value).map_err(|e| RewriteError::at(n, e))?;
+    let LineKind::Tag { name, value, .. } = line.kind else {
+        return Ok(false);
+    };
+    let attrs = attributes(value).map_err(|e| RewriteError::at(n, format!("{name}: {e}")))?;
     if let Some(uri) = attr(&attrs, key) {
+        if !uri.value.starts_with('"') {
+            return Err(RewriteError::at(
+                n,
+                format!("{name}: {key} is not a quoted string"),
+            ));
+        }
         let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
         let at = offset + uri.start;
         let mark = out.len();
@@ -376,6 +387,12 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
             LineKind::Tag { tag, name, value } => {
                 match tag {
                     Tag::StreamInf => {
+                        if pending_extinf.is_some() {
+                            return Err(RewriteError::at(
+                                n,
+                                "EXT-X-STREAM-INF between EXTINF and its URI line",
+                            ));
+                        }
                         if pending_variant.is_some() {
                             return Err(RewriteError::at(
                                 n,
@@ -387,6 +404,12 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
                         pending_variant = Some(n);
                     }
                     Tag::Extinf => {
+                        if pending_variant.is_some() {
+                            return Err(RewriteError::at(
+                                n,
+                                "EXTINF between EXT-X-STREAM-INF and its URI line",
+                            ));
+                        }
                         if pending_extinf.is_some() {
                             return Err(RewriteError::at(
                                 n,
@@ -410,14 +433,7 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
                     let at = offset_of(line.text);
                     let mark = out.len();
                     out.push_str(&text[copied..at]);
-                    let written = write_uri_tag(&mut out, plan, &line, key, value, n).map_err(
-                        |e| match e {
-                            RewriteError::Malformed { line, reason } => {
-                                RewriteError::at(line, format!("{name}: {reason}"))
-                            }
-                            other => other,
-                        },
-                    )?;
+                    let written = write_uri_tag(&mut out, plan, &line, key, n)?;
                     if written {
                         changed = true;
                         copied = at + line.text.len();
@@ -556,6 +572,12 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             |value| attributes(value).map_err(|e| RewriteError::at(n, format!("{name}: {e}")));
         match tag {
             Tag::StreamInf => {
+                if pending_extinf.is_some() {
+                    return Err(RewriteError::at(
+                        n,
+                        "EXT-X-STREAM-INF between EXTINF and its URI line",
+                    ));
+                }
                 if pending_variant.is_some() {
                     return Err(RewriteError::at(
                         n,
@@ -586,6 +608,12 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                 iframes.push((i, keep));
             }
             Tag::Extinf => {
+                if pending_variant.is_some() {
+                    return Err(RewriteError::at(
+                        n,
+                        "EXTINF between EXT-X-STREAM-INF and its URI line",
+                    ));
+                }
                 if pending_extinf.is_some() {
                     return Err(RewriteError::at(
                         n,
@@ -793,9 +821,9 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         }
         match line.kind {
             LineKind::Uri => changed |= write_uri_line(&mut out, plan, line),
-            LineKind::Tag { tag, value, .. } if tag.uri_attribute().is_some() => {
+            LineKind::Tag { tag, .. } if tag.uri_attribute().is_some() => {
                 let key = tag.uri_attribute().unwrap_or("URI");
-                changed |= write_uri_tag(&mut out, plan, line, key, value, i + 1)?;
+                changed |= write_uri_tag(&mut out, plan, line, key, i + 1)?;
             }
             _ => out.push_str(line.text),
         }
@@ -959,6 +987,9 @@ mod tests {
                 "unterminated",
             ),
             ("#EXTM3U\n#EXT-X-MAP:URI\n", 2, "no value"),
+            ("#EXTM3U\n#EXT-X-MAP:URI=init.mp4\n", 2, "URI is not a quoted string"),
+            ("#EXTM3U\n#EXTINF:4,\n#EXT-X-STREAM-INF:BANDWIDTH=1\na.ts\n", 3, "between EXTINF"),
+            ("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n#EXTINF:4,\na.ts\n", 3, "between EXT-X-STREAM-INF"),
             ("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:-1\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n#EXTINF:1,\na.ts\n", 3, "sequence number"),
         ];
         for (input, line, reason) in cases {
@@ -1003,6 +1034,7 @@ mod tests {
             vec![("A", "1"), ("B", "\"x,y\""), ("C", "0x1F"), ("D", "\"\"")]
         );
         assert!(attributes("A=\"x\"B=1").is_err());
+        assert!(attributes("URI=a.mp4\",B=1").is_err());
         assert!(attributes(",").is_err());
         assert!(attributes("").unwrap().is_empty());
     }
