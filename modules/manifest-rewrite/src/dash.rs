@@ -70,6 +70,12 @@ fn name_of<'a>(text: &'a str, e: &BytesStart<'a>) -> &'a str {
 }
 
 pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError> {
+    // The reader skips a byte order mark without counting it in its positions: every
+    // position below is in the text after it.
+    let (bom, text) = match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => ("\u{FEFF}", rest),
+        None => ("", text),
+    };
     let mut reader = Reader::from_str(text);
     let mut edits: Vec<Edit> = Vec::new();
     let mut stack: Vec<Frame<'_>> = Vec::new();
@@ -179,6 +185,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     }
     edits.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
     let mut out = String::with_capacity(text.len() + text.len() / 4);
+    out.push_str(bom);
     let mut cursor = 0;
     for edit in edits {
         if edit.start < cursor {
@@ -422,6 +429,14 @@ mod tests {
         assert!(out.contains("<BaseURL>https://cdn2.example/vod/a/p0/</BaseURL>"));
         assert!(out.contains("<PatchLocation ttl=\"60\">https://cdn2.example/vod/a/patch.mpp<"));
         assert!(out.contains("media=\"v-$RepresentationID$-$Number%05d$.m4s\""));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_kept_and_moves_nothing() {
+        let input = format!("\u{FEFF}{MPD}");
+        let with = run(r#"{"append_query":"t=1"}"#, &input).unwrap().unwrap();
+        let without = run(r#"{"append_query":"t=1"}"#, MPD).unwrap().unwrap();
+        assert_eq!(with, format!("\u{FEFF}{without}"));
     }
 
     #[test]
