@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod support;
 
@@ -191,12 +191,6 @@ fn run_once(
     })
 }
 
-fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort();
-    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
-    (pct(0.50).as_secs_f64() * 1e6, pct(0.99).as_secs_f64() * 1e6)
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (warm, runs) = if quick { (5, 20) } else { (500, 5_000) };
@@ -231,7 +225,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let (p50, p99) = percentiles(times);
+        let (p50, p99) = support::percentiles(times);
         if !case.rewritten {
             baseline = p50;
         }
@@ -263,7 +257,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let (p50, p99) = percentiles(times);
+        let (p50, p99) = support::percentiles(times);
         println!(
             "native           | {} | p50 {p50:.1} µs | p99 {p99:.1} µs",
             case.name

@@ -220,12 +220,6 @@ fn run_once(chain: &Chain, case: &Case, services: &Arc<Services>, rt: &tokio::ru
     })
 }
 
-fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
-    times.sort();
-    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
-    (pct(0.50).as_secs_f64() * 1e6, pct(0.99).as_secs_f64() * 1e6)
-}
-
 fn main() {
     // `cargo test --benches` runs this with `--bench` absent: a smoke run.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -252,7 +246,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let (p50, p99) = percentiles(times);
+        let (p50, p99) = support::percentiles(times);
         if case.module == "noop" {
             baseline = p50;
         }
@@ -287,7 +281,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let (p50, p99) = percentiles(times);
+        let (p50, p99) = support::percentiles(times);
         println!(
             "native verifier | {} | p50 {p50:.2} µs | p99 {p99:.2} µs",
             case.name

@@ -38,3 +38,11 @@ pub fn module_host(policies: &[PolicyConfig]) -> ModuleHost {
     )
     .expect("engine")
 }
+
+/// p50 and p99 of `times`, in µs.
+#[allow(dead_code)] // not every benchmark reports percentiles
+pub fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    (pct(0.50).as_secs_f64() * 1e6, pct(0.99).as_secs_f64() * 1e6)
+}

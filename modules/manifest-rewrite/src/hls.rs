@@ -343,6 +343,76 @@ fn write_uri_line(out: &mut String, plan: &Plan, line: &Line<'_>) -> bool {
     changed
 }
 
+/// The order lines must keep, checked alike by both passes: an `EXTINF` or an
+/// `EXT-X-STREAM-INF` waits for its URI line, with nothing of the other kind between.
+#[derive(Default)]
+struct Order {
+    /// Line numbers of what waits for a URI line.
+    extinf: Option<usize>,
+    stream_inf: Option<usize>,
+}
+
+impl Order {
+    fn stream_inf(&mut self, n: usize) -> Result<(), RewriteError> {
+        if self.extinf.is_some() {
+            return Err(RewriteError::at(
+                n,
+                "EXT-X-STREAM-INF between EXTINF and its URI line",
+            ));
+        }
+        if self.stream_inf.is_some() {
+            return Err(RewriteError::at(
+                n,
+                "EXT-X-STREAM-INF follows one that has no URI line",
+            ));
+        }
+        self.stream_inf = Some(n);
+        Ok(())
+    }
+
+    /// Checks an `EXTINF` and returns its duration.
+    fn extinf<'a>(&mut self, n: usize, value: &'a str) -> Result<&'a str, RewriteError> {
+        if self.stream_inf.is_some() {
+            return Err(RewriteError::at(
+                n,
+                "EXTINF between EXT-X-STREAM-INF and its URI line",
+            ));
+        }
+        if self.extinf.is_some() {
+            return Err(RewriteError::at(
+                n,
+                "EXTINF follows one that has no URI line",
+            ));
+        }
+        let duration = extinf_duration(value).map_err(|word| {
+            RewriteError::at(n, format!("EXTINF duration {word:?} is not a number"))
+        })?;
+        self.extinf = Some(n);
+        Ok(duration)
+    }
+
+    /// A URI line: whether it completes a segment (`EXTINF`) and a variant.
+    fn uri(&mut self) -> (bool, bool) {
+        (
+            self.extinf.take().is_some(),
+            self.stream_inf.take().is_some(),
+        )
+    }
+
+    fn finish(&self) -> Result<(), RewriteError> {
+        if let Some(n) = self.stream_inf {
+            return Err(RewriteError::at(
+                n,
+                "EXT-X-STREAM-INF has no URI line after it",
+            ));
+        }
+        if let Some(n) = self.extinf {
+            return Err(RewriteError::at(n, "EXTINF has no URI line after it"));
+        }
+        Ok(())
+    }
+}
+
 /// Plans that only change URIs (token propagation, URL rewriting: the per-request common
 /// case) take one pass that writes as it reads and keeps no per-line state. It refuses
 /// exactly what the full pass refuses (a test holds them to that).
@@ -356,8 +426,7 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
     let body = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let mut header = false;
     let mut changed = false;
-    let mut pending_extinf: Option<usize> = None;
-    let mut pending_variant: Option<usize> = None;
+    let mut order = Order::default();
     for (i, line) in Lines::new(body).enumerate() {
         let n = i + 1;
         if !header {
@@ -371,8 +440,7 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
         }
         match line.kind {
             LineKind::Uri => {
-                pending_extinf = None;
-                pending_variant = None;
+                order.uri();
                 let uri = line.text.trim_ascii();
                 let at = offset_of(uri);
                 let mark = out.len();
@@ -387,42 +455,12 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
             LineKind::Tag { tag, name, value } => {
                 match tag {
                     Tag::StreamInf => {
-                        if pending_extinf.is_some() {
-                            return Err(RewriteError::at(
-                                n,
-                                "EXT-X-STREAM-INF between EXTINF and its URI line",
-                            ));
-                        }
-                        if pending_variant.is_some() {
-                            return Err(RewriteError::at(
-                                n,
-                                "EXT-X-STREAM-INF follows one that has no URI line",
-                            ));
-                        }
+                        order.stream_inf(n)?;
                         attributes(value)
                             .map_err(|e| RewriteError::at(n, format!("{name}: {e}")))?;
-                        pending_variant = Some(n);
                     }
                     Tag::Extinf => {
-                        if pending_variant.is_some() {
-                            return Err(RewriteError::at(
-                                n,
-                                "EXTINF between EXT-X-STREAM-INF and its URI line",
-                            ));
-                        }
-                        if pending_extinf.is_some() {
-                            return Err(RewriteError::at(
-                                n,
-                                "EXTINF follows one that has no URI line",
-                            ));
-                        }
-                        if let Err(word) = extinf_duration(value) {
-                            return Err(RewriteError::at(
-                                n,
-                                format!("EXTINF duration {word:?} is not a number"),
-                            ));
-                        }
-                        pending_extinf = Some(n);
+                        order.extinf(n, value)?;
                     }
                     Tag::Byterange if byterange(value).is_none() => {
                         return Err(RewriteError::at(n, format!("EXT-X-BYTERANGE {value:?}")));
@@ -448,15 +486,7 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
     if !header {
         return Err(RewriteError::at(1, "the first line is not #EXTM3U"));
     }
-    if let Some(n) = pending_variant {
-        return Err(RewriteError::at(
-            n,
-            "EXT-X-STREAM-INF has no URI line after it",
-        ));
-    }
-    if let Some(n) = pending_extinf {
-        return Err(RewriteError::at(n, "EXTINF has no URI line after it"));
-    }
+    order.finish()?;
     if !changed {
         return Ok(None);
     }
@@ -531,7 +561,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     let mut segments: Vec<Segment> = Vec::with_capacity(lines.len() / 2);
     let mut current = Segment::default();
     let mut in_segment = false;
-    let mut pending_extinf: Option<usize> = None;
+    let mut order = Order::default();
     let mut pending_variant: Option<Variant> = None;
     let mut header_end: Option<usize> = None;
     let mut target_duration: Option<f64> = None;
@@ -546,14 +576,15 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         let n = i + 1;
         let LineKind::Tag { tag, name, value } = line.kind else {
             if line.kind == LineKind::Uri {
-                if let Some(mut v) = pending_variant.take() {
+                let (segment, variant) = order.uri();
+                if let Some(mut v) = pending_variant.take().filter(|_| variant) {
                     v.uri = i;
                     variants.push(v);
                 }
                 if header_end.is_none() {
                     header_end = Some(i);
                 }
-                if pending_extinf.take().is_some() {
+                if segment {
                     current.uri = i;
                     segments.push(std::mem::take(&mut current));
                     in_segment = false;
@@ -572,18 +603,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             |value| attributes(value).map_err(|e| RewriteError::at(n, format!("{name}: {e}")));
         match tag {
             Tag::StreamInf => {
-                if pending_extinf.is_some() {
-                    return Err(RewriteError::at(
-                        n,
-                        "EXT-X-STREAM-INF between EXTINF and its URI line",
-                    ));
-                }
-                if pending_variant.is_some() {
-                    return Err(RewriteError::at(
-                        n,
-                        "EXT-X-STREAM-INF follows one that has no URI line",
-                    ));
-                }
+                order.stream_inf(n)?;
                 let attrs = attrs_of(value)?;
                 let bandwidth = attr(&attrs, "BANDWIDTH").and_then(|a| a.value.parse().ok());
                 let keep = filter.keeps(
@@ -607,25 +627,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                 );
                 iframes.push((i, keep));
             }
-            Tag::Extinf => {
-                if pending_variant.is_some() {
-                    return Err(RewriteError::at(
-                        n,
-                        "EXTINF between EXT-X-STREAM-INF and its URI line",
-                    ));
-                }
-                if pending_extinf.is_some() {
-                    return Err(RewriteError::at(
-                        n,
-                        "EXTINF follows one that has no URI line",
-                    ));
-                }
-                let duration = extinf_duration(value).map_err(|word| {
-                    RewriteError::at(n, format!("EXTINF duration {word:?} is not a number"))
-                })?;
-                current.duration = duration;
-                pending_extinf = Some(i);
-            }
+            Tag::Extinf => current.duration = order.extinf(n, value)?,
             Tag::TargetDuration => {
                 target_duration = value.trim().parse().ok();
                 target_line = Some(i);
@@ -664,15 +666,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             _ => {}
         }
     }
-    if let Some(v) = pending_variant {
-        return Err(RewriteError::at(
-            v.tag + 1,
-            "EXT-X-STREAM-INF has no URI line after it",
-        ));
-    }
-    if let Some(i) = pending_extinf {
-        return Err(RewriteError::at(i + 1, "EXTINF has no URI line after it"));
-    }
+    order.finish()?;
     let master = !variants.is_empty()
         || !iframes.is_empty()
         || lines

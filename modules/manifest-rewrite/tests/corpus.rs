@@ -9,7 +9,9 @@ const TOKEN: &str = "edge_token=k=demo~e=2000000000~sig=AbC";
 const EDGE: &str = "edge.example";
 
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/hls-corpus");
+    // A copy of the shared corpus (see its README for where it comes from), so the tests
+    // run wherever the repository is cloned.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hls-corpus");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
