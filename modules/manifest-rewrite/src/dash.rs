@@ -3,6 +3,7 @@
 //! a filter drops) are replaced. Namespaces, comments, unknown elements and formatting
 //! are the input's bytes.
 
+use crate::uri::Scope;
 use crate::{Plan, RewriteError};
 use quick_xml::escape::{escape, unescape};
 use quick_xml::events::{BytesStart, Event};
@@ -156,7 +157,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             let value = unescape(raw_str).map_err(|e| {
                 RewriteError::at(line_of(text, before), format!("<{name} {key}>: {e}"))
             })?;
-            if let Some(new) = map(plan, &frame, &value, template) {
+            if let Some(new) = map(plan, &frame, &value, template, true) {
                 let offset = raw.as_ptr() as usize - text.as_ptr() as usize;
                 edits.push(Edit {
                     start: offset,
@@ -201,20 +202,20 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
 }
 
 /// The new form of a URL in the MPD, given where it sits.
-fn map(plan: &Plan, frame: &Frame<'_>, value: &str, template: bool) -> Option<String> {
+/// The new form of a URL in the MPD, given where it sits. `query` is false where no
+/// query may go (a directory BaseURL).
+fn map(plan: &Plan, frame: &Frame<'_>, value: &str, template: bool, query: bool) -> Option<String> {
     let value = value.trim();
     let relative = crate::uri::host_of(value).is_none() && !value.contains(':');
-    if relative && frame.based {
-        // Resolved against a BaseURL: `base_url` applied there already; the token goes
-        // only where that BaseURL goes.
-        let mut scoped = plan.clone();
-        scoped.base_url = None;
-        if frame.foreign {
-            scoped.query.clear();
-        }
-        return scoped.map_uri(value, template);
-    }
-    plan.map_uri(value, template)
+    // Resolved against a BaseURL: `base_url` applied there already; the token goes only
+    // where that BaseURL goes.
+    let below_base = relative && frame.based;
+    let scope = Scope {
+        base_url: !below_base,
+        query: query && !(below_base && frame.foreign),
+        template,
+    };
+    plan.map_uri(value, scope)
 }
 
 fn close<'a>(
@@ -252,17 +253,8 @@ fn close<'a>(
             };
             // A BaseURL naming a directory passes no query on (RFC 3986 resolution drops
             // it); one naming a file (SegmentBase) is itself what the player fetches.
-            let scoped;
-            let plan = if frame.name == "BaseURL" && url.ends_with('/') {
-                scoped = Plan {
-                    query: String::new(),
-                    ..plan.clone()
-                };
-                &scoped
-            } else {
-                plan
-            };
-            let new = map(plan, &context, url, false);
+            let directory = frame.name == "BaseURL" && url.ends_with('/');
+            let new = map(plan, &context, url, false, !directory);
             let resolved = new.as_deref().unwrap_or(url);
             if let Some(new) = &new {
                 let lead = raw.len() - raw.trim_start().len();

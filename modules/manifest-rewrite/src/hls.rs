@@ -780,7 +780,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
     // Content steering (multivariant playlists only).
     if let (Some(s), true) = (&plan.steering, master) {
         // The steering server is fetched by the player like any other URI.
-        let uri = plan.map_uri(&s.server_uri, false);
+        let uri = plan.map_uri(&s.server_uri, crate::uri::Scope::ALL);
         let uri = uri.as_deref().unwrap_or(&s.server_uri);
         let mut tag = format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"{uri}\"");
         if let Some(p) = &s.pathway {

@@ -464,16 +464,16 @@ impl Plan {
             && self.steering.is_none()
     }
 
-    /// The new form of a URI the player will fetch, `None` when it stays as it is.
-    /// `escape_template` doubles `$` in what is added (DASH templates).
-    fn map_uri(&self, original: &str, escape_template: bool) -> Option<String> {
-        uri::map(self, original, escape_template)
+    /// The new form of a URI the player will fetch, `None` when it stays as it is, with
+    /// the parts of the plan that apply where it sits.
+    fn map_uri(&self, original: &str, scope: uri::Scope) -> Option<String> {
+        uri::map(self, original, scope)
     }
 
-    /// As [`Plan::map_uri`], writing into `out`; false (nothing written) when the URI
-    /// stays as it is.
+    /// As [`Plan::map_uri`] with the whole plan, writing into `out`; false (nothing
+    /// written) when the URI stays as it is.
     fn write_uri(&self, out: &mut String, original: &str) -> bool {
-        uri::write_mapped(self, out, original, false)
+        uri::write_mapped(self, out, original, uri::Scope::ALL)
     }
 }
 

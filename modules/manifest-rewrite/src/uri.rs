@@ -125,35 +125,45 @@ fn remove_dot_segments(path: &str) -> String {
     }
 }
 
-pub(crate) fn map(plan: &Plan, original: &str, escape_template: bool) -> Option<String> {
+/// Which parts of a plan apply where a URI sits. A DASH URL resolved against a `BaseURL`
+/// takes no `base_url` (it applied to that BaseURL), and under a BaseURL on a third
+/// party's host, no query; a directory BaseURL passes no query on either.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scope {
+    pub base_url: bool,
+    pub query: bool,
+    /// A DASH template: `$` in what is added is doubled.
+    pub template: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope {
+        base_url: true,
+        query: true,
+        template: false,
+    };
+}
+
+pub(crate) fn map(plan: &Plan, original: &str, scope: Scope) -> Option<String> {
     let mut out = String::new();
-    write_mapped(plan, &mut out, original, escape_template).then_some(out)
+    write_mapped(plan, &mut out, original, scope).then_some(out)
 }
 
 /// Writes the new form of `original` into `out`; writes nothing and returns false when it
 /// stays as it is. The common case (a relative URI that gets the query) allocates nothing.
-pub(crate) fn write_mapped(
-    plan: &Plan,
-    out: &mut String,
-    original: &str,
-    escape_template: bool,
-) -> bool {
+pub(crate) fn write_mapped(plan: &Plan, out: &mut String, original: &str, scope: Scope) -> bool {
     if original.is_empty() {
         return false;
     }
+    let base_url = plan.base_url.as_deref().filter(|_| scope.base_url);
+    let query = if scope.query { plan.query.as_str() } else { "" };
     let scheme = scheme(original);
-    if scheme.is_none() && !original.starts_with("//") && plan.base_url.is_none() {
+    if scheme.is_none() && !original.starts_with("//") && base_url.is_none() {
         // A relative reference (most segment URIs): only the query can change.
-        if plan.query.is_empty() {
+        if query.is_empty() {
             return false;
         }
-        append_query(
-            out,
-            original,
-            &plan.query,
-            &plan.query_names,
-            escape_template,
-        );
+        append_query(out, original, query, &plan.query_names, scope.template);
         return true;
     }
     let http =
@@ -171,11 +181,7 @@ pub(crate) fn write_mapped(
         {
             rewritten = Some(format!("{}{}", rule.to, &original[rule.from.len()..]));
         }
-    } else if let Some(base) = plan
-        .base_url
-        .as_deref()
-        .filter(|_| !original.starts_with("//"))
-    {
+    } else if let Some(base) = base_url.filter(|_| !original.starts_with("//")) {
         let split = original.find(['?', '#']).unwrap_or(original.len());
         let (path, rest) = original.split_at(split);
         let absolute = if path.starts_with('/') {
@@ -186,8 +192,8 @@ pub(crate) fn write_mapped(
         rewritten = Some(format!("{}{absolute}{rest}", base.trim_end_matches('/')));
     }
     let uri = rewritten.as_deref().unwrap_or(original);
-    if !plan.query.is_empty() && eligible(plan, uri) {
-        append_query(out, uri, &plan.query, &plan.query_names, escape_template);
+    if !query.is_empty() && eligible(plan, uri) {
+        append_query(out, uri, query, &plan.query_names, scope.template);
         return true;
     }
     match &rewritten {
@@ -291,11 +297,19 @@ mod tests {
             ("", None),
         ];
         for (uri, want) in cases {
-            assert_eq!(map(&p, uri, false).as_deref(), want, "{uri}");
+            assert_eq!(map(&p, uri, Scope::ALL).as_deref(), want, "{uri}");
         }
         let p = plan(r#"{"append_query":"t=a$b"}"#, None);
         assert_eq!(
-            map(&p, "seg-$Number$.m4s", true).as_deref(),
+            map(
+                &p,
+                "seg-$Number$.m4s",
+                Scope {
+                    template: true,
+                    ..Scope::ALL
+                }
+            )
+            .as_deref(),
             Some("seg-$Number$.m4s?t=a$$b")
         );
     }
@@ -308,14 +322,14 @@ mod tests {
             None,
         );
         assert_eq!(
-            map(&p, "HTTPS://origin.example/media/a/1.ts", false).as_deref(),
+            map(&p, "HTTPS://origin.example/media/a/1.ts", Scope::ALL).as_deref(),
             Some("/a/1.ts?t=1")
         );
         assert_eq!(
-            map(&p, "http://old.example/b.ts", false).as_deref(),
+            map(&p, "http://old.example/b.ts", Scope::ALL).as_deref(),
             Some("https://cdn.example/x/b.ts?t=1")
         );
-        assert_eq!(map(&p, "https://elsewhere/b.ts", false), None);
+        assert_eq!(map(&p, "https://elsewhere/b.ts", Scope::ALL), None);
     }
 
     #[test]
@@ -331,9 +345,9 @@ mod tests {
             ("../../../../x.ts", "https://cdn.example/x.ts"),
         ];
         for (uri, want) in cases {
-            assert_eq!(map(&p, uri, false).as_deref(), Some(want), "{uri}");
+            assert_eq!(map(&p, uri, Scope::ALL).as_deref(), Some(want), "{uri}");
         }
-        assert_eq!(map(&p, "https://o.example/x.ts", false), None);
+        assert_eq!(map(&p, "https://o.example/x.ts", Scope::ALL), None);
     }
 
     #[test]
