@@ -33,13 +33,7 @@ fn plan(config: &Config, req: &Request) -> Plan {
 impl Module for ManifestRewrite {
     const NAME: &'static str = "manifest-rewrite";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const BODY_TYPES: &'static [&'static str] = &[
-        "application/vnd.apple.mpegurl",
-        "application/x-mpegurl",
-        "audio/mpegurl",
-        "audio/x-mpegurl",
-        "application/dash+xml",
-    ];
+    const BODY_TYPES: &'static [&'static str] = crate::MEDIA_TYPES;
     /// The node's own bound; the route's `max_bytes` (smaller) is applied here, so that
     /// a manifest over it gets the route's `on_malformed` answer.
     const MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;

@@ -21,14 +21,16 @@ use std::collections::BTreeMap;
 
 pub use uri::valid_query;
 
-/// The media types the module rewrites, as the node compares them (case-insensitively).
-pub const HLS_TYPES: &[&str] = &[
+/// The media types the module rewrites, as the node compares them (case-insensitively):
+/// the HLS ones, then DASH's. The module declares exactly these to the host.
+pub const MEDIA_TYPES: &[&str] = &[
     "application/vnd.apple.mpegurl",
     "application/x-mpegurl",
     "audio/mpegurl",
     "audio/x-mpegurl",
+    DASH_TYPE,
 ];
-pub const DASH_TYPES: &[&str] = &["application/dash+xml"];
+pub const DASH_TYPE: &str = "application/dash+xml";
 
 /// Default bound on a manifest's size: a 1,000-segment live playlist is about 100 KiB.
 pub const DEFAULT_MAX_BYTES: u32 = 4 * 1024 * 1024;
@@ -211,11 +213,11 @@ impl Kind {
     /// `application/octet-stream`), then by the first bytes.
     pub fn detect(media_type: Option<&str>, path: &str, body: &[u8]) -> Option<Kind> {
         if let Some(t) = media_type {
-            if HLS_TYPES.iter().any(|h| h.eq_ignore_ascii_case(t)) {
-                return Some(Kind::Hls);
-            }
-            if DASH_TYPES.iter().any(|d| d.eq_ignore_ascii_case(t)) {
+            if t.eq_ignore_ascii_case(DASH_TYPE) {
                 return Some(Kind::Dash);
+            }
+            if MEDIA_TYPES.iter().any(|h| h.eq_ignore_ascii_case(t)) {
+                return Some(Kind::Hls);
             }
         }
         let name = path.rsplit('/').next().unwrap_or(path);
