@@ -10,6 +10,7 @@ use std::path::PathBuf;
 mod cli_manifest;
 mod cli_module;
 mod cli_token;
+mod cli_waf;
 
 // glibc's allocator showed up as a tenth of the node's CPU per proxied request; mimalloc's
 // thread-local free lists make the many small per-request allocations cheap.
@@ -53,6 +54,9 @@ enum Command {
     /// Rewrite HLS and DASH manifests as the manifest-rewrite module does, offline.
     #[command(subcommand)]
     Manifest(cli_manifest::ManifestCommand),
+    /// Test and lint WAF rule sets (ModSecurity SecLang, the OWASP CRS dialect).
+    #[command(subcommand)]
+    Waf(cli_waf::WafCommand),
     /// Run the node and the sample media origin together with a self-signed certificate.
     Demo {
         /// Address for TCP (h1/h2) and UDP (h3), same port.
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Token(command) => Ok(cli_token::run(*command)),
         Command::Manifest(command) => Ok(cli_manifest::run(command)),
+        Command::Waf(command) => Ok(cli_waf::run(command)),
         Command::CheckConfig { config, region } => {
             let loaded = Config::load(&config, region.as_deref())?;
             // Modules are part of the config: compile them and check their world too.

@@ -1,0 +1,38 @@
+//! The request the WAF inspects, as the node hands it over.
+
+/// One viewer request. Header names keep the case they came with (HTTP/2 and HTTP/3 send
+/// them lower-case); selectors compare case-insensitively.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The request target as received: `/path?query`, or absolute-form
+    /// (`http://host/path?query`).
+    pub uri: String,
+    /// `HTTP/1.1`, `HTTP/2.0`, `HTTP/3.0`.
+    pub protocol: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, at most the rule set's body limit (see [`Request::body_length`]).
+    pub body: Vec<u8>,
+    /// The body's whole length when the node saw more than it passed on.
+    pub body_length: Option<usize>,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    /// The node's id for the request (`UNIQUE_ID`, and in the audit log and 403 page).
+    pub unique_id: String,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn body_length(&self) -> usize {
+        self.body_length
+            .unwrap_or(self.body.len())
+            .max(self.body.len())
+    }
+}

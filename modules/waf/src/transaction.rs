@@ -1,0 +1,1085 @@
+//! One request through a rule set: phase 1 (request line and headers), the body
+//! processor, phase 2 (body), with ModSecurity's semantics for chains, `skipAfter`,
+//! `setvar`, `ctl`, captures, and the engine mode.
+
+use crate::action::{self, Ctl, Disruptive, EngineMode, Flow, IdRange, SetVar};
+use crate::body::{self, FilePart, MultipartFlags, Pair};
+use crate::macros::{MacroVar, Resolve, Template};
+use crate::request::Request;
+use crate::ruleset::{in_ranges, BodyLimitAction, Item, Link, Rule, RuleSet};
+use crate::seclang::RawTarget;
+use crate::variable::{Collection, Exclusion, Selector, Target, Targets};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Matched data in the log is cut to this many bytes.
+const MATCHED_DATA_MAX: usize = 128;
+
+/// One rule that matched.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Match {
+    pub id: u32,
+    pub phase: u8,
+    pub msg: String,
+    pub data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
+    pub tags: Arc<[String]>,
+    /// `MATCHED_VAR_NAME` of the last link: where the match was found.
+    pub variable: String,
+    /// The rule logs (`log`, or no `nolog`): what ModSecurity's error log would show.
+    #[serde(skip)]
+    pub logged: bool,
+}
+
+/// The request is (or in detection-only mode, would be) stopped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Interruption {
+    /// 0 when the WAF itself stopped it (a body over the limit).
+    pub rule_id: u32,
+    pub status: u16,
+    /// `deny`, `drop`, `redirect`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Verdict {
+    pub mode: &'static str,
+    /// Set when the request must be stopped (blocking mode only).
+    pub interruption: Option<Interruption>,
+    /// In detection-only mode: what blocking mode would have done.
+    pub would_interrupt: Option<Interruption>,
+    pub matches: Vec<Match>,
+    /// CRS's inbound anomaly score (`tx.blocking_inbound_anomaly_score`).
+    pub anomaly_score: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_error: Option<String>,
+}
+
+impl Verdict {
+    /// Ids of the rules that logged, as a log-based test runner sees them.
+    pub fn logged_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.matches.iter().filter(|m| m.logged).map(|m| m.id)
+    }
+}
+
+/// Evaluates the request-side phases (1 and 2) of `rules` on `request`.
+pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
+    let mut tx = Transaction::new(rules, request);
+    tx.run();
+    tx.verdict()
+}
+
+/// What the request offers, derived once.
+struct Data<'r> {
+    req: &'r Request,
+    uri: Vec<u8>,
+    filename: Vec<u8>,
+    basename_at: usize,
+    query: &'r [u8],
+    request_line: Vec<u8>,
+    server_name: Vec<u8>,
+    args_get: Vec<Pair>,
+    args_post: Vec<Pair>,
+    cookies: Vec<Pair>,
+    files: Vec<FilePart>,
+    /// (part name, header line): MULTIPART_PART_HEADERS is keyed by part name.
+    part_headers: Vec<Pair>,
+    multipart: Option<MultipartFlags>,
+    processor: Option<String>,
+    body_error: Option<String>,
+    /// `REQUEST_BODY`: set for URL-encoded bodies and when forced.
+    request_body: Option<&'r [u8]>,
+    body: &'r [u8],
+    xml: Option<Xml>,
+}
+
+/// What XPath-style `XML:` targets read: `XML:/*` the document's text, `XML://@*` every
+/// attribute value.
+struct Xml {
+    text: Vec<u8>,
+    attributes: Vec<Pair>,
+}
+
+/// What the rules change as they run.
+struct State {
+    mode: EngineMode,
+    tx: HashMap<String, Vec<u8>>,
+    matched_var: Option<(String, Vec<u8>)>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+    removed_ids: Vec<IdRange>,
+    removed_tags: Vec<String>,
+    removed_targets: Vec<(Scope, Exclusion)>,
+    force_body_variable: bool,
+    body_access: bool,
+    forced_processor: Option<String>,
+    matches: Vec<Match>,
+    interruption: Option<Interruption>,
+    would_interrupt: Option<Interruption>,
+    /// `allow`: no more rules for this request.
+    allowed: bool,
+}
+
+enum Scope {
+    Ids(Vec<IdRange>),
+    Tag(String),
+}
+
+struct Transaction<'r> {
+    rules: &'r RuleSet,
+    data: Data<'r>,
+    state: State,
+}
+
+/// A value a variable yields: where from (for `MATCHED_VAR_NAME`) and the bytes.
+struct Value<'a> {
+    collection: Collection,
+    key: Cow<'a, [u8]>,
+    value: Cow<'a, [u8]>,
+    /// `&COLLECTION`: the name is written with the `&`.
+    count: bool,
+}
+
+impl Value<'_> {
+    fn name(&self) -> String {
+        // A value found again through MATCHED_VARS keeps the name it was found under.
+        if matches!(
+            self.collection,
+            Collection::MatchedVars | Collection::MatchedVarsNames
+        ) && !self.count
+        {
+            return String::from_utf8_lossy(&self.key).into_owned();
+        }
+        let prefix = if self.count { "&" } else { "" };
+        if self.key.is_empty() {
+            format!("{prefix}{}", self.collection.name())
+        } else {
+            format!(
+                "{prefix}{}:{}",
+                self.collection.name(),
+                String::from_utf8_lossy(&self.key)
+            )
+        }
+    }
+}
+
+impl<'r> Transaction<'r> {
+    fn new(rules: &'r RuleSet, req: &'r Request) -> Self {
+        let raw_uri = req.uri.as_bytes();
+        // Absolute-form (`http://host/p`): REQUEST_URI drops scheme and host.
+        let uri: Vec<u8> = match req.uri.find("://") {
+            Some(at) if req.uri[..at].bytes().all(|b| b.is_ascii_alphabetic()) => {
+                let rest = &req.uri[at + 3..];
+                match rest.find('/') {
+                    Some(slash) => rest.as_bytes()[slash..].to_vec(),
+                    None => b"/".to_vec(),
+                }
+            }
+            _ => raw_uri.to_vec(),
+        };
+        let (path, query) = match memchr::memchr(b'?', &uri) {
+            Some(q) => (&uri[..q], &raw_uri[raw_uri.len() - (uri.len() - q - 1)..]),
+            None => (&uri[..], &b""[..]),
+        };
+        let filename = percent_decode(path);
+        let basename_at = filename
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        let mut request_line =
+            Vec::with_capacity(req.method.len() + raw_uri.len() + req.protocol.len() + 2);
+        request_line.extend_from_slice(req.method.as_bytes());
+        request_line.push(b' ');
+        request_line.extend_from_slice(raw_uri);
+        request_line.push(b' ');
+        request_line.extend_from_slice(req.protocol.as_bytes());
+        let host = req.header("host").unwrap_or_default();
+        let server_name = match host.iter().rposition(|&b| b == b':') {
+            Some(colon) if !host.ends_with(b"]") => host[..colon].to_vec(),
+            _ => host.to_vec(),
+        };
+        let mut cookies = Vec::new();
+        for (name, value) in &req.headers {
+            if name.eq_ignore_ascii_case("cookie") {
+                cookies.extend(body::parse_cookies(value));
+            }
+        }
+        let content_type = req.header("content-type").unwrap_or_default();
+        let processor = processor_for(content_type);
+        let data = Data {
+            req,
+            args_get: body::parse_urlencoded(query),
+            uri,
+            filename,
+            basename_at,
+            query,
+            request_line,
+            server_name,
+            args_post: Vec::new(),
+            cookies,
+            files: Vec::new(),
+            part_headers: Vec::new(),
+            multipart: None,
+            processor: processor.map(str::to_string),
+            body_error: None,
+            request_body: None,
+            body: &req.body,
+            xml: None,
+        };
+        Transaction {
+            rules,
+            data,
+            state: State {
+                mode: rules.engine,
+                tx: HashMap::new(),
+                matched_var: None,
+                matched_vars: Vec::new(),
+                removed_ids: Vec::new(),
+                removed_tags: Vec::new(),
+                removed_targets: Vec::new(),
+                force_body_variable: false,
+                body_access: rules.body.access,
+                forced_processor: None,
+                matches: Vec::new(),
+                interruption: None,
+                would_interrupt: None,
+                allowed: false,
+            },
+        }
+    }
+
+    fn run(&mut self) {
+        if self.state.mode == EngineMode::Off {
+            return;
+        }
+        self.phase(1);
+        if self.state.interruption.is_some() || self.state.allowed {
+            return;
+        }
+        self.process_body();
+        if self.state.interruption.is_some() {
+            return;
+        }
+        self.phase(2);
+    }
+
+    fn verdict(self) -> Verdict {
+        let score = |k: &str| self.state.tx.get(k).map(|v| number(v));
+        Verdict {
+            mode: match self.state.mode {
+                EngineMode::On => "blocking",
+                EngineMode::DetectionOnly => "detection-only",
+                EngineMode::Off => "off",
+            },
+            interruption: self.state.interruption,
+            would_interrupt: self.state.would_interrupt,
+            matches: self.state.matches,
+            anomaly_score: score("blocking_inbound_anomaly_score")
+                .or_else(|| score("anomaly_score"))
+                .unwrap_or(0),
+            body_error: self.data.body_error,
+        }
+    }
+
+    /// The body processor, between phases 1 and 2 (so phase-1 `ctl`s apply to it).
+    fn process_body(&mut self) {
+        if let Some(p) = self.state.forced_processor.take() {
+            self.data.processor = Some(p);
+        }
+        if !self.state.body_access {
+            return;
+        }
+        let config = &self.rules.body;
+        let req = self.data.req;
+        let mut body: &'r [u8] = &req.body;
+        if req.body_length() > config.limit {
+            match config.limit_action {
+                BodyLimitAction::Reject => {
+                    self.data.body_error = Some(format!(
+                        "request body is larger than the limit of {} bytes",
+                        config.limit
+                    ));
+                    self.interrupt(Interruption {
+                        rule_id: 0,
+                        status: 413,
+                        action: "deny",
+                        location: None,
+                    });
+                    return;
+                }
+                BodyLimitAction::ProcessPartial => body = &body[..body.len().min(config.limit)],
+            }
+        }
+        self.data.body = body;
+        if body.is_empty() {
+            return;
+        }
+        match self.data.processor.as_deref() {
+            Some("URLENCODED") => {
+                self.data.args_post = body::parse_urlencoded(body);
+                self.data.request_body = Some(body);
+            }
+            Some("JSON") => {
+                // What parsed before an error is still inspected.
+                let (args, error) = body::parse_json_partial(body, config.json_depth);
+                self.data.args_post = args;
+                if let Some(e) = error {
+                    self.data.body_error = Some(format!("JSON parsing error: {e}"));
+                }
+            }
+            Some("MULTIPART") => {
+                let content_type = req.header("content-type").unwrap_or_default();
+                let m = body::parse_multipart(content_type, body);
+                self.data.args_post = m.args;
+                self.data.files = m.files;
+                self.data.part_headers = m
+                    .part_header_names
+                    .into_iter()
+                    .zip(m.part_headers)
+                    .collect();
+                self.data.multipart = Some(m.flags);
+                if let Some(e) = m.error {
+                    self.data.body_error = Some(format!("Multipart parsing error: {e}"));
+                }
+            }
+            Some("XML") => match parse_xml(body) {
+                Ok(xml) => self.data.xml = Some(xml),
+                Err(e) => self.data.body_error = Some(format!("XML parsing error: {e}")),
+            },
+            _ => {}
+        }
+        if self.state.force_body_variable && self.data.request_body.is_none() {
+            self.data.request_body = Some(body);
+        }
+        let limit = config.arguments_limit;
+        if self.data.args_get.len() + self.data.args_post.len() > limit {
+            self.data
+                .body_error
+                .get_or_insert_with(|| format!("more than {limit} arguments"));
+        }
+    }
+
+    fn phase(&mut self, phase: u8) {
+        let items = &self.rules.phases[phase as usize - 1];
+        let mut i = 0;
+        while i < items.len() {
+            if self.state.allowed || self.state.interruption.is_some() {
+                return;
+            }
+            let Item::Rule(rule) = &items[i] else {
+                i += 1;
+                continue;
+            };
+            i += 1;
+            if self.removed(rule) {
+                continue;
+            }
+            if !self.rule_matches(rule) {
+                continue;
+            }
+            match self.fire(rule) {
+                Some(Flow::Skip(n)) => {
+                    let mut left = n;
+                    while left > 0 && i < items.len() {
+                        if matches!(items[i], Item::Rule(_)) {
+                            left -= 1;
+                        }
+                        i += 1;
+                    }
+                }
+                Some(Flow::SkipAfter(marker)) => {
+                    match items[i..]
+                        .iter()
+                        .position(|it| matches!(it, Item::Marker(m) if *m == marker))
+                    {
+                        Some(at) => i += at + 1,
+                        None => i = items.len(),
+                    }
+                }
+                None => {}
+            }
+            if self.state.allowed && matches!(rule.disruptive, Disruptive::AllowPhase) {
+                // `allow:phase` ends this phase only.
+                self.state.allowed = false;
+                return;
+            }
+        }
+    }
+
+    fn removed(&self, rule: &Rule) -> bool {
+        in_ranges(&self.state.removed_ids, rule.id)
+            || self.state.removed_tags.iter().any(|t| rule.has_tag(t))
+    }
+
+    fn rule_matches(&mut self, rule: &Rule) -> bool {
+        self.state.matched_vars.clear();
+        for link in &rule.links {
+            if !self.link_matches(rule, link) {
+                return false;
+            }
+            // A link's setvar runs when that link matches, before the next link is
+            // evaluated (CRS 920420 sets `tx.content_type` in the first link and tests it
+            // in the second), as ModSecurity v3 does.
+            for setvar in &link.setvars {
+                self.setvar(rule, setvar);
+            }
+            for ctl in &link.ctls {
+                self.ctl(ctl);
+            }
+        }
+        true
+    }
+
+    fn link_matches(&mut self, rule: &Rule, link: &Link) -> bool {
+        let Some(targets) = &link.targets else {
+            return true;
+        };
+        let mut values = Vec::new();
+        for target in &targets.include {
+            self.values(rule, target, targets, &mut values);
+        }
+        let mut matched = false;
+        let mut captures = Vec::new();
+        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut first_captures: Option<Vec<Vec<u8>>> = None;
+        for v in &values {
+            let ctx = Ctx { tx: self, rule };
+            let mut hit = None;
+            if link.multi_match {
+                let mut current: Cow<[u8]> = Cow::Borrowed(v.value.as_ref());
+                if op_matches(link, &current, &ctx, &mut captures) {
+                    hit = Some(current.to_vec());
+                }
+                for t in &link.transforms {
+                    if hit.is_some() {
+                        break;
+                    }
+                    current = Cow::Owned(t.apply(&current).into_owned());
+                    if op_matches(link, &current, &ctx, &mut captures) {
+                        hit = Some(current.to_vec());
+                    }
+                }
+            } else {
+                let transformed = transform_all(&link.transforms, &v.value);
+                if op_matches(link, &transformed, &ctx, &mut captures) {
+                    hit = Some(transformed.into_owned());
+                }
+            }
+            if let Some(value) = hit {
+                matched = true;
+                if link.capture && first_captures.is_none() && !link.negated {
+                    first_captures = Some(std::mem::take(&mut captures));
+                }
+                new_matches.push((v.name(), value));
+            }
+        }
+        drop(values);
+        if let Some(caps) = first_captures {
+            for (n, c) in caps.into_iter().enumerate() {
+                self.state.tx.insert(n.to_string(), c);
+            }
+        }
+        if let Some(last) = new_matches.last() {
+            self.state.matched_var = Some(last.clone());
+        }
+        self.state.matched_vars.extend(new_matches);
+        matched
+    }
+
+    /// The values `target` yields for `rule` (minus the rule's exclusions and the
+    /// per-request target removals).
+    fn values<'s>(
+        &'s self,
+        rule: &Rule,
+        target: &Target,
+        targets: &Targets,
+        out: &mut Vec<Value<'s>>,
+    ) {
+        let excluded = |c: Collection, key: &[u8]| {
+            targets.exclude.iter().any(|e| e.excludes(c, key))
+                || self.state.removed_targets.iter().any(|(scope, e)| {
+                    let applies = match scope {
+                        Scope::Ids(r) => in_ranges(r, rule.id),
+                        Scope::Tag(t) => rule.has_tag(t),
+                    };
+                    applies && e.excludes(c, key)
+                })
+        };
+        let c = target.collection;
+        let start = out.len();
+        let mut pairs = |list: &'s [Pair], names: bool| {
+            for (k, v) in list {
+                if target.selector.matches(k) && !excluded(c, k) {
+                    let value = if names { k } else { v };
+                    out.push(Value {
+                        collection: c,
+                        key: Cow::Borrowed(k),
+                        value: Cow::Borrowed(value),
+                        count: false,
+                    });
+                }
+            }
+        };
+        let d = &self.data;
+        match c {
+            Collection::Args => {
+                pairs(&d.args_get, false);
+                pairs(&d.args_post, false);
+            }
+            Collection::ArgsGet => pairs(&d.args_get, false),
+            Collection::ArgsPost => pairs(&d.args_post, false),
+            Collection::ArgsNames => {
+                pairs(&d.args_get, true);
+                pairs(&d.args_post, true);
+            }
+            Collection::ArgsGetNames => pairs(&d.args_get, true),
+            Collection::ArgsPostNames => pairs(&d.args_post, true),
+            Collection::RequestCookies => pairs(&d.cookies, false),
+            Collection::RequestCookiesNames => pairs(&d.cookies, true),
+            Collection::RequestHeaders | Collection::RequestHeadersNames => {
+                for (k, v) in &d.req.headers {
+                    let k = k.as_bytes();
+                    if target.selector.matches(k) && !excluded(c, k) {
+                        let value: &[u8] = if c == Collection::RequestHeaders {
+                            v
+                        } else {
+                            k
+                        };
+                        out.push(Value {
+                            collection: c,
+                            key: Cow::Borrowed(k),
+                            value: Cow::Borrowed(value),
+                            count: false,
+                        });
+                    }
+                }
+            }
+            Collection::Files | Collection::FilesNames | Collection::FilesSizes => {
+                for f in &d.files {
+                    let k = f.field_name.as_slice();
+                    if target.selector.matches(k) && !excluded(c, k) {
+                        let value = match c {
+                            Collection::Files => Cow::Borrowed(f.file_name.as_slice()),
+                            Collection::FilesNames => Cow::Borrowed(k),
+                            _ => Cow::Owned(f.size.to_string().into_bytes()),
+                        };
+                        out.push(Value {
+                            collection: c,
+                            key: Cow::Borrowed(k),
+                            value,
+                            count: false,
+                        });
+                    }
+                }
+            }
+            Collection::MultipartPartHeaders => pairs(&d.part_headers, false),
+            Collection::Tx => {
+                let mut keys: Vec<&String> = self
+                    .state
+                    .tx
+                    .keys()
+                    .filter(|k| target.selector.matches(k.as_bytes()))
+                    .collect();
+                keys.sort();
+                for k in keys {
+                    if !excluded(c, k.as_bytes()) {
+                        out.push(Value {
+                            collection: c,
+                            key: Cow::Borrowed(k.as_bytes()),
+                            value: Cow::Borrowed(&self.state.tx[k]),
+                            count: false,
+                        });
+                    }
+                }
+            }
+            Collection::MatchedVars | Collection::MatchedVarsNames => {
+                for (name, value) in &self.state.matched_vars {
+                    if target.selector.matches(name.as_bytes()) {
+                        let v: &[u8] = if c == Collection::MatchedVars {
+                            value
+                        } else {
+                            name.as_bytes()
+                        };
+                        out.push(Value {
+                            collection: c,
+                            key: Cow::Borrowed(name.as_bytes()),
+                            value: Cow::Borrowed(v),
+                            count: false,
+                        });
+                    }
+                }
+            }
+            Collection::Xml => {
+                if let Some(xml) = &d.xml {
+                    let attributes =
+                        matches!(&target.selector, Selector::Key(k) if k.contains('@'));
+                    if attributes {
+                        for (name, value) in &xml.attributes {
+                            out.push(Value {
+                                collection: c,
+                                key: Cow::Borrowed(name),
+                                value: Cow::Borrowed(value),
+                                count: false,
+                            });
+                        }
+                    } else {
+                        out.push(Value {
+                            collection: c,
+                            key: Cow::Borrowed(b"/*"),
+                            value: Cow::Borrowed(&xml.text),
+                            count: false,
+                        });
+                    }
+                }
+            }
+            _ => {
+                // Single-value variables always exist, empty when the request has none
+                // (CRS relies on it: `REQBODY_PROCESSOR "!@rx ..."` fires with no processor).
+                if c.is_keyed() {
+                    // Persistent and response-side collections: nothing in a request.
+                } else if !excluded(c, b"") {
+                    let v = self.scalar(c).unwrap_or(Cow::Borrowed(&b""[..]));
+                    out.push(Value {
+                        collection: c,
+                        key: Cow::Borrowed(b""),
+                        value: v,
+                        count: false,
+                    });
+                }
+            }
+        }
+        if target.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            let key = target
+                .selector
+                .describe()
+                .map(|k| Cow::Owned(k.into_bytes()))
+                .unwrap_or(Cow::Borrowed(&b""[..]));
+            out.push(Value {
+                collection: c,
+                key,
+                value: Cow::Owned(n.to_string().into_bytes()),
+                count: true,
+            });
+        }
+    }
+
+    fn scalar(&self, c: Collection) -> Option<Cow<'_, [u8]>> {
+        let d = &self.data;
+        let b = |s: &'r [u8]| Some(Cow::Borrowed(s));
+        let owned = |s: String| Some(Cow::Owned(s.into_bytes()));
+        let flag = |f: bool| Some(Cow::Borrowed(if f { &b"1"[..] } else { &b"0"[..] }));
+        match c {
+            Collection::RequestUri => Some(Cow::Borrowed(&d.uri)),
+            Collection::RequestUriRaw => b(d.req.uri.as_bytes()),
+            Collection::RequestFilename => Some(Cow::Borrowed(&d.filename)),
+            Collection::RequestBasename => Some(Cow::Borrowed(&d.filename[d.basename_at..])),
+            Collection::RequestLine => Some(Cow::Borrowed(&d.request_line)),
+            Collection::RequestMethod => b(d.req.method.as_bytes()),
+            Collection::RequestProtocol => b(d.req.protocol.as_bytes()),
+            Collection::QueryString => b(d.query),
+            Collection::RequestBody => d.request_body.map(Cow::Borrowed),
+            Collection::RequestBodyLength => owned(d.body.len().to_string()),
+            Collection::RemoteAddr => b(d.req.remote_addr.as_bytes()),
+            Collection::RemotePort => owned(d.req.remote_port.to_string()),
+            Collection::ServerName => Some(Cow::Borrowed(&d.server_name)),
+            Collection::UniqueId => b(d.req.unique_id.as_bytes()),
+            Collection::ArgsCombinedSize => owned(
+                d.args_get
+                    .iter()
+                    .chain(&d.args_post)
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                    .to_string(),
+            ),
+            Collection::FilesCombinedSize => {
+                owned(d.files.iter().map(|f| f.size).sum::<usize>().to_string())
+            }
+            Collection::ReqbodyProcessor => {
+                d.processor.as_deref().map(|p| Cow::Borrowed(p.as_bytes()))
+            }
+            Collection::ReqbodyError => flag(d.body_error.is_some()),
+            Collection::ReqbodyErrorMsg => {
+                d.body_error.as_deref().map(|e| Cow::Borrowed(e.as_bytes()))
+            }
+            Collection::MultipartStrictError => {
+                d.multipart.as_ref().and_then(|m| flag(m.strict_error()))
+            }
+            Collection::MultipartUnmatchedBoundary => d
+                .multipart
+                .as_ref()
+                .and_then(|m| flag(m.unmatched_boundary)),
+            Collection::MatchedVar => self
+                .state
+                .matched_var
+                .as_ref()
+                .map(|(_, v)| Cow::Borrowed(v.as_slice())),
+            Collection::MatchedVarName => self
+                .state
+                .matched_var
+                .as_ref()
+                .map(|(n, _)| Cow::Borrowed(n.as_bytes())),
+            _ => None,
+        }
+    }
+
+    /// The rule matched: its actions, its log entry, its disruption. Returns its flow.
+    fn fire(&mut self, rule: &Rule) -> Option<Flow> {
+        let ctx = Ctx { tx: self, rule };
+        let msg = rule
+            .msg
+            .as_ref()
+            .map(|m| m.expand_string(&ctx))
+            .unwrap_or_default();
+        let mut data = rule
+            .logdata
+            .as_ref()
+            .map(|m| m.expand_string(&ctx))
+            .unwrap_or_default();
+        truncate(&mut data, MATCHED_DATA_MAX);
+        let variable = self
+            .state
+            .matched_var
+            .as_ref()
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default();
+        let disruptive = rule.disruptive.clone();
+        let location = match &disruptive {
+            Disruptive::Redirect(t) => Some(t.expand_string(&Ctx { tx: self, rule })),
+            _ => None,
+        };
+        self.state.matches.push(Match {
+            id: rule.id,
+            phase: rule.phase,
+            msg,
+            data,
+            severity: rule.severity.map(action::severity_name),
+            tags: rule.tags.clone(),
+            variable,
+            logged: rule.log,
+        });
+        match disruptive {
+            Disruptive::Pass | Disruptive::Block => {}
+            Disruptive::Allow | Disruptive::AllowPhase => {
+                if self.state.mode == EngineMode::On {
+                    self.state.allowed = true;
+                }
+            }
+            Disruptive::Deny => self.interrupt(Interruption {
+                rule_id: rule.id,
+                status: rule.status,
+                action: "deny",
+                location: None,
+            }),
+            Disruptive::Drop => self.interrupt(Interruption {
+                rule_id: rule.id,
+                status: rule.status,
+                action: "drop",
+                location: None,
+            }),
+            Disruptive::Redirect(_) => {
+                let status = if (300..400).contains(&rule.status) {
+                    rule.status
+                } else {
+                    302
+                };
+                self.interrupt(Interruption {
+                    rule_id: rule.id,
+                    status,
+                    action: "redirect",
+                    location,
+                })
+            }
+        }
+        rule.flow.clone()
+    }
+
+    fn interrupt(&mut self, i: Interruption) {
+        match self.state.mode {
+            EngineMode::On => self.state.interruption = Some(i),
+            _ => {
+                self.state.would_interrupt.get_or_insert(i);
+            }
+        }
+    }
+
+    fn setvar(&mut self, rule: &Rule, setvar: &SetVar) {
+        let ctx = Ctx { tx: self, rule };
+        let (key, change) = match setvar {
+            SetVar::Set { key, value } => (key, Some((0, value.expand(&ctx)))),
+            SetVar::Add { key, value } => (key, Some((1, value.expand(&ctx)))),
+            SetVar::Sub { key, value } => (key, Some((-1, value.expand(&ctx)))),
+            SetVar::Delete { key } => (key, None),
+        };
+        let key = String::from_utf8_lossy(&expand(key, &ctx)).to_ascii_lowercase();
+        match change {
+            None => {
+                self.state.tx.remove(&key);
+            }
+            Some((0, value)) => {
+                self.state.tx.insert(key, value);
+            }
+            Some((sign, value)) => {
+                let old = self.state.tx.get(&key).map(|v| number(v)).unwrap_or(0);
+                let new = old.saturating_add(sign * number(&value));
+                self.state.tx.insert(key, new.to_string().into_bytes());
+            }
+        }
+    }
+
+    fn ctl(&mut self, ctl: &Ctl) {
+        match ctl {
+            Ctl::RuleRemoveById(ranges) => self.state.removed_ids.extend(ranges.iter().copied()),
+            Ctl::RuleRemoveByTag(tag) => self.state.removed_tags.push(tag.clone()),
+            Ctl::RuleRemoveTargetById(ranges, targets) => {
+                self.remove_targets(Scope::Ids(ranges.clone()), targets)
+            }
+            Ctl::RuleRemoveTargetByTag(tag, targets) => {
+                self.remove_targets(Scope::Tag(tag.clone()), targets)
+            }
+            Ctl::RuleEngine(mode) => self.state.mode = *mode,
+            Ctl::RequestBodyProcessor(p) => self.state.forced_processor = Some(p.clone()),
+            Ctl::ForceRequestBodyVariable(on) => self.state.force_body_variable = *on,
+            Ctl::RequestBodyAccess(on) => self.state.body_access = *on,
+        }
+    }
+
+    fn remove_targets(&mut self, scope: Scope, targets: &[RawTarget]) {
+        // Parsed at load already (the ctl only loads when its targets parse); a target
+        // that names an unknown variable cannot reach here.
+        for raw in targets {
+            let mut t = Targets::default();
+            let raw = RawTarget {
+                exclude: false,
+                ..raw.clone()
+            };
+            if t.add(&raw).is_ok() {
+                if let Some(target) = t.include.pop() {
+                    let scope = match &scope {
+                        Scope::Ids(r) => Scope::Ids(r.clone()),
+                        Scope::Tag(tag) => Scope::Tag(tag.clone()),
+                    };
+                    self.state.removed_targets.push((
+                        scope,
+                        Exclusion {
+                            collection: target.collection,
+                            selector: target.selector,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn op_matches(link: &Link, value: &[u8], ctx: &Ctx<'_, '_>, captures: &mut Vec<Vec<u8>>) -> bool {
+    let want = if link.capture { Some(captures) } else { None };
+    link.operator.matches(value, ctx, want) != link.negated
+}
+
+fn transform_all<'a>(transforms: &[crate::transform::Transform], value: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut current = Cow::Borrowed(value);
+    for t in transforms {
+        current = match current {
+            Cow::Borrowed(b) => t.apply(b),
+            Cow::Owned(o) => Cow::Owned(t.apply(&o).into_owned()),
+        };
+    }
+    current
+}
+
+fn expand(template: &Template, ctx: &Ctx<'_, '_>) -> Vec<u8> {
+    match template.literal() {
+        Some(l) => l.as_bytes().to_vec(),
+        None => template.expand(ctx),
+    }
+}
+
+/// The transaction as macros see it, while a rule runs.
+struct Ctx<'t, 'r> {
+    tx: &'t Transaction<'r>,
+    rule: &'t Rule,
+}
+
+impl Resolve for Ctx<'_, '_> {
+    fn resolve(&self, var: &MacroVar, out: &mut Vec<u8>) {
+        let state = &self.tx.state;
+        match (var.collection.as_str(), var.key.as_deref()) {
+            ("TX", Some(key)) => {
+                if let Some(v) = state.tx.get(key) {
+                    out.extend_from_slice(v);
+                }
+            }
+            ("RULE", Some(key)) => {
+                let r = self.rule;
+                match key {
+                    "id" => out.extend_from_slice(r.id.to_string().as_bytes()),
+                    "phase" => out.extend_from_slice(r.phase.to_string().as_bytes()),
+                    "severity" => {
+                        if let Some(s) = r.severity {
+                            out.extend_from_slice(s.to_string().as_bytes());
+                        }
+                    }
+                    "ver" => out.extend_from_slice(r.ver.as_deref().unwrap_or("").as_bytes()),
+                    "msg" => {
+                        if let Some(m) = r.msg.as_ref().and_then(|m| m.literal()) {
+                            out.extend_from_slice(m.as_bytes());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (name, key) => {
+                let Some(collection) = Collection::from_name(name) else {
+                    return;
+                };
+                let selector = match key {
+                    Some(k) if collection.is_keyed() => Selector::Key(k.to_string()),
+                    _ => Selector::All,
+                };
+                let target = Target {
+                    collection,
+                    selector,
+                    count: false,
+                };
+                let mut values = Vec::new();
+                self.tx
+                    .values(self.rule, &target, &Targets::default(), &mut values);
+                if let Some(v) = values.first() {
+                    out.extend_from_slice(&v.value);
+                }
+            }
+        }
+    }
+}
+
+/// The body processor ModSecurity's recommended configuration picks for a content type.
+fn processor_for(content_type: &[u8]) -> Option<&'static str> {
+    let media = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let media = String::from_utf8_lossy(media).to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-www-form-urlencoded" => Some("URLENCODED"),
+        "multipart/form-data" => Some("MULTIPART"),
+        "application/json" => Some("JSON"),
+        "text/xml" | "application/xml" | "application/soap+xml" => Some("XML"),
+        m if m.ends_with("+json") => Some("JSON"),
+        m if m.ends_with("+xml") => Some("XML"),
+        _ => None,
+    }
+}
+
+/// The text content (entities resolved, CDATA included) and the attribute values of an
+/// XML body. Malformed XML is a body error, as with ModSecurity's XML processor.
+fn parse_xml(body: &[u8]) -> Result<Xml, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut xml = Xml {
+        text: Vec::new(),
+        attributes: Vec::new(),
+    };
+    let mut seen_root = false;
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("{e} at byte {}", reader.error_position()))?;
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                seen_root = true;
+                for a in e.attributes().with_checks(false) {
+                    let a = a.map_err(|e| e.to_string())?;
+                    let value = a
+                        .unescape_value()
+                        .map(|v| v.into_owned().into_bytes())
+                        .unwrap_or_else(|_| a.value.to_vec());
+                    xml.attributes.push((a.key.as_ref().to_vec(), value));
+                }
+            }
+            Event::Text(t) => {
+                let text = t.decode().map(|c| c.into_owned()).unwrap_or_default();
+                let text = quick_xml::escape::unescape(&text)
+                    .map(|c| c.into_owned())
+                    .unwrap_or(text);
+                xml.text.extend_from_slice(text.as_bytes());
+            }
+            Event::CData(c) => xml.text.extend_from_slice(&c),
+            Event::GeneralRef(r) => {
+                // An entity reference in text (`&lt;`): keep its resolved character.
+                if let Ok(Some(ch)) = r.resolve_char_ref() {
+                    let mut buf = [0u8; 4];
+                    xml.text
+                        .extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                } else if let Some(v) =
+                    quick_xml::escape::resolve_predefined_entity(&String::from_utf8_lossy(&r))
+                {
+                    xml.text.extend_from_slice(v.as_bytes());
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !seen_root {
+        return Err("no root element".into());
+    }
+    Ok(xml)
+}
+
+/// Percent-decoding for `REQUEST_FILENAME` (no `+`: a path is not a form).
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+fn number(value: &[u8]) -> i64 {
+    let s = value.trim_ascii();
+    let (negative, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut n: i64 = 0;
+    for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
+        n = n.saturating_mul(10).saturating_add(i64::from(b - b'0'));
+    }
+    if negative {
+        -n
+    } else {
+        n
+    }
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push('…');
+    }
+}
