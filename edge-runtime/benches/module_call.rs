@@ -97,7 +97,14 @@ fn run_once(
     let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     runtime.block_on(async {
         let (run, outcome) = chain
-            .on_request(services, &mut parts, "cdn.example.com".into(), client, true)
+            .on_request(
+                services,
+                &mut parts,
+                None,
+                "cdn.example.com".into(),
+                client,
+                true,
+            )
             .await;
         assert!(matches!(outcome, Outcome::Continue));
         if response {

@@ -30,6 +30,8 @@ fn main() {
         "modules/token-auth",
         "modules/rate-limit",
         "modules/manifest-rewrite",
+        "modules/waf",
+        "vendor/libinjectionrs",
         "modules/testing",
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
@@ -53,6 +55,8 @@ fn main() {
             "-p",
             "edge-module-manifest-rewrite",
             "-p",
+            "edge-module-waf",
+            "-p",
             "edge-test-module",
         ],
     );
@@ -61,6 +65,7 @@ fn main() {
         ("edge_module_token_auth", "token-auth"),
         ("edge_module_rate_limit", "rate-limit"),
         ("edge_module_manifest_rewrite", "manifest-rewrite"),
+        ("edge_module_waf", "waf"),
     ] {
         copy(
             &built.join(format!("{crate_file}.wasm")),

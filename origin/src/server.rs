@@ -80,7 +80,28 @@ impl SampleOrigin {
         }
     }
 
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body,
+    {
+        // What reached the origin, byte for byte: a digest of the body, for tests that
+        // check a proxy forwards bodies whole.
+        if req.uri().path() == "/echo-body" {
+            use http_body_util::BodyExt;
+            let (parts, body) = req.into_parts();
+            return match body.collect().await {
+                Ok(all) => {
+                    let all = all.to_bytes();
+                    let json = serde_json::json!({
+                        "method": parts.method.as_str(),
+                        "length": all.len(),
+                        "body": String::from_utf8_lossy(&all[..all.len().min(64 << 10)]),
+                    });
+                    text(StatusCode::OK, &json.to_string())
+                }
+                Err(_) => text(StatusCode::BAD_REQUEST, "body failed\n"),
+            };
+        }
         let mut response = self.route(&req).await;
         if req.method() == Method::HEAD {
             *response.body_mut() = body::empty();

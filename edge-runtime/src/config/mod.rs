@@ -824,11 +824,11 @@ fn wasm_config(
         let limits = ModuleLimits {
             budget: match m.budget_ms {
                 Some(v) => budget(v, &at("budget_ms"))?,
-                None => default_limits.budget,
+                None => standard_limits(name, default_limits).budget,
             },
             memory_bytes: match m.memory_mib {
                 Some(v) => mib(v, &at("memory_mib"))?,
-                None => default_limits.memory_bytes,
+                None => standard_limits(name, default_limits).memory_bytes,
             },
         };
         modules.push(ModuleConfig {
@@ -845,7 +845,7 @@ fn wasm_config(
                     modules.push(ModuleConfig {
                         name: rm.module.clone(),
                         source: ModuleSource::Standard(bytes),
-                        limits: default_limits,
+                        limits: standard_limits(&rm.module, default_limits),
                     });
                 }
             }
@@ -867,6 +867,19 @@ fn wasm_config(
         max_module_bytes: w.max_module_bytes,
         modules,
     })
+}
+
+/// A standard module's limits when the config sets none: the WAF holds a compiled rule
+/// set (CRS at every paranoia level: tens of MiB) in its resident instances, and a request
+/// with a large body runs hundreds of rules over it.
+fn standard_limits(module: &str, default: ModuleLimits) -> ModuleLimits {
+    match module {
+        "waf" => ModuleLimits {
+            memory_bytes: default.memory_bytes.max(256 << 20),
+            budget: default.budget.max(Duration::from_millis(50)),
+        },
+        _ => default,
+    }
 }
 
 /// The standard modules whose config the node can check at load, so a mistake is a config
@@ -891,6 +904,15 @@ fn check_standard_config(
         "manifest-rewrite" => edge_module_manifest_rewrite::parse_config(json)
             .map(|_| ())
             .map_err(|e| format!("manifest-rewrite config: {e}")),
+        // The rule set compiles here as in the module: a rule that does not compile is
+        // a config error naming its file, line and rule id, and a reload keeps the rules
+        // that were serving.
+        "waf" => edge_module_waf::config::Config::parse(json).and_then(|c| {
+            c.compile().map(|_| ()).map_err(|e| {
+                let all: Vec<String> = e.errors.iter().map(|p| p.to_string()).collect();
+                format!("waf rules: {}", all.join("; "))
+            })
+        }),
         _ => Ok(()),
     };
     // serde_json's position is in the JSON the node made, not in the file: drop it.
@@ -931,6 +953,22 @@ fn read_module_files(
     for (key, value) in table {
         let mut here = at.to_vec();
         here.push(key);
+        if let Some(name) = key.strip_suffix("_dir") {
+            let toml::Value::String(path) = value else {
+                return Err(Unlocated::at(&here, "a `_dir` key holds a folder path"));
+            };
+            if table.contains_key(name) {
+                return Err(Unlocated::at(
+                    &here,
+                    format!("both `{name}` and `{key}` are set; keep one"),
+                ));
+            }
+            out.insert(
+                name.to_owned(),
+                toml::Value::Table(read_dir_texts(dir, path, &here)?),
+            );
+            continue;
+        }
         let Some(name) = key.strip_suffix("_file") else {
             let value = match value {
                 toml::Value::Table(t) => toml::Value::Table(read_module_files(t, dir, &here)?),
@@ -967,6 +1005,45 @@ fn read_module_files(
             ));
         }
         out.insert(name.to_owned(), value);
+    }
+    Ok(out)
+}
+
+/// Every file directly in a folder (`rules_dir = "crs/rules"`), by name, as text: a
+/// module's rule and data files travel in its config.
+fn read_dir_texts(dir: &Path, value: &str, key: &[&str]) -> Result<toml::Table, Unlocated> {
+    /// A rule set is a few MiB (CRS v4: 1.3 MiB); more is a mistake (a wrong folder).
+    const MAX_TOTAL: u64 = 32 << 20;
+    let folder = dir.join(value);
+    let entries = std::fs::read_dir(&folder)
+        .map_err(|e| Unlocated::at(key, format!("folder {}: {e}", folder.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    let mut total = 0u64;
+    let mut out = toml::Table::new();
+    for path in paths {
+        total += path.metadata().map(|m| m.len()).unwrap_or(0);
+        if total > MAX_TOTAL {
+            return Err(Unlocated::at(
+                key,
+                format!("folder {} holds more than 32 MiB", folder.display()),
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Unlocated::at(key, format!("reading {}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        out.insert(name, toml::Value::String(text));
     }
     Ok(out)
 }

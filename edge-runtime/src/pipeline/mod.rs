@@ -21,7 +21,7 @@ pub use route::{NoRoute, Router};
 use crate::cache::{self, Cache, CacheStatus, RouteCache};
 use crate::config::Config;
 use crate::telemetry::access_log::{AccessRecord, LoggedBody};
-use crate::wasm::chain::{Chain, ChainRun, Outcome};
+use crate::wasm::chain::{read_request_body, Chain, ChainRun, Outcome};
 use crate::wasm::{ModuleHost, WasmError};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -208,11 +208,23 @@ impl Pipeline {
         let req = match (&self.route_chains[index], &self.modules) {
             (Some(chain), Some(modules)) => {
                 let authority: Arc<str> = request_host(&req)?.into();
-                let (mut parts, body) = req.into_parts();
+                let (mut parts, mut body) = req.into_parts();
+                // A module that inspects bodies (the WAF) reads them before it decides;
+                // the origin still gets the whole body.
+                let bound = chain.request_body_bytes();
+                let mut lent = None;
+                if bound > 0 {
+                    let (seen, more, forward) = read_request_body(body, bound)
+                        .await
+                        .ok_or(EdgeError::BadRequest("request body ended early"))?;
+                    body = forward;
+                    lent = Some((seen, more));
+                }
                 let (run, outcome) = chain
                     .on_request(
                         &modules.services,
                         &mut parts,
+                        lent,
                         authority,
                         conn.client.ip(),
                         conn.tls,

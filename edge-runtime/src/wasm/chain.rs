@@ -21,7 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use origin::Body;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
@@ -56,6 +56,32 @@ pub struct Chain {
 struct Entry {
     slot: Arc<Slot>,
     config: Arc<str>,
+    /// Idle instances of a resident module, initialised with this entry's config. The
+    /// lock is held to pop or push, never across a call.
+    pool: Mutex<Vec<Live>>,
+}
+
+/// Idle resident instances kept per route entry; more are dropped after use.
+const RESIDENT_POOL_MAX: usize = 64;
+
+/// Time a resident module's `init` may take (compiling a rule set), in epoch ticks.
+const INIT_TICKS: u64 = 30_000;
+
+impl Entry {
+    /// An idle instance of the current version, if one is pooled.
+    fn take_pooled(&self, version: &Arc<ModuleVersion>) -> Option<Live> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        // Instances of an older version (a deploy or rollback happened) are dropped.
+        pool.retain(|l| l.version.id == version.id);
+        pool.pop()
+    }
+
+    fn give_back(&self, live: Live) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < RESIDENT_POOL_MAX && live.version.id == self.slot.current().id {
+            pool.push(live);
+        }
+    }
 }
 
 /// What the request phase decided.
@@ -79,11 +105,15 @@ struct Live {
     store: Store<ModuleState>,
     hooks: Module,
     version: Arc<ModuleVersion>,
+    /// A resident instance's `init` succeeded.
+    initialised: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FailureKind {
     Instantiate,
+    /// A resident module's `init` refused its config.
+    Init,
     Trap,
     Deadline,
     Memory,
@@ -94,6 +124,7 @@ impl FailureKind {
     fn as_str(self) -> &'static str {
         match self {
             FailureKind::Instantiate => "instantiate",
+            FailureKind::Init => "init",
             FailureKind::Trap => "trap",
             FailureKind::Deadline => "deadline",
             FailureKind::Memory => "memory",
@@ -121,19 +152,34 @@ impl Chain {
         Chain {
             entries: modules
                 .into_iter()
-                .map(|(slot, config)| Entry { slot, config })
+                .map(|(slot, config)| Entry {
+                    slot,
+                    config,
+                    pool: Mutex::new(Vec::new()),
+                })
                 .collect(),
             on_error,
             route: route.into(),
         }
     }
 
+    /// Bytes of request body the route's modules want before `on-request` (0: none).
+    pub fn request_body_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.slot.current().request_body_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Runs the request hooks. `parts` is lent to the modules and comes back with their
-    /// changes.
+    /// changes; `body` is the request body as far as [`Chain::request_body_bytes`] asked
+    /// (and whether there was more).
     pub async fn on_request(
         &self,
         services: &Arc<Services>,
         parts: &mut http::request::Parts,
+        body: Option<(Bytes, bool)>,
         authority: Arc<str>,
         client: IpAddr,
         tls: bool,
@@ -152,6 +198,8 @@ impl Chain {
             protocol,
             route: self.route.clone(),
             context: Vec::new(),
+            body_truncated: body.as_ref().is_some_and(|(_, more)| *more),
+            body: body.map(|(b, _)| b),
         };
         let mut run = ChainRun {
             live: Vec::with_capacity(self.entries.len()),
@@ -163,10 +211,30 @@ impl Chain {
         let mut outcome = Outcome::Continue;
         for entry in &self.entries {
             let version = entry.slot.current();
-            let mut live = match instantiate(&version, &entry.slot, &entry.config, services).await {
+            let pooled = if version.resident {
+                entry.take_pooled(&version)
+            } else {
+                None
+            };
+            let fresh = match pooled {
+                Some(live) => Ok(live),
+                None => instantiate(&version, &entry.slot, &entry.config, services).await,
+            };
+            let fresh = match fresh {
+                // A new resident instance starts (compiles its config) before its first
+                // request, with the longer init budget.
+                Ok(mut live) if version.resident && !live.initialised => live
+                    .call_init()
+                    .await
+                    .map(|()| live)
+                    .map_err(|f| ("init", f)),
+                Ok(live) => Ok(live),
+                Err(f) => Err(("instantiate", f)),
+            };
+            let mut live = match fresh {
                 Ok(live) => live,
-                Err(failure) => {
-                    run.report(&version, "instantiate", &failure, services);
+                Err((hook, failure)) => {
+                    run.report(&version, hook, &failure, services);
                     match self.on_error {
                         OnError::FailOpen => continue,
                         OnError::FailClosed => {
@@ -189,8 +257,25 @@ impl Chain {
                         .map(Step::Answer)
                 }
             });
+            // A resident instance goes back to the pool after a clean call: it has no
+            // response hooks, so `continue` means the same as `done`.
+            let result = match (result, version.resident) {
+                (Ok(step), true) => {
+                    entry.give_back(live);
+                    match step {
+                        Step::Keep => Ok(Step::Finished),
+                        other => Ok(other),
+                    }
+                }
+                (result, _) => {
+                    if let Ok(Step::Keep) = result {
+                        run.live.push(live);
+                    }
+                    result
+                }
+            };
             match result {
-                Ok(Step::Keep) => run.live.push(live),
+                Ok(Step::Keep) => {}
                 // The instance is dropped now: no response hook, no transform.
                 Ok(Step::Finished) => {}
                 Ok(Step::Answer(response)) => {
@@ -227,6 +312,8 @@ impl Chain {
                 protocol: view.protocol,
                 route: view.route.clone(),
                 context: std::mem::take(&mut view.context),
+                body: None,
+                body_truncated: false,
             });
         }
         *parts = view.parts;
@@ -297,8 +384,11 @@ impl ChainRun {
         }
         let mut bytes = match collect_bounded(body, bound).await {
             Collected::Whole(bytes) => bytes,
-            Collected::TooLarge(body) => {
-                return (Response::from_parts(view.parts, body), self.elapsed)
+            Collected::TooLarge { head, rest } => {
+                return (
+                    Response::from_parts(view.parts, rejoin(head, rest)),
+                    self.elapsed,
+                )
             }
             Collected::Failed => {
                 let mut r = module_failed();
@@ -386,6 +476,7 @@ async fn instantiate(
             store,
             hooks,
             version: version.clone(),
+            initialised: false,
         }),
         Err(e) => Err(classify(&store, e, FailureKind::Instantiate)),
     }
@@ -410,6 +501,21 @@ fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: Failure
 }
 
 impl Live {
+    async fn call_init(&mut self) -> Result<(), Failure> {
+        self.store.set_epoch_deadline(INIT_TICKS);
+        let result = self
+            .hooks
+            .edge_module_hooks()
+            .call_init(&mut self.store)
+            .await
+            .map_err(|e| classify(&self.store, e, FailureKind::Trap))?;
+        self.initialised = true;
+        result.map_err(|detail| Failure {
+            kind: FailureKind::Init,
+            detail,
+        })
+    }
+
     async fn call_on_request(
         &mut self,
         view: RequestView,
@@ -640,10 +746,49 @@ fn media_type_by_extension(path: &str) -> Option<&'static str> {
     }
 }
 
+/// Reads up to `bound` bytes of a request body for the modules. Returns those bytes,
+/// whether the body went on past them, and the body to forward (the same bytes followed by
+/// the rest, untouched); `None` when the viewer's body failed mid-way.
+pub async fn read_request_body(body: Body, bound: usize) -> Option<(Bytes, bool, Body)> {
+    match collect_bounded(body, bound).await {
+        Collected::Whole(bytes) => {
+            let forward = http_body_util::Full::new(bytes.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            Some((bytes, false, forward))
+        }
+        Collected::TooLarge { head, rest } => {
+            let mut seen = Vec::with_capacity(bound);
+            for chunk in &head {
+                let room = bound - seen.len();
+                seen.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if seen.len() == bound {
+                    break;
+                }
+            }
+            Some((Bytes::from(seen), true, rejoin(head, rest)))
+        }
+        Collected::Failed => None,
+    }
+}
+
+fn rejoin(head: Vec<Bytes>, rest: Body) -> Body {
+    use futures_util::StreamExt;
+    let head = futures_util::stream::iter(
+        head.into_iter()
+            .map(|c| Ok::<_, origin::BoxError>(http_body::Frame::data(c))),
+    );
+    let rest = http_body_util::BodyStream::new(rest);
+    http_body_util::StreamBody::new(head.chain(rest)).boxed_unsync()
+}
+
 enum Collected {
     Whole(Bytes),
-    /// Over the bound: the body as received so far followed by the rest, unchanged.
-    TooLarge(Body),
+    /// Over the bound: the chunks received so far and the rest, unchanged.
+    TooLarge {
+        head: Vec<Bytes>,
+        rest: Body,
+    },
     Failed,
 }
 
@@ -658,15 +803,10 @@ async fn collect_bounded(mut body: Body, bound: usize) -> Collected {
             len += data.len();
             chunks.push(data);
             if len > bound {
-                let head = futures_util::stream::iter(
-                    chunks
-                        .into_iter()
-                        .map(|c| Ok::<_, origin::BoxError>(http_body::Frame::data(c))),
-                );
-                let rest = http_body_util::BodyStream::new(body);
-                use futures_util::StreamExt;
-                let stream = head.chain(rest);
-                return Collected::TooLarge(http_body_util::StreamBody::new(stream).boxed_unsync());
+                return Collected::TooLarge {
+                    head: chunks,
+                    rest: body,
+                };
             }
         }
     }
@@ -746,12 +886,25 @@ mod tests {
             _ => panic!("expected the whole body"),
         }
         match collect_bounded(chunked(&[b"abc", b"def", b"ghi"]), 4).await {
-            Collected::TooLarge(body) => {
-                let all = body.collect().await.unwrap().to_bytes();
+            Collected::TooLarge { head, rest } => {
+                let all = rejoin(head, rest).collect().await.unwrap().to_bytes();
                 assert_eq!(&all[..], b"abcdefghi");
             }
             _ => panic!("expected the body to pass through"),
         }
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_lent_up_to_the_bound_and_forwarded_whole() {
+        let (seen, more, body) = read_request_body(chunked(&[b"abc", b"def", b"ghi"]), 4)
+            .await
+            .unwrap();
+        assert_eq!(&seen[..], b"abcd");
+        assert!(more);
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcdefghi");
+        let (seen, more, body) = read_request_body(chunked(&[b"ab"]), 4).await.unwrap();
+        assert_eq!((&seen[..], more), (&b"ab"[..], false));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"ab");
     }
 
     #[test]

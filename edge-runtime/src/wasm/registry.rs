@@ -64,6 +64,10 @@ pub struct ModuleVersion {
     pub version: Arc<str>,
     pub body_types: Vec<String>,
     pub max_body_bytes: usize,
+    /// Request body bytes the module reads before `on-request` (0: none).
+    pub request_body_bytes: usize,
+    /// Instances are reused across requests (see `Slot::pool`).
+    pub resident: bool,
     pub sha256: String,
     pub source: Source,
     pub compiled: Compiled,
@@ -87,6 +91,8 @@ impl ModuleVersion {
             "source": self.source,
             "compiled": self.compiled,
             "body_types": self.body_types,
+            "request_body_bytes": self.request_body_bytes,
+            "resident": self.resident,
             "loaded_at": httpdate::fmt_http_date(self.loaded_at),
         })
     }
@@ -325,6 +331,8 @@ impl ModuleHost {
             version: info.version.into(),
             body_types: info.body_types,
             max_body_bytes: info.max_body_bytes as usize,
+            request_body_bytes: info.request_body_bytes as usize,
+            resident: info.resident,
             sha256,
             source,
             compiled,

@@ -140,6 +140,9 @@ pub struct RequestView {
     pub protocol: types::Protocol,
     pub route: Arc<str>,
     pub context: Vec<(String, String)>,
+    /// The request body as far as modules asked for it (`request-body-bytes`).
+    pub body: Option<bytes::Bytes>,
+    pub body_truncated: bool,
 }
 
 /// The response head as modules see it.
@@ -321,6 +324,12 @@ impl types::HostRequest for ModuleState {
     }
     fn header(&mut self, r: Resource<RequestView>, name: String) -> Res<Option<String>> {
         self.header_of(&r, &name)
+    }
+    fn body(&mut self, r: Resource<RequestView>) -> Res<Option<Vec<u8>>> {
+        Ok(self.view(&r)?.body.as_ref().map(|b| b.to_vec()))
+    }
+    fn body_truncated(&mut self, r: Resource<RequestView>) -> Res<bool> {
+        Ok(self.view(&r)?.body_truncated)
     }
     fn header_all(&mut self, r: Resource<RequestView>, name: String) -> Res<Vec<String>> {
         self.header_all_of(&r, &name)
@@ -560,6 +569,8 @@ mod tests {
             protocol: types::Protocol::Http1,
             route: "r".into(),
             context: Vec::new(),
+            body: None,
+            body_truncated: false,
         };
         let own = state.table.push(view).unwrap();
         let r = || Resource::<RequestView>::new_borrow(own.rep());

@@ -16,12 +16,16 @@ pub mod standard {
     pub const MANIFEST_REWRITE: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/manifest-rewrite.wasm"));
 
+    /// `waf`: the SecLang rule engine (OWASP CRS v4), resident, compiled once per instance.
+    pub const WAF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/waf.wasm"));
+
     /// Every standard module by the name routes use.
     pub const ALL: &[(&str, &[u8])] = &[
         ("headers", HEADERS),
         ("token-auth", TOKEN_AUTH),
         ("rate-limit", RATE_LIMIT),
         ("manifest-rewrite", MANIFEST_REWRITE),
+        ("waf", WAF),
     ];
 }
 

@@ -140,6 +140,17 @@ pub trait Module {
     const BODY_TYPES: &'static [&'static str] = &[];
     /// Larger bodies pass through untouched.
     const MAX_BODY_BYTES: u32 = 4 * 1024 * 1024;
+    /// Bytes of the viewer's request body to read before [`Module::on_request`]
+    /// (`Request::body`); 0 for none.
+    const REQUEST_BODY_BYTES: u32 = 0;
+    /// Instances are kept across requests and [`Module::init`] runs once per instance;
+    /// only [`Module::on_request`] is called.
+    const RESIDENT: bool = false;
+
+    /// Resident modules: runs once per instance before its first request.
+    fn init() -> Result<(), String> {
+        Ok(())
+    }
 
     fn on_request(_req: &Request) -> Action {
         Action::Continue
@@ -173,7 +184,13 @@ macro_rules! export_module {
                         .map(|t| t.to_string())
                         .collect(),
                     max_body_bytes: <$module as $crate::Module>::MAX_BODY_BYTES,
+                    request_body_bytes: <$module as $crate::Module>::REQUEST_BODY_BYTES,
+                    resident: <$module as $crate::Module>::RESIDENT,
                 }
+            }
+
+            fn init() -> Result<(), String> {
+                <$module as $crate::Module>::init()
             }
 
             fn on_request(req: &$crate::Request) -> $crate::RequestAction {

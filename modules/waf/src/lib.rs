@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod body;
+pub mod config;
 #[cfg(feature = "ftw")]
 pub mod ftw;
 pub mod injection;
@@ -20,6 +21,9 @@ pub mod seclang;
 pub mod transaction;
 pub mod transform;
 pub mod variable;
+
+#[cfg(target_arch = "wasm32")]
+mod export;
 
 pub use request::Request;
 pub use ruleset::{LoadError, RuleSet, RuleSource};

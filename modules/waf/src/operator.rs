@@ -6,6 +6,7 @@ use crate::macros::{Resolve, Template};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use ipnet::IpNet;
 use regex::bytes::{Regex, RegexBuilder};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -136,8 +137,10 @@ impl Operator {
             Operator::EndsWith(t) => value.ends_with(&expand(t)),
             Operator::Streq(t) => value == expand(t).as_slice(),
             Operator::StrMatch(finder) => finder.find(value).is_some(),
+            // The empty string is within anything (ModSecurity v2 and v3, Coraza): an empty
+            // REQUEST_METHOD is not "outside" `tx.allowed_methods`.
             Operator::Within(t) => {
-                !value.is_empty() && memchr::memmem::find(&expand(t), value).is_some()
+                value.is_empty() || memchr::memmem::find(&expand(t), value).is_some()
             }
             Operator::Eq(t) => number(value) == number(&expand(t)),
             Operator::Ge(t) => number(value) >= number(&expand(t)),
@@ -172,7 +175,9 @@ impl Operator {
 /// only the very end. Byte semantics first (PCRE without UTF mode: `\w` is ASCII, `.` one
 /// byte); a pattern that needs Unicode (a `\x{...}` above 0xff) compiles in Unicode mode.
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let bytes_pattern = byte_escapes(pattern);
     let build = |unicode: bool| {
+        let pattern = if unicode { pattern } else { &bytes_pattern };
         RegexBuilder::new(pattern)
             .unicode(unicode)
             .dot_matches_new_line(true)
@@ -187,6 +192,43 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
         ),
         other => format!("regular expression does not compile: {other}"),
     })
+}
+
+/// PCRE without UTF mode reads `\x{e2}` as the byte 0xE2, but the `regex` crate reads it
+/// as the character U+00E2 (two bytes in UTF-8, and refused inside a byte class); only
+/// its fixed form `\xe2` is a byte. CRS spells UTF-8 sequences byte by byte this way
+/// (`\x{e2}\x80[\x98\x99]` in 942420, `[^>\x{be}]` in 941310), so a brace escape of at
+/// most 0xff becomes the fixed form. Other escapes (`\\x{e2}` is a backslash, then text)
+/// are copied as they are.
+fn byte_escapes(pattern: &str) -> Cow<'_, str> {
+    if !pattern.contains("\\x{") {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        let brace = escape
+            .strip_prefix("\\x{")
+            .and_then(|r| r.split_once('}'))
+            .filter(|(hex, _)| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|(hex, _)| Some((hex.len(), u8::from_str_radix(hex, 16).ok()?)));
+        match brace {
+            Some((digits, byte)) => {
+                out.push_str(&format!("\\x{byte:02x}"));
+                rest = &escape[3 + digits + 1..];
+            }
+            None => {
+                // The backslash and the character it escapes, whole (it may be multi-byte).
+                let len = escape[1..].chars().next().map_or(0, char::len_utf8);
+                out.push_str(&escape[..1 + len]);
+                rest = &escape[1 + len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 fn regex_match(re: &Regex, value: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
@@ -343,6 +385,20 @@ mod tests {
     }
 
     #[test]
+    fn brace_hex_escapes_match_single_bytes_as_in_pcre() {
+        // U+2018 (left single quote) is e2 80 98 in UTF-8.
+        let re = compile_regex(r"(?i)a\x{e2}\x80[\x98\x99]b|[^>\x{be}]\x{bc}").unwrap();
+        assert!(re.is_match("a\u{2018}b".as_bytes()));
+        assert!(re.is_match(b"x\xbc"));
+        assert!(
+            !re.is_match("a\u{e2}b".as_bytes()),
+            "not the character U+00E2"
+        );
+        assert_eq!(byte_escapes(r"\\x{e2}\x{41}\é"), r"\\x{e2}\x41\é");
+        assert_eq!(byte_escapes(r"\x{100}\x{zz}\"), r"\x{100}\x{zz}\");
+    }
+
+    #[test]
     fn phrase_lists_are_case_insensitive() {
         assert!(check("pm", "select union", "x UNION y"));
         assert!(!check("pm", "select union", "onion"));
@@ -363,7 +419,7 @@ mod tests {
     fn string_and_number_operators_expand_macros() {
         assert!(check("within", "%{tx.methods}", "HEAD"));
         assert!(!check("within", "%{tx.methods}", "PUT"));
-        assert!(!check("within", "%{tx.methods}", ""));
+        assert!(check("within", "%{tx.methods}", ""));
         assert!(check("ge", "%{tx.limit}", "7"));
         assert!(!check("lt", "%{tx.limit}", "7"));
         assert!(check("eq", "0", "abc"), "atoi of text is 0");

@@ -134,6 +134,14 @@ struct Transaction<'r> {
     state: State,
 }
 
+/// A value the operator matched: its name (`ARGS:a`), the value as the operator saw it, and
+/// with `capture`, what it captured (`TX:0`..`TX:9`).
+struct Hit {
+    name: String,
+    value: Vec<u8>,
+    captures: Option<Vec<Vec<u8>>>,
+}
+
 /// A value a variable yields: where from (for `MATCHED_VAR_NAME`) and the bytes.
 struct Value<'a> {
     collection: Collection,
@@ -421,12 +429,7 @@ impl<'r> Transaction<'r> {
             if !self.link_matches(rule, link) {
                 return false;
             }
-            // A link's setvar runs when that link matches, before the next link is
-            // evaluated (CRS 920420 sets `tx.content_type` in the first link and tests it
-            // in the second), as ModSecurity v3 does.
-            for setvar in &link.setvars {
-                self.setvar(rule, setvar);
-            }
+            // A link's ctl runs when that link matches, before the next link is evaluated.
             for ctl in &link.ctls {
                 self.ctl(ctl);
             }
@@ -436,16 +439,19 @@ impl<'r> Transaction<'r> {
 
     fn link_matches(&mut self, rule: &Rule, link: &Link) -> bool {
         let Some(targets) = &link.targets else {
+            for setvar in &link.setvars {
+                self.setvar(rule, setvar);
+            }
             return true;
         };
         let mut values = Vec::new();
         for target in &targets.include {
             self.values(rule, target, targets, &mut values);
         }
-        let mut matched = false;
         let mut captures = Vec::new();
-        let mut new_matches: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut first_captures: Option<Vec<Vec<u8>>> = None;
+        // The operator reads a snapshot of the values, as ModSecurity collects a variable's
+        // values before it runs the operator on them.
+        let mut hits: Vec<Hit> = Vec::new();
         for v in &values {
             let ctx = Ctx { tx: self, rule };
             let mut hit = None;
@@ -470,23 +476,37 @@ impl<'r> Transaction<'r> {
                 }
             }
             if let Some(value) = hit {
-                matched = true;
-                if link.capture && first_captures.is_none() && !link.negated {
-                    first_captures = Some(std::mem::take(&mut captures));
-                }
-                new_matches.push((v.name(), value));
+                let captures =
+                    (link.capture && !link.negated).then(|| std::mem::take(&mut captures));
+                hits.push(Hit {
+                    name: v.name(),
+                    value,
+                    captures,
+                });
             }
         }
         drop(values);
-        if let Some(caps) = first_captures {
-            for (n, c) in caps.into_iter().enumerate() {
-                self.state.tx.insert(n.to_string(), c);
+        let matched = !hits.is_empty();
+        // Each match sets TX:0..9, MATCHED_VAR and MATCHED_VARS, then runs the link's
+        // setvars, as ModSecurity v3 and Coraza do: CRS 920450 records every header name
+        // it captures (`setvar:tx.header_name_920450_%{tx.0}`), not just the first.
+        for Hit {
+            name,
+            value,
+            captures,
+        } in hits
+        {
+            if let Some(caps) = captures {
+                for (n, c) in caps.into_iter().enumerate() {
+                    self.state.tx.insert(n.to_string(), c);
+                }
+            }
+            self.state.matched_var = Some((name.clone(), value.clone()));
+            self.state.matched_vars.push((name, value));
+            for setvar in &link.setvars {
+                self.setvar(rule, setvar);
             }
         }
-        if let Some(last) = new_matches.last() {
-            self.state.matched_var = Some(last.clone());
-        }
-        self.state.matched_vars.extend(new_matches);
         matched
     }
 
@@ -1081,5 +1101,43 @@ fn truncate(s: &mut String, max: usize) {
         }
         s.truncate(at);
         s.push('…');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::{LoadOptions, MemorySource};
+
+    fn rules(text: &str) -> RuleSet {
+        let mut files = MemorySource::default();
+        files.files.insert("r.conf".into(), text.into());
+        RuleSet::load(&files, &["r.conf".into()], LoadOptions::default()).unwrap()
+    }
+
+    fn fired(set: &RuleSet, uri: &str) -> Vec<u32> {
+        let request = Request {
+            method: "GET".into(),
+            uri: uri.into(),
+            protocol: "HTTP/1.1".into(),
+            ..Request::default()
+        };
+        evaluate(set, &request)
+            .matches
+            .iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    #[test]
+    fn setvar_runs_once_per_matched_value_with_its_captures() {
+        let set = rules(
+            "SecRule ARGS \"@rx ^(.)\" \"id:1,phase:1,pass,nolog,capture,\
+                setvar:'tx.first_%{tx.1}=%{matched_var_name}',setvar:tx.count=+1\"\n\
+             SecRule TX:count \"@eq 2\" \"id:2,phase:1,pass\"\n\
+             SecRule &TX:/^first_/ \"@eq 2\" \"id:3,phase:1,pass\"\n\
+             SecRule TX:first_y \"@streq ARGS:b\" \"id:4,phase:1,pass\"\n",
+        );
+        assert_eq!(fired(&set, "/?a=xx&b=yy"), vec![1, 2, 3, 4]);
     }
 }

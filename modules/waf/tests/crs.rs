@@ -38,8 +38,11 @@ fn crs_regression_tests_pass() {
     {
         println!("FAIL {} ({}): {}", t.id, t.file, t.reason);
     }
-    assert!(
-        report.totals.pass_rate() >= 95.0,
+    // Every request-side test passes (docs/waf-failures.md says why the skipped ones are
+    // skipped): a new failure is a regression.
+    assert_eq!(
+        report.totals.failed,
+        0,
         "pass rate {:.1}%",
         report.totals.pass_rate()
     );

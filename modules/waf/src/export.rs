@@ -1,0 +1,186 @@
+//! The Wasm export: a resident module. `init` compiles the route's rule set once per
+//! instance; each request is then evaluated against it, blocked (403 with a request id) or
+//! passed, with one JSON audit line in the node's log per request that matched a rule.
+
+use crate::config::Config;
+use crate::request::Request as WafRequest;
+use crate::ruleset::RuleSet;
+use crate::transaction::evaluate;
+use edge_module_sdk::{export_module, log, metrics, Action, Module, Protocol, Request};
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+struct Waf;
+
+/// The compiled rule set of this instance (the instance serves one route entry).
+static RULES: OnceLock<RuleSet> = OnceLock::new();
+
+/// Request bodies the WAF inspects; more is treated by `SecRequestBodyLimitAction`.
+const BODY_BYTES: u32 = 1 << 20;
+
+fn compile() -> Result<RuleSet, String> {
+    let json = edge_module_sdk::bindings::edge::module::config::get();
+    let config = Config::parse(&json)?;
+    let set = config.compile().map_err(|e| {
+        let all: Vec<String> = e.errors.iter().map(|p| p.to_string()).collect();
+        format!("rule set does not load: {}", all.join("; "))
+    })?;
+    for w in set
+        .warnings
+        .iter()
+        .filter(|w| w.message.starts_with("skipped:"))
+    {
+        log::warn(&format!("{w}"));
+    }
+    Ok(set)
+}
+
+/// An id for the request (in the 403 page and the audit line): random per instance start
+/// (the platform's random source seeds `RandomState`), counted per request.
+fn request_id(now_ms: u64) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    thread_local! {
+        static SEED: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
+    }
+    let h = SEED.with(|s| s.hash_one((now_ms, n)));
+    format!("{h:016x}")
+}
+
+fn to_waf_request(req: &Request, id: &str) -> WafRequest {
+    let path = req.path();
+    let uri = match req.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut headers: Vec<(String, Vec<u8>)> = req
+        .headers()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    // HTTP/2 and HTTP/3 carry the host in `:authority`, not a Host field; CRS expects Host
+    // (920280) as web servers present it, so the node's authority stands in.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        headers.insert(0, ("host".into(), req.authority().into_bytes()));
+    }
+    let body = req.body().unwrap_or_default();
+    let body_length = req.body_truncated().then_some(body.len() + 1);
+    WafRequest {
+        method: req.method(),
+        uri,
+        protocol: match req.protocol() {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::Http2 => "HTTP/2.0",
+            Protocol::Http3 => "HTTP/3.0",
+        }
+        .into(),
+        headers,
+        body,
+        body_length,
+        remote_addr: req.client_addr(),
+        remote_port: 0,
+        unique_id: id.to_owned(),
+    }
+}
+
+fn warm_up_request() -> WafRequest {
+    let headers = [
+        ("host", "localhost"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+        ),
+        ("accept", "*/*"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cookie", "session=abc123; theme=dark"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    WafRequest {
+        method: "POST".into(),
+        uri: "/video/segment_00042.m4s?token=exp%3D1700000000~hmac%3Dabc&lang=en".into(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: b"title=Holiday video&tags=beach,sea".to_vec(),
+        body_length: None,
+        remote_addr: "192.0.2.1".into(),
+        remote_port: 0,
+        unique_id: "warm-up".into(),
+    }
+}
+
+impl Module for Waf {
+    const NAME: &'static str = "waf";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const REQUEST_BODY_BYTES: u32 = BODY_BYTES;
+    const RESIDENT: bool = true;
+
+    fn init() -> Result<(), String> {
+        if RULES.get().is_none() {
+            let set = compile()?;
+            // One ordinary request warms the regexes' lazy DFAs, so the first viewer
+            // does not pay for building their states.
+            let _ = evaluate(&set, &warm_up_request());
+            let _ = RULES.set(set);
+        }
+        Ok(())
+    }
+
+    fn on_request(req: &Request) -> Action {
+        let Some(rules) = RULES.get() else {
+            // `init` ran first or the node would not call this; refuse rather than pass.
+            return Action::respond(500, "500 Internal Server Error: WAF rules not loaded\n");
+        };
+        let now = edge_module_sdk::clock::now_ms();
+        let id = request_id(now);
+        let verdict = evaluate(rules, &to_waf_request(req, &id));
+        metrics::counter_add("requests", 1);
+        let logged = verdict.matches.iter().any(|m| m.logged);
+        if logged {
+            metrics::counter_add("matched", 1);
+            let line = serde_json::json!({
+                "waf": "audit",
+                "request_id": id,
+                "method": req.method(),
+                "path": req.path(),
+                "client": req.client_addr(),
+                "mode": verdict.mode,
+                "anomaly_score": verdict.anomaly_score,
+                "blocked": verdict.interruption.is_some(),
+                "would_block": verdict.would_interrupt.is_some(),
+                "rules": verdict.matches.iter().filter(|m| m.logged).collect::<Vec<_>>(),
+            });
+            log::warn(&line.to_string());
+        }
+        match verdict.interruption {
+            Some(i) => {
+                metrics::counter_add("blocked", 1);
+                let body = format!(
+                    "{} Forbidden: blocked by the WAF (request id {id}, rule {})\n",
+                    i.status, i.rule_id
+                );
+                match i.location {
+                    Some(location) => Action::respond_with(
+                        i.status,
+                        &[("location", &location), ("x-request-id", &id)],
+                        b"",
+                    ),
+                    None => Action::respond_with(
+                        i.status,
+                        &[
+                            ("content-type", "text/plain; charset=utf-8"),
+                            ("x-request-id", &id),
+                        ],
+                        body.as_bytes(),
+                    ),
+                }
+            }
+            None => Action::Done,
+        }
+    }
+}
+
+export_module!(Waf);

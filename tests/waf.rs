@@ -1,0 +1,326 @@
+//! End-to-end: the `waf` standard module with OWASP CRS v4 on a real `edge` process —
+//! benign media requests pass, attacks in the query and in form bodies get a 403 with a
+//! request id (over HTTP/1.1 and HTTP/3), detection-only routes pass and write the audit
+//! line, bodies still reach the origin whole, and a rule set with an error is refused with
+//! its file, line and rule id. Also the `edge waf test|check` commands.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::clients::{self, Answer, H3Client, Proto};
+use support::{edge_bin, Node, Origin};
+
+fn crs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/waf/crs")
+}
+
+fn node(origin: &Origin) -> Node {
+    let crs = crs();
+    Node::start(&format!(
+        r#"
+[origins.media]
+primary = "{origin}"
+
+[[routes]]
+prefix = "/bytes/"
+origin = "media"
+[[routes.modules]]
+module = "waf"
+[routes.modules.config]
+setup_file = "{setup}"
+rules_dir = "{rules}"
+mode = "blocking"
+paranoia = 1
+
+[[routes]]
+prefix = "/object/"
+origin = "media"
+[[routes.modules]]
+module = "waf"
+[routes.modules.config]
+setup_file = "{setup}"
+rules_dir = "{rules}"
+mode = "blocking"
+# Uploads: PUT is not among CRS's default methods.
+before = 'SecAction "id:9100,phase:1,pass,nolog,setvar:tx.allowed_methods=GET HEAD POST OPTIONS PUT"'
+
+# Everything else (/echo, /echo-body): detection-only.
+[[routes]]
+prefix = "/"
+origin = "media"
+[[routes.modules]]
+module = "waf"
+[routes.modules.config]
+setup_file = "{setup}"
+rules_dir = "{rules}"
+mode = "detection-only"
+"#,
+        origin = origin.url,
+        setup = crs.join("crs-setup.conf.example").display(),
+        rules = crs.join("rules").display(),
+    ))
+}
+
+/// A player's usual headers.
+const PLAYER: [(&str, &str); 3] = [
+    (
+        "user-agent",
+        "AppleCoreMedia/1.0.0.21A329 (iPhone; U; CPU OS 17_0 like Mac OS X; en_us)",
+    ),
+    ("accept", "*/*"),
+    ("accept-language", "en-US,en;q=0.9"),
+];
+
+/// One request over HTTP/1.1 with a body.
+async fn send(
+    node: &Node,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(clients::tls_config(&node.ca, &[]))
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let mut req = http::Request::builder().method(method).uri(node.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let fut = async {
+        let response = client.request(req).await.expect("request");
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    };
+    tokio::time::timeout(support::WAIT, fut)
+        .await
+        .expect("request timed out")
+}
+
+fn waf_audit_lines(node: &Node) -> Vec<serde_json::Value> {
+    support::read_log(&node.log)
+        .into_iter()
+        .filter(|l| l["module"] == "waf")
+        .filter_map(|l| serde_json::from_str(l["message"].as_str()?).ok())
+        .collect()
+}
+
+/// The node's log lines about module failures, for assertion messages.
+fn module_failures(node: &Node) -> String {
+    std::fs::read_to_string(&node.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("module failed"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_blocked(a: &Answer, what: &str) {
+    assert_eq!(a.status, 403, "{what}: {:?}", a.body);
+    let id = a
+        .headers
+        .get("x-request-id")
+        .expect("a request id")
+        .to_str()
+        .unwrap();
+    assert_eq!(id.len(), 16, "{id}");
+    let body = String::from_utf8_lossy(&a.body);
+    assert!(
+        body.contains(id),
+        "{what}: the page names the request id: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crs_blocks_attacks_and_passes_viewers_over_h1_and_h3() {
+    let origin = Origin::start("waf");
+    let node = node(&origin);
+
+    // Ordinary player traffic: segments and manifests with tokens, no blocks.
+    for path in [
+        "/bytes/1000?token=exp=1700000000~acl=%2F*~hmac=0a1b2c3d4e5f",
+        "/bytes/200?hdnts=st%3D1700000000%7Eexp%3D1700003600%7Eacl%3D%2Fvod%2F*%7Ehmac%3Dabcdef0123",
+        "/bytes/10",
+    ] {
+        let a = clients::get(Proto::H1, &node.ca, &node.url(path), &PLAYER).await;
+        assert_eq!(a.status, 200, "{path}: {:?}", a.body);
+    }
+    let mut h3 = H3Client::connect(node.https, &node.ca).await;
+    let a = h3
+        .get(&node.url("/bytes/100?token=abc.def.ghi"), &PLAYER)
+        .await;
+    assert_eq!(a.status, 200, "{:?}", waf_audit_lines(&node));
+
+    // SQL injection and XSS in the query: 403 over HTTP/1.1 and HTTP/3.
+    let sqli = "/bytes/10?id=1%27%20OR%20%271%27%3D%271";
+    assert_blocked(
+        &clients::get(Proto::H1, &node.ca, &node.url(sqli), &PLAYER).await,
+        "h1 sqli",
+    );
+    assert_blocked(&h3.get(&node.url(sqli), &PLAYER).await, "h3 sqli");
+    let xss = "/bytes/10?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    assert_blocked(&h3.get(&node.url(xss), &PLAYER).await, "h3 xss");
+
+    // The same attack in a form body: the body is inspected.
+    let form = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        PLAYER[0],
+        PLAYER[1],
+    ];
+    let a = send(&node, "PUT", "/object/form", &form, b"comment=1' OR '1'='1").await;
+    assert_blocked(&a, "form body");
+
+    // Bodies reach the origin byte for byte: a small one, and one past the 1 MiB the WAF
+    // reads (on the detection-only route, so it passes).
+    for len in [37usize, (1 << 20) + 12345] {
+        let body: Vec<u8> = b"title=My holiday video&tags=beach,sea"
+            .iter()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect();
+        let a = send(&node, "POST", "/echo-body", &form, &body).await;
+        assert_eq!(a.status, 200, "{:?}\n{}", a.body, module_failures(&node));
+        let seen: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(seen["length"], len, "{len}");
+        let head = seen["body"].as_str().unwrap().as_bytes();
+        assert_eq!(head, &body[..head.len()]);
+    }
+
+    // Detection-only: the request passes, the audit line says what would have happened.
+    let a = clients::get(
+        Proto::H1,
+        &node.ca,
+        &node.url("/echo?id=1%27%20OR%20%271%27%3D%271"),
+        &PLAYER,
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let audit = loop {
+        let lines = waf_audit_lines(&node);
+        if let Some(l) = lines.iter().find(|l| l["mode"] == "detection-only") {
+            break l.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no detection-only audit line: {lines:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(audit["blocked"], false);
+    assert_eq!(audit["would_block"], true);
+    assert!(audit["anomaly_score"].as_i64().unwrap() >= 5, "{audit}");
+    let ids: Vec<u64> = audit["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.contains(&942100), "{ids:?}");
+
+    // The blocking route's audit lines carry the request id of the 403.
+    let blocked: Vec<_> = waf_audit_lines(&node)
+        .into_iter()
+        .filter(|l| l["blocked"] == true)
+        .collect();
+    assert!(blocked.len() >= 3, "{blocked:?}");
+    assert!(blocked
+        .iter()
+        .all(|l| l["request_id"].as_str().unwrap().len() == 16));
+}
+
+#[test]
+fn a_rule_that_does_not_compile_is_a_config_error_with_file_line_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("custom.conf"),
+        "SecRule ARGS \"@rx ok\" \"id:100,phase:2,deny\"\n\nSecRule ARGS \"@rx (unclosed\" \"id:101,phase:2,deny\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[origins.media]\nprimary = \"http://127.0.0.1:9\"\n\
+         [[routes]]\nprefix = \"/\"\norigin = \"media\"\n[[routes.modules]]\nmodule = \"waf\"\n\
+         [routes.modules.config]\nrules_dir = \"rules\"\n",
+    )
+    .unwrap();
+    let out = Command::new(edge_bin())
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules/custom.conf:3 (rule 101): regular expression does not compile"),
+        "{err}"
+    );
+}
+
+#[test]
+fn waf_check_and_test_commands() {
+    let crs = crs();
+    let out = Command::new(edge_bin())
+        .args(["waf", "check", "--rules"])
+        .arg(crs.join("crs-setup.conf.example"))
+        .arg("--rules")
+        .arg(crs.join("rules"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.lines().last().unwrap().starts_with("ok: "), "{text}");
+
+    let out = Command::new(edge_bin())
+        .args(["waf", "test", "--rules"])
+        .arg(crs.join("rules"))
+        .arg("--tests")
+        .arg(crs.join("tests"))
+        .args(["--only", "9421", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let totals = &report["totals"];
+    assert!(totals["total"].as_u64().unwrap() > 100, "{totals}");
+    assert_eq!(
+        totals["total"].as_u64().unwrap(),
+        totals["passed"].as_u64().unwrap()
+            + totals["failed"].as_u64().unwrap()
+            + totals["skipped"].as_u64().unwrap()
+    );
+    assert!(report["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["id"].as_str().unwrap().starts_with("9421")));
+    assert_eq!(
+        out.status.code(),
+        Some(if totals["failed"] == 0 { 0 } else { 1 })
+    );
+
+    // The table, and a usage error for a tests folder that is not there.
+    let out = Command::new(edge_bin())
+        .args(["waf", "test", "--rules"])
+        .arg(crs.join("rules"))
+        .args(["--tests", "/nonexistent", "--only", "911100"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+}
