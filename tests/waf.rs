@@ -223,11 +223,11 @@ async fn crs_blocks_attacks_and_passes_viewers_over_h1_and_h3() {
     assert_eq!(audit["blocked"], false);
     assert_eq!(audit["would_block"], true);
     assert!(audit["anomaly_score"].as_i64().unwrap() >= 5, "{audit}");
-    let ids: Vec<u64> = audit["rules"]
+    let ids: Vec<u64> = audit["rule_ids"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["id"].as_u64().unwrap())
+        .map(|r| r.as_u64().unwrap())
         .collect();
     assert!(ids.contains(&942100), "{ids:?}");
 
@@ -323,4 +323,48 @@ fn waf_check_and_test_commands() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_crs_serves_the_sample_and_blocks_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(edge_bin());
+    cmd.args(["demo", "--addr", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .arg("--crs")
+        .arg(crs())
+        .stderr(std::process::Stdio::null());
+    let demo = support::Proc::start(cmd);
+    let ready = &demo.ready;
+    assert!(
+        ready["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "waf"),
+        "{ready}"
+    );
+    let ca = PathBuf::from(ready["ca_pem"].as_str().unwrap());
+    let manifest = ready["manifest_url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost");
+    for proto in [Proto::H1, Proto::H3] {
+        let a = clients::get(proto, &ca, &manifest, &PLAYER).await;
+        assert_eq!(a.status, 200, "{proto:?}");
+        let attack = format!("{manifest}?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+        assert_blocked(
+            &clients::get(proto, &ca, &attack, &PLAYER).await,
+            "demo xss",
+        );
+    }
+    // The signed URL still opens /secure/ with the WAF in the chain.
+    let secure = ready["secure_url"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost");
+    assert_eq!(
+        clients::get(Proto::H1, &ca, &secure, &PLAYER).await.status,
+        200
+    );
 }

@@ -25,7 +25,10 @@ pub enum DemoError {
 
 /// Runs the demo until SIGTERM/SIGINT. `dir` receives the certificate and the media
 /// library. Prints one JSON line on stdout when ready.
-pub async fn run(addr: SocketAddr, dir: &Path) -> Result<(), DemoError> {
+/// With `crs`, a folder holding an OWASP CRS (`rules/` and `crs-setup.conf` or
+/// `crs-setup.conf.example`), the `waf` module runs that rule set, blocking at paranoia
+/// level 1, on both routes.
+pub async fn run(addr: SocketAddr, dir: &Path, crs: Option<&Path>) -> Result<(), DemoError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| DemoError::Io { path, source }
@@ -54,6 +57,14 @@ pub async fn run(addr: SocketAddr, dir: &Path) -> Result<(), DemoError> {
     let origin = SampleOrigin::new(media, "sample".into());
     tokio::spawn(origin.serve(origin_listener));
 
+    let waf = match crs {
+        Some(crs) => waf_module(crs)?,
+        None => String::new(),
+    };
+    let mut modules = vec!["headers", "token-auth", "rate-limit", "manifest-rewrite"];
+    if crs.is_some() {
+        modules.push("waf");
+    }
     let toml = format!(
         r#"
 [server]
@@ -88,6 +99,7 @@ signing_key = "demo"
 [routes.modules.config.session]
 path = "/secure/"
 same_site = "None"
+{waf}
 [[routes.modules]]
 module = "rate-limit"
 [routes.modules.config]
@@ -106,6 +118,7 @@ host = "*"
 prefix = "/"
 origin = "sample"
 name = "media"
+{waf}
 # Browser players fetch from another origin: the standard headers module adds CORS and
 # hardening fields to every response.
 [[routes.modules]]
@@ -141,13 +154,36 @@ response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "
             "live_url": format!("{base}/live/demo/index.m3u8"),
             "origin_url": format!("http://{origin_addr}"),
             "secure_url": secure_url,
-            "modules": ["headers", "token-auth", "rate-limit", "manifest-rewrite"],
+            "modules": modules,
             "try": format!("curl --cacert {} {base}/vod/sample/master.m3u8", cert.display()),
         });
         println!("{line}");
     };
     node::run(config, print_ready, node::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The `waf` module's route entry for a CRS folder.
+fn waf_module(crs: &Path) -> Result<String, DemoError> {
+    let rules = crs.join("rules");
+    let setup = ["crs-setup.conf", "crs-setup.conf.example"]
+        .iter()
+        .map(|name| crs.join(name))
+        .find(|p| p.is_file());
+    let (true, Some(setup)) = (rules.is_dir(), setup) else {
+        return Err(DemoError::Config(format!(
+            "--crs {}: expected a CRS folder with rules/ and crs-setup.conf (or crs-setup.conf.example)",
+            crs.display()
+        )));
+    };
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    Ok(format!(
+        "# OWASP CRS from --crs, blocking at paranoia level 1.\n\
+         [[routes.modules]]\nmodule = \"waf\"\n[routes.modules.config]\n\
+         setup_file = \"{}\"\nrules_dir = \"{}\"\nmode = \"blocking\"\nparanoia = 1\n",
+        abs(&setup).display(),
+        abs(&rules).display()
+    ))
 }
 
 fn unix_now() -> u64 {

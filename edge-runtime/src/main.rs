@@ -65,6 +65,10 @@ enum Command {
         /// Where to write the certificate and the sample library.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Put the WAF with this OWASP CRS folder (rules/ and crs-setup.conf) on the
+        /// sample routes, blocking at paranoia level 1.
+        #[arg(long)]
+        crs: Option<PathBuf>,
     },
 }
 
@@ -101,10 +105,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Demo { addr, dir } => {
+        Command::Demo { addr, dir, crs } => {
             telemetry::init("info");
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("edge-demo"));
-            runtime(0)?.block_on(demo::run(addr, &dir))?;
+            runtime(0)?.block_on(demo::run(addr, &dir, crs.as_deref()))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

@@ -11,13 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The node's defaults: 5 ms per hook, 16 MiB per instance.
+#[allow(dead_code)] // the WAF benchmark uses the WAF's own limits
 pub const LIMITS: ModuleLimits = ModuleLimits {
     budget: Duration::from_millis(5),
     memory_bytes: 16 << 20,
 };
 
 /// A host with no module loaded yet, and the given rate-limit policies.
+#[allow(dead_code)] // the WAF benchmark uses the WAF's own limits
 pub fn module_host(policies: &[PolicyConfig]) -> ModuleHost {
+    module_host_with(policies, LIMITS)
+}
+
+/// A host whose instances get `limits` (memory sizes the pool's slots).
+pub fn module_host_with(policies: &[PolicyConfig], limits: ModuleLimits) -> ModuleHost {
     let services = Arc::new(Services {
         rate_limits: Arc::new(RateLimits::new(policies)),
         metrics: Arc::new(ModuleMetrics::default()),
@@ -27,12 +34,12 @@ pub fn module_host(policies: &[PolicyConfig]) -> ModuleHost {
         HostSettings {
             engine: EngineSettings {
                 max_instances: 100,
-                max_memory_bytes: LIMITS.memory_bytes,
+                max_memory_bytes: limits.memory_bytes,
             },
             cache_dir: None,
             trusted_keys: TrustedKeys::default(),
             max_module_bytes: 32 << 20,
-            default_limits: LIMITS,
+            default_limits: limits,
         },
         services,
     )

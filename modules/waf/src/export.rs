@@ -112,6 +112,27 @@ fn warm_up_request() -> WafRequest {
     }
 }
 
+/// The node keeps a module's log line to 4 KiB: every rule id always fits; the details
+/// (message, matched data, variable) go in while there is room, so the line stays JSON.
+fn audit_line(mut line: serde_json::Value, verdict: &crate::Verdict) -> String {
+    const ROOM: usize = 3800;
+    let mut text = line.to_string();
+    let mut details = Vec::new();
+    for m in verdict.matches.iter().filter(|m| m.logged) {
+        let detail = serde_json::json!({
+            "id": m.id, "msg": m.msg, "data": m.data, "severity": m.severity, "variable": m.variable,
+        });
+        let grown = detail.to_string().len() + 1;
+        if text.len() + grown > ROOM {
+            break;
+        }
+        details.push(detail);
+        line["rules"] = serde_json::Value::Array(details.clone());
+        text = line.to_string();
+    }
+    text
+}
+
 impl Module for Waf {
     const NAME: &'static str = "waf";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -151,9 +172,10 @@ impl Module for Waf {
                 "anomaly_score": verdict.anomaly_score,
                 "blocked": verdict.interruption.is_some(),
                 "would_block": verdict.would_interrupt.is_some(),
-                "rules": verdict.matches.iter().filter(|m| m.logged).collect::<Vec<_>>(),
+                "rule_ids": verdict.matches.iter().filter(|m| m.logged).map(|m| m.id).collect::<Vec<_>>(),
+                "rules": [],
             });
-            log::warn(&line.to_string());
+            log::warn(&audit_line(line, &verdict));
         }
         match verdict.interruption {
             Some(i) => {

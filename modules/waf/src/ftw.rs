@@ -111,6 +111,29 @@ pub struct Stage {
     pub no_match_regex: Vec<String>,
     /// Checks the engine cannot make (an HTTP status, a connection error): reported.
     pub response_checks: Vec<String>,
+    /// The bytes to send when the test gives them (`encoded_request`): a replay through a
+    /// server sends these, not a re-serialization of `request`.
+    pub raw: Option<Vec<u8>>,
+}
+
+impl Stage {
+    /// The request as HTTP/1.x bytes, for a replay through a server.
+    pub fn wire_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(raw) = &self.raw {
+            return Some(raw.clone());
+        }
+        let r = self.request.as_ref().ok()?;
+        let mut out = format!("{} {} {}\r\n", r.method, r.uri, r.protocol).into_bytes();
+        for (k, v) in &r.headers {
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&r.body);
+        Some(out)
+    }
 }
 
 /// Reads every `*.yaml` test under `dir` (one folder per rule file; `*-overrides.yaml`
@@ -210,6 +233,7 @@ fn parse_stage(stage: &Value) -> Stage {
         match_regex: Vec::new(),
         no_match_regex: Vec::new(),
         response_checks: Vec::new(),
+        raw: encoded_request(input),
     };
     parsed.set_output(output);
     parsed
@@ -318,13 +342,18 @@ pub fn apply_overrides(files: &mut [TestFile], yaml: &str) -> Result<(), String>
     Ok(())
 }
 
+fn encoded_request(input: &Value) -> Option<Vec<u8>> {
+    let encoded = input.get("encoded_request").and_then(Value::as_str)?;
+    let cleaned: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(cleaned)
+        .ok()
+}
+
 /// The request a stage sends, with go-ftw's header completion.
 pub fn request_of(input: &Value) -> Result<Request, String> {
-    if let Some(encoded) = input.get("encoded_request").and_then(Value::as_str) {
-        let cleaned: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(cleaned)
-            .map_err(|e| format!("encoded_request is not base64: {e}"))?;
+    if input.get("encoded_request").is_some() {
+        let raw = encoded_request(input).ok_or("encoded_request is not base64")?;
         return parse_raw(&raw);
     }
     let method = input

@@ -1,0 +1,256 @@
+//! The WAF with OWASP CRS v4 at paranoia level 1: the cost of one request through the
+//! `waf` standard module in the Wasm host (a pooled resident instance, the request hook),
+//! for a player's segment request, a 4 KiB form POST and an attack; and the same
+//! evaluations natively, for reference.
+//!
+//! `cargo bench -p edge-runtime --bench waf`; prints p50/p99 per case.
+
+use bytes::Bytes;
+use edge_runtime::wasm::chain::{Chain, Outcome};
+use edge_runtime::wasm::registry::ModuleLimits;
+use edge_runtime::wasm::state::Services;
+use edge_runtime::wasm::{ModuleHost, OnError, Source};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod support;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// What the node gives the WAF when the config sets nothing (see config::standard_limits).
+const LIMITS: ModuleLimits = ModuleLimits {
+    budget: Duration::from_millis(50),
+    memory_bytes: 256 << 20,
+};
+
+/// The route's config as the node builds it from `setup_file` and `rules_dir`.
+fn crs_config() -> String {
+    let crs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/waf/crs");
+    let mut rules = serde_json::Map::new();
+    let mut names: Vec<_> = std::fs::read_dir(crs.join("rules"))
+        .expect("crs rules")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for p in names {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        rules.insert(name, std::fs::read_to_string(&p).expect("rule file").into());
+    }
+    serde_json::json!({
+        "setup": std::fs::read_to_string(crs.join("crs-setup.conf.example")).expect("setup"),
+        "rules": rules,
+        "mode": "blocking",
+        "paranoia": 1,
+    })
+    .to_string()
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    target: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Bytes,
+    blocked: bool,
+}
+
+fn player_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("host", "cdn.example.com"),
+        (
+            "user-agent",
+            "AppleCoreMedia/1.0.0.21A329 (iPhone; U; CPU OS 17_0 like Mac OS X; en_us)",
+        ),
+        ("accept", "*/*"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "identity"),
+        (
+            "x-playback-session-id",
+            "3F7A2C1E-9B4D-4E2A-8C6F-1D2E3F4A5B6C",
+        ),
+    ]
+}
+
+fn form_4k() -> Bytes {
+    let mut body = String::new();
+    let mut i = 0;
+    while body.len() < 4096 {
+        body.push_str(&format!("field{i}=Some+ordinary+text+a+viewer+typed+{i}&"));
+        i += 1;
+    }
+    body.truncate(4096);
+    Bytes::from(body)
+}
+
+fn cases() -> Vec<Case> {
+    let mut form_headers = player_headers();
+    form_headers.push(("content-type", "application/x-www-form-urlencoded"));
+    vec![
+        Case {
+            name: "segment GET with a token, player headers",
+            method: "GET",
+            target: "/vod/movie/720p/segment_00042.m4s?token=exp%3D1795685752~acl%3D%2Fvod%2F*~hmac%3D0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+            headers: player_headers(),
+            body: Bytes::new(),
+            blocked: false,
+        },
+        Case {
+            name: "POST with a 4 KiB form body",
+            method: "POST",
+            target: "/api/comments",
+            headers: form_headers,
+            body: form_4k(),
+            blocked: false,
+        },
+        Case {
+            name: "attack: SQL injection in the query (blocked)",
+            method: "GET",
+            target: "/vod/movie/720p/index.m3u8?id=1%27%20OR%20%271%27%3D%271",
+            headers: player_headers(),
+            body: Bytes::new(),
+            blocked: true,
+        },
+    ]
+}
+
+fn host() -> ModuleHost {
+    let host = support::module_host_with(&[], LIMITS);
+    host.load(
+        "waf",
+        edge_module_artifacts::standard::WAF,
+        Source::Standard,
+        LIMITS,
+    )
+    .expect("load");
+    host
+}
+
+fn run_once(
+    chain: &Chain,
+    case: &Case,
+    services: &Arc<Services>,
+    rt: &tokio::runtime::Runtime,
+) -> bool {
+    let mut req = http::Request::builder()
+        .method(case.method)
+        .uri(format!("https://cdn.example.com{}", case.target));
+    for (k, v) in &case.headers {
+        req = req.header(*k, *v);
+    }
+    let mut parts = req.body(()).expect("request").into_parts().0;
+    let body = (!case.body.is_empty()).then(|| (case.body.clone(), false));
+    let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    rt.block_on(async {
+        let (_run, outcome) = chain
+            .on_request(
+                services,
+                &mut parts,
+                body,
+                "cdn.example.com".into(),
+                client,
+                true,
+            )
+            .await;
+        matches!(outcome, Outcome::Respond(_))
+    })
+}
+
+fn native_request(case: &Case) -> edge_module_waf::Request {
+    edge_module_waf::Request {
+        method: case.method.into(),
+        uri: case.target.into(),
+        protocol: "HTTP/1.1".into(),
+        headers: case
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body: case.body.to_vec(),
+        body_length: None,
+        remote_addr: "192.0.2.1".into(),
+        remote_port: 0,
+        unique_id: "bench".into(),
+    }
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (warm, runs) = if quick { (5, 20) } else { (500, 5_000) };
+    let config = crs_config();
+
+    let started = Instant::now();
+    let rules = edge_module_waf::config::Config::parse(&config)
+        .expect("config")
+        .compile()
+        .expect("CRS compiles");
+    println!(
+        "native: CRS v4 ({} rules) compiled in {:.0} ms",
+        rules.rule_count(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    for case in cases() {
+        let request = native_request(&case);
+        let verdict = edge_module_waf::evaluate(&rules, &request);
+        assert_eq!(
+            verdict.interruption.is_some(),
+            case.blocked,
+            "{}: {:?}",
+            case.name,
+            verdict.matches
+        );
+        let times = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(edge_module_waf::evaluate(&rules, &request));
+                t.elapsed()
+            })
+            .collect();
+        let (p50, p99) = support::percentiles(times);
+        println!("native | {} | p50 {p50:.1} µs | p99 {p99:.1} µs", case.name);
+    }
+
+    let host = host();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let slot = host.slot("waf").expect("slot");
+    let chain = Chain::new(
+        "bench",
+        OnError::FailClosed,
+        vec![(slot, Arc::<str>::from(config.as_str()))],
+    );
+    let started = Instant::now();
+    // The first request starts a resident instance: `init` compiles CRS inside the module.
+    run_once(&chain, &cases()[0], &host.services, &rt);
+    println!(
+        "through the host: first request (instance start + CRS compiled in Wasm) {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    for case in cases() {
+        assert_eq!(
+            run_once(&chain, &case, &host.services, &rt),
+            case.blocked,
+            "{}",
+            case.name
+        );
+        for _ in 0..warm {
+            run_once(&chain, &case, &host.services, &rt);
+        }
+        let times = (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(run_once(&chain, &case, &host.services, &rt));
+                t.elapsed()
+            })
+            .collect();
+        let (p50, p99) = support::percentiles(times);
+        println!(
+            "through the host | {} | p50 {p50:.1} µs | p99 {p99:.1} µs",
+            case.name
+        );
+    }
+}
