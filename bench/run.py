@@ -78,6 +78,32 @@ CACHE_HOST = "cache.bench"
 MODS_HOSTS = {1: "mods1.bench", 4: "mods4.bench"}
 HIT_PATHS = {KIB: "/object/hit1k?cc=max-age%3D3600&size=1024",
              MIB: "/object/hit1m?cc=max-age%3D3600&size=1048576"}
+# WAF scenario (waf-h1-1k): a benign 1 KiB media segment request as a player sends it, served
+# as a cache hit through the edge without WAF (Host cache.bench), the edge with the `waf`
+# module (CRS v4, PL1, blocking; Host waf.bench), nginx (proxy_cache, cache.bench) and nginx
+# with ModSecurity 3 + the Debian CRS 3.3.4 (a second nginx instance, same proxy_cache setup).
+WAF_HOST = "waf.bench"
+WAF_PATH = ("/object/seg-00042.m4s?cc=max-age%3D3600&size=1024&ct=video%2Fmp4&exp=1767225600"
+            "&token=3f2a9c4e7b1d8f60a5e2c9b47d13f8e6a0b5c2d9e4f7a1b3c6d8e0f2a4b6c8d0")
+WAF_HEADERS = [
+    ("User-Agent", "AppleCoreMedia/1.0.0.21A329 (iPhone; U; CPU OS 17_0 like Mac OS X; en_us)"),
+    ("Accept", "*/*"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Accept-Encoding", "identity"),
+    ("X-Playback-Session-Id", "6E1C2B7A-3D44-4F0B-9A51-2C8E7D90B1F3"),
+]
+# The sanity check's attack: the segment request with a classic SQL injection argument.
+WAF_ATTACK_QUERY = "id=1%27%20OR%20%271%27%3D%271"
+WAF_EDGE_CRS = ROOT / "modules" / "waf" / "crs"
+# Debian packages for the nginx peer: libnginx-mod-http-modsecurity (ModSecurity-nginx
+# connector + libmodsecurity3) and modsecurity-crs (CRS 3.3.4).
+MODSEC_MODULE = Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so")
+MODSEC_CONF = Path("/etc/nginx/modsecurity.conf")  # the package's recommended configuration
+MODSEC_UNICODE = Path("/etc/nginx/unicode.mapping")
+DEBIAN_CRS_SETUP = Path("/etc/modsecurity/crs/crs-setup.conf")
+DEBIAN_CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
+DEBIAN_CRS_EXCLUSIONS = (Path("/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf"),
+                         Path("/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"))
 STORM_VIEWERS = 1000
 STORM_QUERY = "cc=max-age%3D600&size=1048576&delay_ms=300"
 STORM_DELAY_MS = 300
@@ -252,6 +278,10 @@ class Server:
         self.errlog = errlog
         self.proc = proc
         self.include_children = include_children
+        # The edge in waf-h1-1k: (admin URL, bearer token) for /metrics; nginx + ModSecurity:
+        # the path of its audit log. Only used by the WAF checks.
+        self.admin: tuple[str, str] | None = None
+        self.audit_log: Path | None = None
 
     def pids(self) -> list[int]:
         pids = [self.proc.pid]
@@ -290,7 +320,8 @@ def tail(path: Path, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
-def start_json_ready(name: str, argv: list[str], logdir: Path) -> tuple[Server, dict]:
+def start_json_ready(name: str, argv: list[str], logdir: Path,
+                     ready_timeout: float = READY_TIMEOUT) -> tuple[Server, dict]:
     """Start a project binary that prints one JSON line {"event":"ready",...} on stdout."""
     out_log = logdir / f"{name}.stdout.log"
     err_log = logdir / f"{name}.stderr.log"
@@ -317,11 +348,11 @@ def start_json_ready(name: str, argv: list[str], logdir: Path) -> tuple[Server, 
 
     threading.Thread(target=reader, name=f"{name}-stdout", daemon=True).start()
     try:
-        obj = q.get(timeout=READY_TIMEOUT)
+        obj = q.get(timeout=ready_timeout)
     except queue.Empty:
         PROCS.stop(proc)
         raise BenchError(
-            f"{name} did not print its ready line within {READY_TIMEOUT:.0f} s\n"
+            f"{name} did not print its ready line within {ready_timeout:.0f} s\n"
             f"--- stderr tail ({err_log}) ---\n{tail(err_log)}"
         )
     if obj is None:
@@ -452,8 +483,10 @@ def fetch(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     return status, body
 
 
-def fetch_full(url: str, host: str | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """GET over HTTP/1.1 (plain or TLS) with an optional Host header; header names lower-cased."""
+def fetch_full(url: str, host: str | None = None, timeout: float = 10.0,
+               headers: list[tuple[str, str]] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """GET over HTTP/1.1 (plain or TLS) with an optional Host header and extra request fields;
+    response header names lower-cased."""
     m = re.match(r"(https?)://([^/:]+):(\d+)(/.*)?$", url)
     if not m:
         raise BenchError(f"bad URL {url}")
@@ -466,7 +499,9 @@ def fetch_full(url: str, host: str | None = None, timeout: float = 10.0) -> tupl
     else:
         conn = http.client.HTTPConnection(addr, port, timeout=timeout)
     try:
-        conn.request("GET", path, headers={"Host": host} if host else {})
+        req_headers = {"Host": host} if host else {}
+        req_headers.update(headers or [])
+        conn.request("GET", path, headers=req_headers)
         r = conn.getresponse()
         body = r.read()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
@@ -820,6 +855,8 @@ def tool_cmd(tools: Tools, tool: str, url: str, duration: int, sc: dict, extra_l
         cmd = [tools.require("wrk"), f"-t{sc['threads']}", f"-c{sc['conns']}", f"-d{duration}s", "--latency"]
         if host:
             cmd += ["-H", f"Host: {host}"]
+        for k, v in sc.get("headers") or []:
+            cmd += ["-H", f"{k}: {v}"]
         return cmd + [url]
     if tool == "h2load":
         cmd = [tools.require("h2load"), f"-c{sc['conns']}", f"-m{sc['streams']}", "-D", str(duration)]
@@ -1011,6 +1048,27 @@ LAT_NOTE = ("Open loop: `oha -q RATE --latency-correction` schedules requests at
             "the cache) the way hit-h3-1k does (oha URL with that host and `--connect-to`).")
 
 
+# waf-h1-1k side labels.
+WAF_EDGE_OFF = "edge (no WAF)"
+WAF_EDGE = "edge + WAF"
+WAF_NGINX_OFF = "nginx (no WAF)"
+WAF_NGINX = "nginx + ModSecurity"
+WAF_NOTE = ("Every side serves the same segment request from its cache: `GET " + WAF_PATH + "` with "
+            + ", ".join(f"`{k}: {v}`" for k, v in WAF_HEADERS) + f" (wrk `-H`), Host `{CACHE_HOST}` for the sides "
+            f"without WAF and `{WAF_HOST}` for the WAF sides. \"edge + WAF\": a `{WAF_HOST}` route, caching on, with "
+            "the `waf` module (CRS v4 as shipped in `modules/waf/crs`: `crs-setup.conf.example` + `rules/`, "
+            "`mode = \"blocking\"`, `paranoia = 1`); the WAF runs before the cache lookup, on every request. "
+            "\"nginx + ModSecurity\": a second nginx (one worker, same proxy_cache settings as the cache.bench "
+            "server) with `modsecurity on` and a `modsecurity_rules_file` that includes the package's "
+            "`/etc/nginx/modsecurity.conf` (the recommended config) with `SecRuleEngine On` and the audit log "
+            "moved into the run's directory, `tx.paranoia_level=1`, then Debian's CRS 3.3.4 "
+            "(`/etc/modsecurity/crs/crs-setup.conf`, `/usr/share/modsecurity-crs/rules/*.conf`). "
+            "The edge runs CRS v4 (what it ships); Debian packages CRS 3.3.4 — a different rule set version, "
+            "both at paranoia level 1 with the anomaly threshold 5. ModSecurity also runs CRS's response phases "
+            "(its response body inspection covers text/* only; the segment is video/mp4); the edge's WAF runs "
+            "the request phases only.")
+
+
 def scenario_defs(h1_peer: str, lat_rate: int = LAT_RATE_DEFAULT) -> list[dict]:
     h1_label = "edge-h1 (TLS)" if h1_peer == "tls" else "edge-h1 (plain)"
     defs = [
@@ -1083,12 +1141,29 @@ def scenario_defs(h1_peer: str, lat_rate: int = LAT_RATE_DEFAULT) -> list[dict]:
          "target": ("origin_max", "edge", None, "<=", 1, "origin fetches per new object (edge)"),
          "notes": [STORM_NOTE],
          "sides": [("edge", "edge_plain", "storm"), ("nginx", "nginx_plain", "storm")]},
+        # WAF: the same cache hit (a 1 KiB media segment with a token query and a player's
+        # request fields) without and with CRS on each server. Each side names its Host.
+        {"id": "waf-h1-1k", "title": "i. WAF: 1 KiB segment cache hits over HTTP/1.1 keep-alive, "
+                                     "CRS v4 PL1 (edge) vs nginx + ModSecurity 3 + CRS 3.3.4 PL1",
+         "tool": "wrk", "threads": 2, "conns": 64, "size": KIB, "primary": "cpu", "cache": True, "waf": True,
+         "path": WAF_PATH, "headers": WAF_HEADERS,
+         "targets": [("cpu_us", WAF_EDGE, None, "<=", 70.0, "edge + WAF CPU µs per benign request"),
+                     ("cpu_us", WAF_NGINX, WAF_EDGE, ">=", 10.0, "CPU µs/req nginx + ModSecurity / edge + WAF"),
+                     ("rps", WAF_EDGE, WAF_NGINX, ">=", 10.0, "req/s edge + WAF / nginx + ModSecurity")],
+         "ratios": [(WAF_EDGE, WAF_EDGE_OFF), (WAF_NGINX, WAF_EDGE), (WAF_NGINX, WAF_NGINX_OFF),
+                    (WAF_EDGE_OFF, WAF_NGINX_OFF)],
+         "waf_sides": [WAF_EDGE, WAF_NGINX],
+         "notes": [WAF_NOTE],
+         "sides": [(WAF_EDGE_OFF, "edge_plain", "wrk", CACHE_HOST),
+                   (WAF_EDGE, "edge_plain", "wrk", WAF_HOST),
+                   (WAF_NGINX_OFF, "nginx_plain", "wrk", CACHE_HOST),
+                   (WAF_NGINX, "nginxwaf_plain", "wrk", WAF_HOST)]},
     ]
     for d in defs:
         if d.get("cache"):
-            d["host"] = CACHE_HOST
+            d.setdefault("host", CACHE_HOST)
             if d.get("kind") != "storm":
-                d["path"] = HIT_PATHS[d["size"]]
+                d.setdefault("path", HIT_PATHS[d["size"]])
     # Fixed-rate latency: each side twice, proxied (uncached route) and as cache hits ("legs").
     lat_common = {"kind": "latency", "tool": "oha", "conns": LAT_CONNS, "rate": lat_rate, "size": KIB,
                   "legs": ["proxy", "hit"], "cache": True, "hit_host": CACHE_HOST, "hit_path": HIT_PATHS[KIB],
@@ -1125,7 +1200,7 @@ def prime_cache(sc: dict, sides: list, origin_url: str) -> dict:
         statuses = []
         for attempt in range(4):
             try:
-                status, headers, body = fetch_full(url, host=host)
+                status, headers, body = fetch_full(url, host=host, headers=sc.get("headers"))
             except (OSError, http.client.HTTPException) as e:
                 raise BenchError(f"{sc['id']}: GET {url} (Host: {host}) via {label} failed: {e!r}")
             if status != 200 or len(body) != sc["size"]:
@@ -1145,6 +1220,106 @@ def prime_cache(sc: dict, sides: list, origin_url: str) -> dict:
     return {"object_path": path.split("?")[0]}
 
 
+# --------------------------------------------------------------------------------------
+# WAF checks (waf-h1-1k)
+
+
+def edge_waf_counters(server: Server) -> dict[str, int]:
+    """The edge's WAF counters from its admin /metrics: requests the module evaluated,
+    blocked, and module failures (trap, deadline, ...) of the waf module."""
+    if server.admin is None:
+        raise BenchError(f"{server.name}: no admin listener to read WAF metrics from")
+    url, token = server.admin
+    try:
+        status, _, body = fetch_full(f"{url}/metrics", headers=[("Authorization", f"Bearer {token}")])
+    except (OSError, http.client.HTTPException) as e:
+        raise BenchError(f"GET {url}/metrics failed: {e!r}")
+    if status != 200:
+        raise BenchError(f"GET {url}/metrics answered {status}: {body[:200]!r}")
+    text = body.decode(errors="replace")
+    out = {"requests": 0, "blocked": 0, "matched": 0, "failures": 0}
+    for m in re.finditer(r'^edge_module_counter_total\{module="waf",name="(\w+)"\}\s+(\d+)', text, re.M):
+        if m.group(1) in out:
+            out[m.group(1)] = int(m.group(2))
+    for m in re.finditer(r'^edge_module_failures_total\{[^}]*module="waf"[^}]*\}\s+(\d+)', text, re.M):
+        out["failures"] += int(m.group(1))
+    return out
+
+
+def _file_size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path else 0
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path | None, offset: int) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _waf_log_rule_ids(server: Server, text: str) -> list[str]:
+    """Rule ids in new log text: the edge's audit lines (`"rule_ids":[...]`, JSON possibly
+    escaped inside the node's own log line) or ModSecurity's audit log (`[id "942100"]`)."""
+    if server.audit_log is not None:
+        ids = re.findall(r'\[id "(\d+)"\]', text)
+    else:
+        ids = [i for grp in re.findall(r'rule_ids\\?"\s*:\s*\[([\d,\s]*)\]', text)
+               for i in re.findall(r"\d+", grp)]
+    return sorted(set(ids), key=int)
+
+
+def waf_sanity(sc: dict, sides: list, side_sc: dict) -> list[str]:
+    """Before measuring: the benchmark's benign request gets 200 from every side, the same
+    request with a SQL injection argument gets 403 from the WAF sides and 200 from the others.
+    Also reports which rules (if any) the benign request matched below the blocking threshold."""
+    waf_sides = set(sc.get("waf_sides", []))
+    found = []
+    for label, server, url, _tool in sides:
+        host = side_sc[label]["host"]
+        is_waf = label in waf_sides
+        log_path = server.audit_log if server.audit_log is not None else server.errlog
+        for kind, u in (("benign", url), ("attack", f"{url}&{WAF_ATTACK_QUERY}")):
+            before_log = _file_size(log_path)
+            before_cnt = edge_waf_counters(server) if is_waf and server.admin else None
+            try:
+                status, _, body = fetch_full(u, host=host, headers=sc.get("headers"))
+            except (OSError, http.client.HTTPException) as e:
+                raise BenchError(f"{sc['id']}: WAF sanity check: GET {u} (Host: {host}) via {label} failed: {e!r}")
+            want = 403 if (is_waf and kind == "attack") else 200
+            if status != want:
+                raise BenchError(f"{sc['id']}: WAF sanity check: {kind} GET {u} (Host: {host}) via {label} "
+                                 f"answered {status} (want {want}): {body[:300]!r}")
+            if not is_waf:
+                continue
+            time.sleep(0.3)  # let the server write its log line
+            ids = _waf_log_rule_ids(server, _read_from(log_path, before_log))
+            if before_cnt is not None:
+                after_cnt = edge_waf_counters(server)
+                if after_cnt["requests"] - before_cnt["requests"] != 1:
+                    raise BenchError(f"{sc['id']}: {label}: the WAF counted "
+                                     f"{after_cnt['requests'] - before_cnt['requests']} requests for one {kind} request")
+            if kind == "attack":
+                if not ids:
+                    raise BenchError(f"{sc['id']}: {label} answered 403 to the attack but its log "
+                                     f"({log_path}) names no rule")
+                found.append(f"{label}: attack `{WAF_ATTACK_QUERY}` → {status}, rules " + ", ".join(ids))
+            else:
+                found.append(f"{label}: benign request → {status}, "
+                             + (f"**rules matched below the threshold: {', '.join(ids)}**" if ids
+                                else "no rule matched (nothing logged)"))
+        log(f"{label}: WAF sanity ok ({'WAF' if is_waf else 'no WAF: the attack passes with 200'})")
+    for line in found:
+        log("  " + line)
+    return found
+
+
 def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], origin: Server,
                  tools: Tools, args, tmp: Path, origin_url: str = "") -> dict:
     log(f"=== {sc['title']} ===")
@@ -1159,6 +1334,14 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
               "h3": bool(sc.get("h3")), "cache": bool(sc.get("cache")), "notes": list(sc.get("notes", []))}
     if sc.get("target"):
         result["target"] = sc["target"]
+    for k in ("targets", "ratios"):
+        if sc.get(k):
+            result[k] = sc[k]
+    waf_sides = set(sc.get("waf_sides", []))
+    if sc.get("waf"):
+        checks = waf_sanity(sc, sides, side_sc)
+        result["notes"].append("WAF sanity check before measuring: " + "; ".join(checks) + ". Sides without "
+                               "WAF answered the attack with 200.")
     object_path = None
     if sc.get("cache"):
         for side in sides:
@@ -1179,8 +1362,28 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
             argv = tool_cmd(tools, tool, url, args.duration, side_sc[label], h2_log)
             log(f"run {i + 1}/{args.runs} {label}: {shlex.join(argv)}")
             before = origin_count(origin_url, object_path) if object_path else None
-            r = measure(f"{sc['id']}-{label.split()[0]}-{i + 1}", server, origin, tool, argv,
-                        args.duration, tmp, h2_log)
+            waf0 = edge_waf_counters(server) if sc.get("waf") and server.admin else None
+            r = measure(f"{sc['id']}-{re.sub(r'[^A-Za-z0-9]+', '-', label).strip('-')}-{i + 1}", server, origin,
+                        tool, argv, args.duration, tmp, h2_log)
+            if waf0 is not None:
+                # The edge's WAF must have evaluated every request of a WAF run (cache hits
+                # included), none of the no-WAF run, and never failed (fail-open would pass
+                # requests unchecked).
+                waf1 = edge_waf_counters(server)
+                evaluated = waf1["requests"] - waf0["requests"]
+                r["waf_evaluated"] = evaluated
+                r["waf_matched"] = waf1["matched"] - waf0["matched"]
+                if waf1["failures"] != waf0["failures"]:
+                    raise BenchError(f"{sc['id']} {label}: {waf1['failures'] - waf0['failures']} WAF module "
+                                     "failures during the run")
+                if label in waf_sides and evaluated < r["ok"]:
+                    raise BenchError(f"{sc['id']} {label}: the WAF evaluated {evaluated} requests, fewer than "
+                                     f"the {r['ok']} responses")
+                if label not in waf_sides and evaluated:
+                    raise BenchError(f"{sc['id']} {label}: the WAF evaluated {evaluated} requests on the no-WAF route")
+                if waf1["blocked"] != waf0["blocked"]:
+                    raise BenchError(f"{sc['id']} {label}: the WAF blocked {waf1['blocked'] - waf0['blocked']} "
+                                     "benchmark requests")
             if object_path:
                 # Every request of a hit run must come from the cache: the origin must not
                 # have seen the object again (the count covers all servers; runs are serial).
@@ -1494,9 +1697,11 @@ def scenario_table(res: dict) -> list[str]:
     for name in res["sides"]:
         lines.append("| " + " | ".join([name] + [fmt(summ[name][k], d) for k, _, d in cols]) + " |")
     ratio_keys = {"rps", "mib_s", "p50_ms", "p99_ms", "cpu_us", "rss_mib"}
-    a, sa = res["sides"][0], summ[res["sides"][0]]
-    for b in res["sides"][1:]:
-        sb = summ[b]
+    # Ratio rows: the scenario's own pairs (waf-h1-1k), else the first server against each other one.
+    pairs = [(a, b) for a, b in res.get("ratios") or [] if a in summ and b in summ] or \
+        [(res["sides"][0], b) for b in res["sides"][1:]]
+    for a, b in pairs:
+        sa, sb = summ[a], summ[b]
         cells = [f"**{a} / {b}**"]
         for k, _, _ in cols:
             cells.append(fmt(ratio(sa[k], sb[k]), 2) + "×" if k in ratio_keys and ratio(sa[k], sb[k]) is not None else "")
@@ -1575,9 +1780,15 @@ def lat_runs_table(res: dict) -> list[str]:
     return lines
 
 
-def target_check(res: dict) -> dict | None:
+def target_checks(res: dict) -> list[dict]:
+    """The issue's targets for a scenario (`target`, or a list in `targets`)."""
+    ts = ([res["target"]] if res.get("target") else []) + list(res.get("targets") or [])
+    return [c for c in (target_check(res, t) for t in ts) if c]
+
+
+def target_check(res: dict, t: tuple | None = None) -> dict | None:
     """The issue's target for a scenario, against the medians (or the storm's worst run)."""
-    t = res.get("target")
+    t = t or res.get("target")
     if not t:
         return None
     key, a, b, op, limit, what = t
@@ -1754,11 +1965,10 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
             res["_table"] = latency_table(res)  # also fills res["medians"]
         elif res.get("kind") != "storm":
             res["_table"] = scenario_table(res)  # also fills res["medians"]
-        c = target_check(res)
-        if c:
+        for c in target_checks(res):
             checks.append((res, c))
     if checks:
-        L.append("## Cache targets")
+        L.append("## Targets" if any(res.get("targets") for res, _ in checks) else "## Cache targets")
         L.append("")
         L.append("| scenario | measure | target | measured | met |")
         L.append("|---|---|---|---|---|")

@@ -44,6 +44,8 @@ module = "waf"
 setup_file = "{setup}"
 rules_dir = "{rules}"
 mode = "detection-only"
+# Stock CRS, as its tests expect it.
+media_exclusions = false
 after = '''{MARKER_RULE}'''
 "#,
         origin = origin.url,

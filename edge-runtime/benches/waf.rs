@@ -173,6 +173,7 @@ fn native_request(case: &Case) -> edge_module_waf::Request {
         remote_addr: "192.0.2.1".into(),
         remote_port: 0,
         unique_id: "bench".into(),
+        verified_args: Vec::new(),
     }
 }
 

@@ -17,7 +17,7 @@ pub enum Mode {
     Off,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The setup file (`crs-setup.conf`), loaded first.
@@ -47,7 +47,18 @@ pub struct Config {
     /// refusing the rule set.
     #[serde(default)]
     pub skip_errors: bool,
+    /// The edge's media exclusion package (`media-exclusions.conf`): the CRS tuning player
+    /// traffic needs (HLS key files, DRM licence requests, JSON beacons). On by default.
+    #[serde(default = "yes")]
+    pub media_exclusions: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// The media exclusion package, built into the module.
+pub const MEDIA_EXCLUSIONS: &str = include_str!("media-exclusions.conf");
 
 /// The name the settings a route overrides load under, in error messages.
 const SETTINGS: &str = "route-settings.conf";
@@ -106,6 +117,13 @@ impl Config {
             add("setup.conf".into(), setup.clone(), true);
         }
         add(SETTINGS.into(), self.settings(), true);
+        if self.media_exclusions {
+            add(
+                "media-exclusions.conf".into(),
+                MEDIA_EXCLUSIONS.into(),
+                true,
+            );
+        }
         if let Some(before) = &self.before {
             add("before.conf".into(), before.clone(), true);
         }
@@ -145,7 +163,7 @@ mod tests {
     #[test]
     fn route_settings_override_the_rule_files() {
         let config = Config::parse(
-            r#"{"mode":"detection-only","paranoia":2,"rules":{"a.conf":"SecRuleEngine On\nSecRule ARGS \"@pmFromFile words.data\" \"id:1,phase:2,deny\"","words.data":"evil\n"}}"#,
+            r#"{"mode":"detection-only","paranoia":2,"media_exclusions":false,"rules":{"a.conf":"SecRuleEngine On\nSecRule ARGS \"@pmFromFile words.data\" \"id:1,phase:2,deny\"","words.data":"evil\n"}}"#,
         )
         .unwrap();
         let set = config.compile().unwrap();

@@ -63,6 +63,17 @@ fn to_waf_request(req: &Request, id: &str) -> WafRequest {
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         headers.insert(0, ("host".into(), req.authority().into_bytes()));
     }
+    // The parameters token-auth verified on this request (it runs first on the route).
+    let verified_args = req
+        .get_context("token.query")
+        .map(|q| {
+            q.split('&')
+                .filter_map(|p| p.split('=').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     let body = req.body().unwrap_or_default();
     let body_length = req.body_truncated().then_some(body.len() + 1);
     WafRequest {
@@ -80,6 +91,7 @@ fn to_waf_request(req: &Request, id: &str) -> WafRequest {
         remote_addr: req.client_addr(),
         remote_port: 0,
         unique_id: id.to_owned(),
+        verified_args,
     }
 }
 
@@ -109,6 +121,7 @@ fn warm_up_request() -> WafRequest {
         remote_addr: "192.0.2.1".into(),
         remote_port: 0,
         unique_id: "warm-up".into(),
+        verified_args: Vec::new(),
     }
 }
 

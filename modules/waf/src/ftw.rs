@@ -441,6 +441,7 @@ pub fn request_of(input: &Value) -> Result<Request, String> {
         remote_addr: "127.0.0.1".into(),
         remote_port: 40000,
         unique_id: "ftw".into(),
+        verified_args: Vec::new(),
     })
 }
 
@@ -536,6 +537,7 @@ pub fn parse_raw(raw: &[u8]) -> Result<Request, String> {
         remote_addr: "127.0.0.1".into(),
         remote_port: 40000,
         unique_id: "ftw".into(),
+        verified_args: Vec::new(),
     })
 }
 

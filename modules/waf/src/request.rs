@@ -20,6 +20,9 @@ pub struct Request {
     pub remote_port: u16,
     /// The node's id for the request (`UNIQUE_ID`, and in the audit log and 403 page).
     pub unique_id: String,
+    /// Query parameters the node's token auth verified before the WAF (the signature of
+    /// a signed URL and its fields): not inspected by the rules.
+    pub verified_args: Vec<String>,
 }
 
 impl Request {

@@ -38,7 +38,7 @@ fn crs_regression_tests_pass() {
     {
         println!("FAIL {} ({}): {}", t.id, t.file, t.reason);
     }
-    // Every request-side test passes (docs/waf-failures.md says why the skipped ones are
+    // Every request-side test passes (docs/waf.md says why the skipped ones are
     // skipped): a new failure is a regression.
     assert_eq!(
         report.totals.failed,
