@@ -17,6 +17,10 @@ Scenarios (--only ids):
   Wasm modules:        mods-h1-1k (1 KiB cache hits through 0, 1 and 4 no-op modules: the
                        CPU they add per request, wrk at saturation), mods-rate-h1-1k (the same
                        at a fixed 5,000 req/s with oha over TLS)
+  WAF:                 waf-h1-1k (1 KiB segment cache hits with a token query and a player's request
+                       fields, wrk: edge without and with the waf module running CRS v4 at PL1,
+                       blocking; nginx proxy_cache without and with ModSecurity 3 + Debian's CRS
+                       3.3.4 at PL1; an attack gets 403 and the request 200 before measuring)
   fixed-rate latency:  lat-h1-1k, lat-h2-1k (edge vs nginx over TLS), lat-h3-1k (edge h3 vs h1):
                        `oha -q RATE --latency-correction` (default 5,000 req/s, --lat-rate), 16
                        connections, 1 KiB; each server both proxied (uncached) and as cache hits;
@@ -471,6 +475,78 @@ http {{
 }}
 """
     srv = start_nginx("fake-origin", conf, prefix, [port])
+    return srv, f"http://127.0.0.1:{port}"
+
+
+def modsec_missing() -> list[str]:
+    """What the nginx + ModSecurity peer needs from Debian and is not installed."""
+    need = [(MODSEC_MODULE, "libnginx-mod-http-modsecurity"), (MODSEC_CONF, "libnginx-mod-http-modsecurity"),
+            (DEBIAN_CRS_SETUP, "modsecurity-crs"), (DEBIAN_CRS_RULES, "modsecurity-crs")]
+    return sorted({pkg for path, pkg in need if not path.exists()})
+
+
+def crs_version(setup: Path) -> str:
+    """"OWASP CRS ver.X" from the first lines of a crs-setup.conf."""
+    try:
+        m = re.search(r"OWASP (?:ModSecurity )?(?:Core Rule Set|CRS) ver\.(\S+)", setup.read_text()[:2000])
+    except OSError:
+        return "n/a"
+    return m.group(1) if m else "n/a"
+
+
+def deb_version(pkg: str) -> str:
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "n/a"
+
+
+def write_modsec_rules(prefix: Path) -> Path:
+    """The rules file of the nginx + ModSecurity peer: the package's recommended
+    modsecurity.conf (SecRuleEngine On instead of DetectionOnly, the audit log in the run's
+    directory, the unicode map by absolute path), then what Debian's owasp-crs.load includes
+    (crs-setup.conf, the exclusion files, rules/*.conf) with tx.paranoia_level=1 after the
+    setup, as crs-setup.conf's own example does."""
+    mdir = prefix / "modsec"
+    mdir.mkdir(parents=True, exist_ok=True)
+    text = MODSEC_CONF.read_text()
+    edits = [(r"(?m)^SecRuleEngine\s+\S+", "SecRuleEngine On"),
+             (r"(?m)^SecAuditLog\s+\S+", f"SecAuditLog {prefix / 'logs' / 'modsec_audit.log'}"),
+             (r"(?m)^SecUnicodeMapFile\s+\S+", f"SecUnicodeMapFile {MODSEC_UNICODE}")]
+    for rx, repl in edits:
+        text, n = re.subn(rx, repl, text)
+        if n != 1:
+            raise BenchError(f"{MODSEC_CONF}: expected one line matching {rx!r}, found {n}")
+    if not re.search(r"(?m)^SecRequestBodyAccess\s+On", text):
+        raise BenchError(f"{MODSEC_CONF}: SecRequestBodyAccess is not On")
+    (mdir / "modsecurity.conf").write_text(text)
+    lines = [f"Include {mdir / 'modsecurity.conf'}",
+             f"Include {DEBIAN_CRS_SETUP}",
+             'SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level=1"']
+    excl_before, excl_after = DEBIAN_CRS_EXCLUSIONS
+    if excl_before.exists():
+        lines.append(f"Include {excl_before}")
+    lines.append(f"Include {DEBIAN_CRS_RULES}/*.conf")
+    if excl_after.exists():
+        lines.append(f"Include {excl_after}")
+    main = mdir / "main.conf"
+    main.write_text("\n".join(lines) + "\n")
+    return main
+
+
+def start_nginx_modsec(tmp: Path, origin_hostport: str, cache_path: Path) -> tuple[Server, str]:
+    prefix = tmp / "nginx-modsec"
+    for sub in ("logs", "tmp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    rules = write_modsec_rules(prefix)
+    port = free_port()
+    conf_text = render((BENCH / "nginx-modsec.conf.tmpl").read_text(), {
+        "PREFIX": str(prefix), "ORIGIN_HOSTPORT": origin_hostport, "PLAIN_PORT": str(port),
+        "CACHE_DIR": str(cache_path), "MODSEC_MODULE": str(MODSEC_MODULE), "RULES_FILE": str(rules),
+        "WAF_HOST": WAF_HOST})
+    srv = start_nginx("nginx-modsec", conf_text, prefix, [port])
+    srv.audit_log = prefix / "logs" / "modsec_audit.log"
     return srv, f"http://127.0.0.1:{port}"
 
 
@@ -1332,6 +1408,8 @@ def run_scenario(sc: dict, servers: dict[str, Server], bases: dict[str, str], or
     result = {"id": sc["id"], "title": sc["title"], "size": sc["size"], "primary": sc["primary"],
               "sides": [s[0] for s in sides], "runs": {s[0]: [] for s in sides}, "cmds": {},
               "h3": bool(sc.get("h3")), "cache": bool(sc.get("cache")), "notes": list(sc.get("notes", []))}
+    if sc.get("waf"):
+        result["waf"] = True
     if sc.get("target"):
         result["target"] = sc["target"]
     for k in ("targets", "ratios"):
@@ -1948,6 +2026,11 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
     if meta.get("cache_setup"):
         for line in meta["cache_setup"]:
             L.append(f"- {line}")
+    if meta.get("edge_waf_route"):
+        L.append("- WAF (waf-h1-1k), edge route: `" + meta["edge_waf_route"].replace("\n", "` · `") + "`")
+    if meta.get("modsec_rules"):
+        L.append("- WAF (waf-h1-1k), nginx + ModSecurity `modsecurity_rules_file`: `"
+                 + meta["modsec_rules"].replace("\n", "` · `") + "` (see bench/nginx-modsec.conf.tmpl)")
     if meta.get("tls_info"):
         L.append("- TLS as negotiated by h2load: " + "; ".join(f"{k}: {v}" for k, v in meta["tls_info"].items()))
     lat_res = [r for r in results if r.get("kind") == "latency"]
@@ -2001,6 +2084,19 @@ def build_report(meta: dict, results: list[dict], failure: str | None) -> str:
         for note in res.get("notes", []):
             L.append(note)
             L.append("")
+        if res.get("waf"):
+            ev = {side: [r.get("waf_evaluated") for r in runs if r.get("waf_evaluated") is not None]
+                  for side, runs in res["runs"].items()}
+            ev = {k: v for k, v in ev.items() if v}
+            mt = sum(r.get("waf_matched") or 0 for runs in res["runs"].values() for r in runs)
+            if ev or any(side.startswith("edge") for side in res["sides"]):
+                L.append("Edge WAF counters over the measured runs (admin `/metrics`, "
+                         "`edge_module_counter_total{module=\"waf\"}`): requests evaluated per run — "
+                         + "; ".join(f"{side}: {', '.join(str(x) for x in v)}" for side, v in ev.items())
+                         + f" (each ≥ the run's 2xx on the WAF side, 0 on the no-WAF side); "
+                         f"requests that matched a logging rule: {mt}; blocked: 0; module failures: 0 "
+                         "(checked per run; anything else fails the benchmark).")
+                L.append("")
         if res.get("object_path"):
             fetched = [r.get("origin_fetches", 0) for runs in res["runs"].values() for r in runs]
             L.append(f"All hits: before the runs every server answered a repeat request for `{res['object_path']}` "
@@ -2070,7 +2166,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, help="seconds per run (default 10)")
     ap.add_argument("--warmup", type=int, help="warm-up seconds per server per scenario (default 2)")
     ap.add_argument("--only", help="comma-separated scenario ids: h1-1k,h2-1k,h1-1m,h3-1k,h3-1m,"
-                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,mods-h1-1k,mods-rate-h1-1k,"
+                                   "hit-h1-1k,hit-h2-1k,hit-h1-1m,hit-h3-1k,hit-h3-1m,storm,mods-h1-1k,mods-rate-h1-1k,waf-h1-1k,"
                                    "lat-h1-1k,lat-h2-1k,lat-h3-1k")
     ap.add_argument("--no-h3", action="store_true", help="skip the HTTP/3 scenarios (no oha needed)")
     ap.add_argument("--no-varnish", action="store_true", help="leave Varnish out of the cache-hit scenarios")
@@ -2113,6 +2209,20 @@ def main() -> int:
     if args.fake_origin and any(d.get("cache") for d in defs):
         skipped_notes.append("Cache scenarios skipped: --fake-origin has no /object and /counts endpoints.")
         defs = [d for d in defs if not d.get("cache")]
+    if args.no_edge and any(d.get("waf") for d in defs):
+        skipped_notes.append("waf-h1-1k skipped: --no-edge (the scenario measures the edge's WAF).")
+        defs = [d for d in defs if not d.get("waf")]
+    # The nginx + ModSecurity peer of waf-h1-1k: Debian packages (bench/run.sh installs them).
+    want_modsec = any(b.startswith("nginxwaf") for d in defs for _, b, *_ in d["sides"])
+    if want_modsec and modsec_missing():
+        note = (f"nginx + ModSecurity left out: {', '.join(modsec_missing())} not installed "
+                "(`apt-get install -y libnginx-mod-http-modsecurity modsecurity-crs`; bench/run.sh does this).")
+        for d in defs:
+            if any(b.startswith("nginxwaf") for _, b, *_ in d["sides"]):
+                d["sides"] = [side for side in d["sides"] if not side[1].startswith("nginxwaf")]
+                d.setdefault("notes", []).append(note)
+        want_modsec = False
+    want_waf = any(d.get("waf") for d in defs)
     # Varnish: an extra peer where a scenario lists it, if varnishd is installed.
     want_varnish = any(b.startswith("varnish") for d in defs for _, b, *_ in d["sides"])
     varnish_note = None
@@ -2163,6 +2273,11 @@ def main() -> int:
         "quick": args.quick,
         "self_test": ", ".join(x for x, on in (("--no-edge", args.no_edge), ("--fake-origin", args.fake_origin)) if on),
     }
+    if want_waf:
+        meta["versions"]["edge CRS"] = crs_version(WAF_EDGE_CRS / "crs-setup.conf.example")
+    if want_modsec:
+        for pkg in ("libnginx-mod-http-modsecurity", "libmodsecurity3", "modsecurity-crs"):
+            meta["versions"][pkg] = deb_version(pkg)
     if want_varnish:
         meta["versions"]["varnish"] = (subprocess.run([varnishd_binary(), "-V"], capture_output=True, text=True)
                                        .stderr.strip().splitlines() or ["n/a"])[0]
@@ -2232,6 +2347,25 @@ def main() -> int:
             if not os.access(edge_bin, os.X_OK):
                 raise BenchError(f"{edge_bin} missing: run `cargo build --release -p edge-runtime -p origin`")
             cfg = tmp / "edge.toml"
+            # waf-h1-1k only: an admin listener (the WAF's counters on /metrics) and a waf.bench
+            # route with the waf module; other runs keep the edge's config as it was.
+            admin_token = os.urandom(16).hex()
+            waf_admin = ("[admin]\n"
+                         'listen = "127.0.0.1:0"\n'
+                         f"token = {json.dumps(admin_token)}\n\n") if want_waf else ""
+            waf_route = ("[[routes]]\n"
+                         f"host = {json.dumps(WAF_HOST)}\n"
+                         'prefix = "/"\n'
+                         'origin = "bench"\n'
+                         "[routes.cache]\n"
+                         "enabled = true\n"
+                         "[[routes.modules]]\n"
+                         'module = "waf"\n'
+                         "[routes.modules.config]\n"
+                         f"setup_file = {json.dumps(str(WAF_EDGE_CRS / 'crs-setup.conf.example'))}\n"
+                         f"rules_dir = {json.dumps(str(WAF_EDGE_CRS / 'rules'))}\n"
+                         'mode = "blocking"\n'
+                         "paranoia = 1\n\n") if want_waf else ""
             cfg.write_text(
                 "[server]\n"
                 'listen = "127.0.0.1:0"\n'
@@ -2252,9 +2386,10 @@ def main() -> int:
                 "max_bytes = 536870912\n"
                 "max_object_bytes = 16777216\n"
                 "shards = 16\n\n"
+                + waf_admin
                 # Cache scenarios (hit-*, storm) send Host / :authority cache.bench: a caching
                 # route (an exact host beats "*").
-                "[[routes]]\n"
+                + "[[routes]]\n"
                 f"host = {json.dumps(CACHE_HOST)}\n"
                 'prefix = "/"\n'
                 'origin = "bench"\n'
@@ -2271,6 +2406,7 @@ def main() -> int:
                     + "\n"
                     for n in sorted(MODS_HOSTS)
                 )
+                + waf_route
                 + "[[routes]]\n"
                 'host = "*"\n'
                 'prefix = "/"\n'
@@ -2279,8 +2415,16 @@ def main() -> int:
                 "[routes.cache]\n"
                 "enabled = false\n"
             )
-            edge, ready = start_json_ready("edge", [str(edge_bin), "serve", "--config", str(cfg)], tmp)
+            # The WAF route compiles CRS when the config loads: allow it more time to be ready.
+            edge, ready = start_json_ready("edge", [str(edge_bin), "serve", "--config", str(cfg)], tmp,
+                                           ready_timeout=READY_TIMEOUT * 3 if want_waf else READY_TIMEOUT)
             servers["edge"] = edge
+            if want_waf:
+                admin_url = (ready.get("admin_url") or "").rstrip("/")
+                if not admin_url:
+                    raise BenchError(f"edge ready line lacks admin_url (needed for the WAF counters): {ready}")
+                edge.admin = (admin_url, admin_token)
+                meta["edge_waf_route"] = waf_route.strip()
             https_url = (ready.get("https_url") or "").rstrip("/")
             plain_url = (ready.get("plain_url") or "").rstrip("/")
             if not https_url or not plain_url:
@@ -2293,13 +2437,19 @@ def main() -> int:
             elif any(d.get("h3") for d in defs):
                 raise BenchError(f"edge ready line lacks h3_udp_port (needed for HTTP/3): {ready}")
 
+        if want_modsec:
+            modsec_srv, modsec_base = start_nginx_modsec(tmp, origin_hostport, nprefix / "cache" / "proxy_cache_waf")
+            servers["nginxwaf"] = modsec_srv
+            bases["nginxwaf_plain"] = modsec_base
+            meta["modsec_rules"] = (tmp / "nginx-modsec" / "modsec" / "main.conf").read_text().strip()
+
         if want_varnish:
             varnish_srv, varnish_base, varnish_argv = start_varnish(tmp, origin_hostport)
             servers["varnish"] = varnish_srv
             bases["varnish_plain"] = varnish_base
             meta["varnish_cmd"] = shlex.join(varnish_argv)
 
-        sanity_check({k: v for k, v in bases.items() if k != "edge_h3"})
+        sanity_check({k: v for k, v in bases.items() if k not in ("edge_h3", "nginxwaf_plain")})
         if any(d.get("cache") for d in defs):
             meta["cache_setup"] = cache_setup_lines(meta, bool(varnish_note), args.no_edge)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one benchmark command: edge vs nginx (and edge HTTP/3 vs HTTP/1.1), proxying and
-# cache hits (+ Varnish), a miss storm, and latency at a fixed rate below saturation.
+# cache hits (+ Varnish), a miss storm, latency at a fixed rate below saturation, and the
+# WAF (edge + CRS v4 vs nginx + ModSecurity 3 + CRS 3.3.4).
 #   bench/run.sh [--quick] [run.py options...]     (bench/run.py --help lists them)
 # Installs what it needs, builds the release binaries, then runs bench/run.py, which
 # prints a markdown report and writes it to bench/results/latest.md.
@@ -32,12 +33,14 @@ fi
 # With --no-h3 / --no-edge and no --only naming lat-h1-1k or lat-h2-1k, oha is not built
 # (run.py then leaves lat-h1-1k and lat-h2-1k out with a note unless oha is already there).
 no_h3=0
+no_edge=0
 only=""
 want_varnish=1
 prev=""
 for a in "$@"; do
     case "$a" in
-        --no-h3|--no-edge) no_h3=1 ;;
+        --no-edge) no_h3=1; no_edge=1 ;;
+        --no-h3) no_h3=1 ;;
         --no-varnish|--fake-origin) want_varnish=0 ;;
         --only=*) only="${a#--only=}"
                   case "${a#--only=}" in *hit-h1*) ;; *) want_varnish=0 ;; esac ;;
@@ -63,6 +66,25 @@ if [ "$want_varnish" = 1 ] && ! have varnishd; then
     echo "bench: installing varnish with apt-get (optional peer for the cache-hit scenarios)" >&2
     if ! { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq varnish; }; then
         echo "bench: varnish did not install; the report will say it was left out" >&2
+    fi
+fi
+
+# The nginx + ModSecurity peer of waf-h1-1k (run unless --only leaves it out; --no-edge and
+# --fake-origin skip it): Debian's ModSecurity-nginx connector and CRS (3.3.4 on Debian 12).
+want_waf=1
+if [ -n "$only" ]; then
+    case "$only" in *waf*) ;; *) want_waf=0 ;; esac
+fi
+for a in "$@"; do
+    case "$a" in --fake-origin) want_waf=0 ;; esac
+done
+if [ "$no_edge" = 1 ]; then want_waf=0; fi
+if [ "$want_waf" = 1 ] && { [ ! -e /usr/lib/nginx/modules/ngx_http_modsecurity_module.so ] ||
+                            [ ! -d /usr/share/modsecurity-crs/rules ]; }; then
+    echo "bench: installing libnginx-mod-http-modsecurity modsecurity-crs with apt-get (WAF peer)" >&2
+    if ! { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+               libnginx-mod-http-modsecurity modsecurity-crs; }; then
+        echo "bench: the ModSecurity packages did not install; the report will say nginx + ModSecurity was left out" >&2
     fi
 fi
 

@@ -136,6 +136,9 @@ pub struct Link {
     pub operator: Operator,
     pub negated: bool,
     pub transforms: Vec<Transform>,
+    /// The same number for every link with the same transformation list, so a request
+    /// transforms each value once per list, however many rules use it.
+    pub chain: u32,
     pub capture: bool,
     pub multi_match: bool,
     pub setvars: Vec<SetVar>,
@@ -218,6 +221,7 @@ impl RuleSet {
             pending: None,
             ids: BTreeMap::new(),
             depth: 0,
+            chains: Default::default(),
         };
         for entry in entries {
             loader.file(entry);
@@ -315,9 +319,17 @@ struct Loader<'a> {
     /// Where each id was defined, to refuse duplicates.
     ids: BTreeMap<u32, (String, usize)>,
     depth: usize,
+    /// Transformation lists seen so far, numbered (`Link::chain`).
+    chains: std::cell::RefCell<std::collections::HashMap<Vec<Transform>, u32>>,
 }
 
 impl Loader<'_> {
+    fn chain_id(&self, transforms: &[Transform]) -> u32 {
+        let mut chains = self.chains.borrow_mut();
+        let next = chains.len() as u32;
+        *chains.entry(transforms.to_vec()).or_insert(next)
+    }
+
     fn problem(
         &mut self,
         file: &str,
@@ -652,6 +664,7 @@ impl Loader<'_> {
                 operator,
                 negated,
                 transforms,
+                chain: 0,
                 capture: a.capture,
                 multi_match: a.multi_match,
                 setvars: a.setvars.clone(),
@@ -668,7 +681,8 @@ impl Loader<'_> {
                 ));
             }
             let phase = p.rule.phase as usize;
-            let next = link(&a, self.defaults[phase - 1].as_ref())?;
+            let mut next = link(&a, self.defaults[phase - 1].as_ref())?;
+            next.chain = self.chain_id(&next.transforms);
             let p = self.pending.as_mut().expect("checked above");
             p.rule.links.push(next);
             p.open = a.chain;
@@ -685,7 +699,8 @@ impl Loader<'_> {
         }
         let phase = a.phase.unwrap_or(2);
         let defaults = self.defaults[phase as usize - 1].as_ref();
-        let first = link(&a, defaults)?;
+        let mut first = link(&a, defaults)?;
+        first.chain = self.chain_id(&first.transforms);
         let disruptive = match a.disruptive.clone() {
             Some(Disruptive::Block) | None => defaults
                 .and_then(|d| d.disruptive.clone())

@@ -10,7 +10,9 @@ use crate::ruleset::{in_ranges, BodyLimitAction, Item, Link, Rule, RuleSet};
 use crate::seclang::RawTarget;
 use crate::variable::{Collection, Exclusion, Selector, Target, Targets};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Matched data in the log is cut to this many bytes.
@@ -136,6 +138,26 @@ struct Transaction<'r> {
     rules: &'r RuleSet,
     data: Data<'r>,
     state: State,
+    /// Transformed values by (address, length, transformation list); `None`: unchanged.
+    /// Emptied when the body processor replaces the request's data.
+    transform_cache: RefCell<HashMap<(usize, usize, u32), Option<Rc<[u8]>>>>,
+}
+
+/// A value after its transformations.
+enum Transformed<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
+}
+
+impl Transformed<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Transformed::Borrowed(b) => b,
+            Transformed::Owned(o) => o,
+            Transformed::Shared(s) => s,
+        }
+    }
 }
 
 /// A value the operator matched: its name (`ARGS:a`), the value as the operator saw it, and
@@ -269,6 +291,7 @@ impl<'r> Transaction<'r> {
                 would_interrupt: None,
                 allowed: false,
             },
+            transform_cache: RefCell::new(HashMap::new()),
         }
     }
 
@@ -307,6 +330,8 @@ impl<'r> Transaction<'r> {
 
     /// The body processor, between phases 1 and 2 (so phase-1 `ctl`s apply to it).
     fn process_body(&mut self) {
+        // The body processor replaces argument lists: cached addresses may be reused.
+        self.transform_cache.get_mut().clear();
         if let Some(p) = self.state.forced_processor.take() {
             self.data.processor = Some(p);
         }
@@ -482,9 +507,9 @@ impl<'r> Transaction<'r> {
                     }
                 }
             } else {
-                let transformed = transform_all(&link.transforms, &v.value);
-                if op_matches(link, &transformed, &ctx, &mut captures) {
-                    hit = Some(transformed.into_owned());
+                let transformed = self.transformed(link, v);
+                if op_matches(link, transformed.bytes(), &ctx, &mut captures) {
+                    hit = Some(transformed.bytes().to_vec());
                 }
             }
             if let Some(value) = hit {
@@ -520,6 +545,49 @@ impl<'r> Transaction<'r> {
             }
         }
         matched
+    }
+
+    /// `v` through the link's transformations, from the request's cache when another rule
+    /// already ran the same list on the same value (CRS runs `t:urlDecodeUni`,
+    /// `t:htmlEntityDecode`, `t:lowercase`... over the same arguments in hundreds of rules).
+    /// Only values borrowed from the request are cached, keyed by where they live: TX and
+    /// MATCHED_VAR values change as rules run.
+    fn transformed<'v>(&self, link: &Link, v: &'v Value<'_>) -> Transformed<'v> {
+        if link.transforms.is_empty() {
+            return Transformed::Borrowed(&v.value);
+        }
+        let stable = matches!(v.value, Cow::Borrowed(_))
+            && !v.count
+            && !matches!(
+                v.collection,
+                Collection::Tx
+                    | Collection::MatchedVar
+                    | Collection::MatchedVars
+                    | Collection::MatchedVarName
+                    | Collection::MatchedVarsNames
+            );
+        if !stable {
+            return match transform_all(&link.transforms, &v.value) {
+                Cow::Borrowed(b) => Transformed::Borrowed(b),
+                Cow::Owned(o) => Transformed::Owned(o),
+            };
+        }
+        let key = (v.value.as_ptr() as usize, v.value.len(), link.chain);
+        if let Some(cached) = self.transform_cache.borrow().get(&key) {
+            return match cached {
+                None => Transformed::Borrowed(&v.value),
+                Some(shared) => Transformed::Shared(shared.clone()),
+            };
+        }
+        let (out, entry) = match transform_all(&link.transforms, &v.value) {
+            Cow::Borrowed(b) => (Transformed::Borrowed(b), None),
+            Cow::Owned(o) => {
+                let shared: Rc<[u8]> = o.into();
+                (Transformed::Shared(shared.clone()), Some(shared))
+            }
+        };
+        self.transform_cache.borrow_mut().insert(key, entry);
+        out
     }
 
     /// The values `target` yields for `rule` (minus the rule's exclusions and the

@@ -21,7 +21,7 @@ use md5::Digest as _;
 macro_rules! transforms {
     ($($variant:ident = $name:literal,)*) => {
         /// A ModSecurity transformation function: the `t:` action of a rule.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Transform {
             $($variant,)*
         }
