@@ -368,3 +368,184 @@ async fn demo_with_crs_serves_the_sample_and_blocks_attacks() {
         200
     );
 }
+
+/// `edge` run as a process: (exit code, stdout, stderr).
+fn edge(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(edge_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The security team's rule workflow: bundle a rule set, sign it, deploy it to a running
+/// node; a rule set that does not compile, or is not signed by a trusted key, is refused
+/// with the reason and the rules that were serving keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_sets_deploy_signed_and_a_broken_one_keeps_the_previous() {
+    const TOKEN: &str = "waf-admin-token-0123456789";
+    let origin = Origin::start("waf-deploy");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let rule = |word: &str, id: u32| {
+        format!("SecRuleEngine On\nSecRule ARGS \"@contains {word}\" \"id:{id},phase:1,deny,status:403,log,msg:'{word}'\"\n")
+    };
+    write("v1/rules.conf", &rule("evil", 1001));
+    write("v2/rules.conf", &rule("worse", 1002));
+    write(
+        "v3/rules.conf",
+        "SecRule ARGS \"@rx (unclosed\" \"id:1003,phase:1,deny\"\n",
+    );
+    let key = dir.path().join("team.pem");
+    let (code, public, err) = edge(&["module", "keygen", "--out", key.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let intruder = dir.path().join("intruder.pem");
+    edge(
+        &["module", "keygen", "--out", intruder.to_str().unwrap()],
+        &[],
+    );
+
+    let node = Node::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+token = "{TOKEN}"
+
+[wasm]
+trusted_keys = ["{public}"]
+
+[origins.media]
+primary = "{origin}"
+
+[[routes]]
+prefix = "/"
+origin = "media"
+[[routes.modules]]
+module = "waf"
+[routes.modules.config]
+rules_dir = "{v1}"
+media_exclusions = false
+"#,
+        public = public.trim(),
+        origin = origin.url,
+        v1 = dir.path().join("v1").display(),
+    ));
+    let admin = node.proc.ready["admin_url"].as_str().unwrap().to_owned();
+    let status = |q: &'static str| {
+        let (ca, url) = (node.ca.clone(), node.url(&format!("/bytes/10?q={q}")));
+        async move {
+            clients::get(Proto::H1, &ca, &url, &PLAYER)
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    assert_eq!(status("evil").await, 403);
+    assert_eq!(status("worse").await, 200);
+
+    // v2: bundled, signed, deployed: it replaces the config file's rules.
+    let bundle = dir.path().join("v2.json");
+    let (code, out, err) = edge(
+        &[
+            "waf",
+            "bundle",
+            "--rules",
+            &dir.path().join("v2").to_string_lossy(),
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = edge(
+        &[
+            "module",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            bundle.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let env = [("EDGE_ADMIN_TOKEN", TOKEN)];
+    let deploy = |file: String| {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            edge(
+                &[
+                    "module", "deploy", "--admin", &admin, "--name", "waf", "--data", &file,
+                ],
+                &env,
+            )
+        })
+    };
+    let (code, out, err) = deploy(bundle.to_str().unwrap().to_owned()).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("data_generation"), "{out}");
+    assert_eq!(status("worse").await, 403);
+    assert_eq!(status("evil").await, 200);
+
+    // v3 does not compile: `edge waf bundle` refuses to write it...
+    let broken = dir.path().join("v3.json");
+    let (code, out, _) = edge(
+        &[
+            "waf",
+            "bundle",
+            "--rules",
+            &dir.path().join("v3").to_string_lossy(),
+            "--out",
+            broken.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("rules/rules.conf:1 (rule 1003)"), "{out}");
+    // ...and a hand-made, signed one is refused by the node, which keeps serving v2.
+    let text = serde_json::json!({ "rules": { "rules.conf": std::fs::read_to_string(dir.path().join("v3/rules.conf")).unwrap() } });
+    std::fs::write(&broken, text.to_string()).unwrap();
+    edge(
+        &[
+            "module",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            broken.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (code, _, err) = deploy(broken.to_str().unwrap().to_owned()).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("rules/rules.conf:1 (rule 1003): regular expression does not compile"),
+        "{err}"
+    );
+    assert_eq!(status("worse").await, 403);
+
+    // Signed by a key the node does not trust: refused, v2 keeps serving.
+    let (code, _, _) = edge(
+        &[
+            "module",
+            "sign",
+            "--key",
+            intruder.to_str().unwrap(),
+            bundle.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let (code, _, err) = deploy(bundle.to_str().unwrap().to_owned()).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("signature"), "{err}");
+    assert_eq!(status("worse").await, 403);
+}

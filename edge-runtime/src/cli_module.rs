@@ -35,6 +35,10 @@ pub enum ModuleCommand {
         /// The signature file (default `<FILE>.sig`).
         #[arg(long)]
         signature: Option<PathBuf>,
+        /// FILE is the module's data (a JSON object, e.g. a WAF rule set from `edge waf
+        /// bundle`), not a component: it is merged under every route's config for the module.
+        #[arg(long)]
+        data: bool,
         file: PathBuf,
     },
     /// Make the previous version (or `--to ID`) current again.
@@ -93,6 +97,7 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
             admin,
             name,
             signature,
+            data,
             file,
         } => {
             let bytes =
@@ -107,7 +112,11 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
             let body = admin_call(
                 &admin,
                 Method::PUT,
-                &format!("/modules/{name}"),
+                &if data {
+                    format!("/modules/{name}/data")
+                } else {
+                    format!("/modules/{name}")
+                },
                 Some(("edge-signature", sig.trim().to_owned())),
                 Bytes::from(bytes),
             )?;

@@ -31,6 +31,18 @@ pub enum WafCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Bundle a rule set for `edge module deploy --data`: one JSON document with the setup
+    /// and every file of the rules folder, checked to compile first.
+    Bundle {
+        /// The rules folder (its `*.conf` load in name order; `*.data` beside them).
+        #[arg(long)]
+        rules: PathBuf,
+        /// The setup file (`crs-setup.conf`), loaded first.
+        #[arg(long)]
+        setup: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Load a rule set and report every error (file, line, rule id) and warning.
     Check {
         /// Rule files or folders; repeatable, loaded in order.
@@ -58,6 +70,7 @@ pub fn run(command: WafCommand) -> ExitCode {
             skip_errors,
             json,
         } => check(&rules, skip_errors, json),
+        WafCommand::Bundle { rules, setup, out } => bundle(&rules, setup.as_deref(), &out),
     }
 }
 
@@ -153,6 +166,87 @@ fn check(rules: &[PathBuf], skip_errors: bool, json: bool) -> ExitCode {
                 }
                 println!("{} error(s); the rule set does not load", e.errors.len());
             }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bundle(
+    rules: &std::path::Path,
+    setup: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> ExitCode {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let mut files = serde_json::Map::new();
+    let entries = match std::fs::read_dir(rules) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {}: {e}", rules.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    for p in paths {
+        match read(&p) {
+            Ok(text) => {
+                let name = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(name, text.into());
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut doc = serde_json::json!({ "rules": files });
+    if let Some(setup) = setup {
+        match read(setup) {
+            Ok(text) => doc["setup"] = text.into(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let text = doc.to_string();
+    // The node checks it again when it is deployed; a bundle that does not load is not
+    // written.
+    let config = match edge_module_waf::config::Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match config.compile() {
+        Ok(set) => {
+            if let Err(e) = std::fs::write(out, &text) {
+                eprintln!("error: {}: {e}", out.display());
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}: {} rules, {} bytes; sign it (`edge module sign`) and deploy it (`edge module deploy --data --name waf`)",
+                out.display(),
+                set.rule_count(),
+                text.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for p in &e.errors {
+                println!("error: {p}");
+            }
+            println!("{} error(s); no bundle written", e.errors.len());
             ExitCode::from(1)
         }
     }

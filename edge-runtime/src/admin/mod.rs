@@ -12,6 +12,7 @@
 //! | `GET /modules` | every module: current version, history, limits |
 //! | `PUT /modules/<name>` (body: component, `edge-signature: <base64>`) | verify, compile, swap |
 //! | `POST /modules/<name>/rollback[?to=<id>]` | back to the previous (or the given) version |
+//! | `PUT /modules/<name>/data` (body: JSON object, `edge-signature: <base64>`) | verify, check with the module, install (a WAF rule set) |
 
 use crate::cache::{self, Cache, Purge};
 use crate::pipeline::Pipeline;
@@ -114,7 +115,11 @@ impl Admin {
                 match (method, rest.split_once('/')) {
                     (&Method::PUT, None) => {
                         let name = rest.to_owned();
-                        self.deploy(name, req).await
+                        self.deploy(name, req, false).await
+                    }
+                    (&Method::PUT, Some((name, "data"))) => {
+                        let name = name.to_owned();
+                        self.deploy(name, req, true).await
                     }
                     (&Method::POST, Some((name, "rollback"))) => {
                         let to = req
@@ -130,9 +135,15 @@ impl Admin {
         }
     }
 
-    /// Verifies and installs a new module version. Compiling takes milliseconds to
-    /// seconds, so it runs on the blocking pool, never on the request path.
-    async fn deploy(&self, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Verifies and installs a new module version (or, with `data`, the module's data: a
+    /// rule set). Compiling takes milliseconds to seconds, so it runs on the blocking pool,
+    /// never on the request path.
+    async fn deploy(
+        &self,
+        name: String,
+        req: Request<Incoming>,
+        data: bool,
+    ) -> Response<Full<Bytes>> {
         let Some(host) = self.pipeline.modules().cloned() else {
             return text(
                 StatusCode::CONFLICT,
@@ -170,18 +181,30 @@ impl Admin {
                 )
             }
         };
-        let deployed =
-            tokio::task::spawn_blocking(move || host.deploy(&name, &bytes, &signature)).await;
+        let deployed = tokio::task::spawn_blocking(move || {
+            if data {
+                host.deploy_data(&name, &bytes, &signature).map(|d| {
+                    serde_json::json!({
+                        "name": name,
+                        "data_generation": d.generation,
+                        "sha256": d.sha256,
+                        "bytes": d.json.len(),
+                    })
+                })
+            } else {
+                host.deploy(&name, &bytes, &signature).map(|version| {
+                    serde_json::json!({
+                        "id": version.id,
+                        "name": &*version.name,
+                        "version": &*version.version,
+                        "sha256": version.sha256,
+                    })
+                })
+            }
+        })
+        .await;
         match deployed {
-            Ok(Ok(version)) => json(
-                StatusCode::CREATED,
-                &serde_json::json!({
-                    "id": version.id,
-                    "name": &*version.name,
-                    "version": &*version.version,
-                    "sha256": version.sha256,
-                }),
-            ),
+            Ok(Ok(summary)) => json(StatusCode::CREATED, &summary),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "module deploy rejected");
                 let status = if e.is_client_error() {

@@ -55,7 +55,11 @@ pub struct Chain {
 
 struct Entry {
     slot: Arc<Slot>,
+    /// The route's own config for the module.
     config: Arc<str>,
+    /// The config instances get: deployed data under the route's config, by data
+    /// generation (0: none).
+    merged: Mutex<(u64, Arc<str>)>,
     /// Idle instances of a resident module, initialised with this entry's config. The
     /// lock is held to pop or push, never across a call.
     pool: Mutex<Vec<Live>>,
@@ -65,20 +69,45 @@ struct Entry {
 const RESIDENT_POOL_MAX: usize = 64;
 
 /// Time a resident module's `init` may take (compiling a rule set), in epoch ticks.
-const INIT_TICKS: u64 = 30_000;
+pub(crate) const INIT_TICKS: u64 = 30_000;
 
 impl Entry {
-    /// An idle instance of the current version, if one is pooled.
-    fn take_pooled(&self, version: &Arc<ModuleVersion>) -> Option<Live> {
+    /// The config for new instances and its data generation: the route's config with the
+    /// module's deployed data (a rule set) over it — a deploy replaces what the config file
+    /// set for the keys it carries (`setup`, `rules`). Merged once per deploy.
+    fn config(&self) -> (u64, Arc<str>) {
+        let Some(data) = self.slot.data() else {
+            return (0, self.config.clone());
+        };
+        let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        if merged.0 != data.generation {
+            let mut doc: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&self.config).unwrap_or_default();
+            let deployed: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&data.json).unwrap_or_default();
+            doc.extend(deployed);
+            let text = serde_json::Value::Object(doc).to_string();
+            *merged = (data.generation, text.into());
+        }
+        merged.clone()
+    }
+
+    /// An idle instance of the current version and data, if one is pooled.
+    fn take_pooled(&self, version: &Arc<ModuleVersion>, generation: u64) -> Option<Live> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        // Instances of an older version (a deploy or rollback happened) are dropped.
-        pool.retain(|l| l.version.id == version.id);
+        // Instances of an older version or data (a deploy or rollback happened) are
+        // dropped.
+        pool.retain(|l| l.version.id == version.id && l.generation == generation);
         pool.pop()
     }
 
     fn give_back(&self, live: Live) {
+        let current = self.slot.data().map_or(0, |d| d.generation);
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < RESIDENT_POOL_MAX && live.version.id == self.slot.current().id {
+        if pool.len() < RESIDENT_POOL_MAX
+            && live.version.id == self.slot.current().id
+            && live.generation == current
+        {
             pool.push(live);
         }
     }
@@ -107,6 +136,8 @@ struct Live {
     version: Arc<ModuleVersion>,
     /// A resident instance's `init` succeeded.
     initialised: bool,
+    /// The module data generation its config was made with (0: none).
+    generation: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +185,7 @@ impl Chain {
                 .into_iter()
                 .map(|(slot, config)| Entry {
                     slot,
+                    merged: Mutex::new((0, config.clone())),
                     config,
                     pool: Mutex::new(Vec::new()),
                 })
@@ -211,14 +243,20 @@ impl Chain {
         let mut outcome = Outcome::Continue;
         for entry in &self.entries {
             let version = entry.slot.current();
+            let (generation, config) = entry.config();
             let pooled = if version.resident {
-                entry.take_pooled(&version)
+                entry.take_pooled(&version, generation)
             } else {
                 None
             };
             let fresh = match pooled {
                 Some(live) => Ok(live),
-                None => instantiate(&version, &entry.slot, &entry.config, services).await,
+                None => instantiate(&version, &entry.slot, &config, services)
+                    .await
+                    .map(|mut live| {
+                        live.generation = generation;
+                        live
+                    }),
             };
             let fresh = match fresh {
                 // A new resident instance starts (compiles its config) before its first
@@ -477,6 +515,7 @@ async fn instantiate(
             hooks,
             version: version.clone(),
             initialised: false,
+            generation: 0,
         }),
         Err(e) => Err(classify(&store, e, FailureKind::Instantiate)),
     }

@@ -57,6 +57,8 @@ pub enum WasmError {
     },
     #[error("no module named `{0}`")]
     UnknownModule(String),
+    #[error("module `{module}`: data rejected: {reason}")]
+    DataRejected { module: String, reason: String },
     #[error("module `{module}` has no version {version}")]
     UnknownVersion { module: String, version: u64 },
     #[error("module `{module}`: cannot read {path}: {source}")]

@@ -98,6 +98,18 @@ impl ModuleVersion {
     }
 }
 
+/// Data deployed for a module (a WAF rule set): a JSON object merged over every route's
+/// config for the module (its keys replace the route's), replaced as a whole by the next
+/// deploy.
+#[derive(Debug)]
+pub struct ModuleData {
+    /// Increases with each deploy; pooled resident instances of an older one are dropped.
+    pub generation: u64,
+    pub json: Arc<str>,
+    pub sha256: String,
+    pub deployed_at: SystemTime,
+}
+
 /// A named module as routes see it.
 pub struct Slot {
     pub name: String,
@@ -106,6 +118,7 @@ pub struct Slot {
     pub(crate) calls: prometheus_client::metrics::counter::Counter,
     current: RwLock<Arc<ModuleVersion>>,
     history: Mutex<Vec<Arc<ModuleVersion>>>,
+    data: RwLock<Option<Arc<ModuleData>>>,
 }
 
 impl Slot {
@@ -114,6 +127,14 @@ impl Slot {
     pub fn current(&self) -> Arc<ModuleVersion> {
         match self.current.read() {
             Ok(v) => v.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The data deployed for this module, if any. The lock is held for an `Arc` clone.
+    pub fn data(&self) -> Option<Arc<ModuleData>> {
+        match self.data.read() {
+            Ok(d) => d.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
@@ -140,6 +161,12 @@ impl Slot {
             "budget_ms": self.limits.budget.as_secs_f64() * 1000.0,
             "memory_bytes": self.limits.memory_bytes,
             "versions": history.iter().map(|v| v.summary()).collect::<Vec<_>>(),
+            "data": self.data().map(|d| serde_json::json!({
+                "generation": d.generation,
+                "sha256": d.sha256,
+                "bytes": d.json.len(),
+                "deployed_at": httpdate::fmt_http_date(d.deployed_at),
+            })),
         })
     }
 }
@@ -212,6 +239,7 @@ impl ModuleHost {
             calls: self.services.metrics.calls_counter(name),
             current: RwLock::new(version.clone()),
             history: Mutex::new(vec![version]),
+            data: RwLock::new(None),
         });
         self.slots
             .write()
@@ -254,6 +282,7 @@ impl ModuleHost {
                     calls: self.services.metrics.calls_counter(name),
                     current: RwLock::new(version.clone()),
                     history: Mutex::new(vec![version.clone()]),
+                    data: RwLock::new(None),
                 });
                 self.slots
                     .write()
@@ -294,6 +323,68 @@ impl ModuleHost {
             "module rolled back"
         );
         Ok(target)
+    }
+
+    /// Verifies and installs data for `name` (a rule set): a signed JSON object. A resident
+    /// module first starts an instance with it (`init`, as a route would): data it refuses
+    /// is rejected with its reason, and the data that was serving stays. Blocking.
+    pub fn deploy_data(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        signature_b64: &str,
+    ) -> Result<Arc<ModuleData>, WasmError> {
+        let rejected = |reason: String| WasmError::DataRejected {
+            module: name.to_owned(),
+            reason,
+        };
+        if bytes.len() > self.max_module_bytes {
+            return Err(WasmError::TooLarge {
+                module: name.to_owned(),
+                size: bytes.len(),
+                limit: self.max_module_bytes,
+            });
+        }
+        self.trusted_keys
+            .verify(bytes, signature_b64)
+            .map_err(|e| WasmError::Signature {
+                module: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| rejected("data is not UTF-8".into()))?;
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err(rejected("data must be a JSON object".into())),
+            Err(e) => return Err(rejected(format!("data is not JSON: {e}"))),
+        }
+        let version = slot.current();
+        if version.resident {
+            init_check(
+                &self.engine,
+                &version.pre,
+                name,
+                slot.limits,
+                &self.services,
+                text,
+            )
+            .map_err(rejected)?;
+        }
+        let data = Arc::new(ModuleData {
+            generation: self.next_id.fetch_add(1, Ordering::Relaxed),
+            json: text.into(),
+            sha256: digest(&SHA256, bytes)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            deployed_at: SystemTime::now(),
+        });
+        *slot.data.write().unwrap_or_else(|p| p.into_inner()) = Some(data.clone());
+        tracing::info!(module = name, generation = data.generation, sha256 = %data.sha256, bytes = bytes.len(), "module data deployed");
+        Ok(data)
     }
 
     /// Every module with its versions, for the admin API.
@@ -351,6 +442,44 @@ impl ModuleHost {
             .instantiate_pre(component)
             .map_err(wrong_world)?;
         ModulePre::new(instance_pre).map_err(wrong_world)
+    }
+}
+
+/// Starts an instance of a resident module with `config_json` and runs its `init`: the
+/// module's own verdict on a config (a rule set that does not compile).
+fn init_check(
+    engine: &Engine,
+    pre: &ModulePre<ModuleState>,
+    name: &str,
+    limits: ModuleLimits,
+    services: &Arc<Services>,
+    config_json: &str,
+) -> Result<(), String> {
+    let identity = InstanceIdentity {
+        name: name.into(),
+        version: "checking".into(),
+        config_json: config_json.into(),
+    };
+    let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(limits.instantiate_ticks());
+    let call = async {
+        let module = pre.instantiate_async(&mut store).await?;
+        store.set_epoch_deadline(super::chain::INIT_TICKS);
+        module.edge_module_hooks().call_init(&mut store).await
+    };
+    let result = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(call),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(call),
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(reason),
+        Err(e) => Err(format!("init failed: {e:#}")),
     }
 }
 

@@ -234,6 +234,8 @@ fn byte_escapes(pattern: &str) -> Cow<'_, str> {
 fn regex_match(re: &Regex, value: &[u8], captures: Option<&mut Vec<Vec<u8>>>) -> bool {
     match captures {
         None => re.is_match(value),
+        // Most values do not match: the plain search is much cheaper than capturing.
+        Some(_) if !re.is_match(value) => false,
         Some(out) => match re.captures(value) {
             Some(caps) => {
                 out.clear();

@@ -183,6 +183,10 @@ pub enum Item {
 pub struct RuleSet {
     /// Items per phase (index 0 is phase 1), in file order.
     pub phases: [Vec<Item>; 5],
+    /// For a rule with `skipAfter`, the index in its phase after the marker it names
+    /// (the phase's length when there is none), resolved once at load: CRS skips whole
+    /// paranoia-level sections this way on every request.
+    pub(crate) skip_after: [Vec<usize>; 5],
     pub engine: EngineMode,
     pub body: BodyConfig,
     /// Rules dropped because they did not compile (with `skip_errors`) and accepted
@@ -212,6 +216,7 @@ impl RuleSet {
             source,
             set: RuleSet {
                 phases: Default::default(),
+                skip_after: Default::default(),
                 engine: EngineMode::On,
                 body: BodyConfig::default(),
                 warnings: Vec::new(),
@@ -237,7 +242,28 @@ impl RuleSet {
             e.message = format!("skipped: {}", e.message);
             e
         }));
+        set.resolve_skips();
         Ok(set)
+    }
+
+    fn resolve_skips(&mut self) {
+        for (phase, items) in self.phases.iter().enumerate() {
+            let targets = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Item::Rule(Rule {
+                        flow: Some(Flow::SkipAfter(marker)),
+                        ..
+                    }) => items[i + 1..]
+                        .iter()
+                        .position(|it| matches!(it, Item::Marker(m) if m == marker))
+                        .map_or(items.len(), |at| i + 1 + at + 1),
+                    _ => items.len(),
+                })
+                .collect();
+            self.skip_after[phase] = targets;
+        }
     }
 
     /// Loads a list of rule files and folders from disk (folders: their `*.conf` files in
