@@ -45,6 +45,7 @@ use std::error::Error as StdError;
 
 pub mod sqli;
 pub mod xss;
+mod bytes;
 
 #[cfg(test)]
 mod tests;
@@ -190,7 +191,9 @@ pub fn detect_sqli(input: &[u8]) -> DetectionResult {
 pub fn detect_sqli_with_flags(input: &[u8], flags: SqliFlags) -> DetectionResult {
     let mut state = SqliState::new(input, flags);
     let is_sqli = state.detect();
-    let fp = state.get_fingerprint();
+    // The fingerprint of detect()'s last pass: the same value get_fingerprint()
+    // would recompute, without tokenizing and folding the input once more.
+    let fp = state.last_fingerprint();
     
     DetectionResult {
         is_injection: is_sqli,

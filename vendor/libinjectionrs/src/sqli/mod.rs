@@ -124,10 +124,8 @@ pub struct SqliState<'a> {
     pub tokens: SmallVec<[Token; 8]>,
     #[cfg(not(feature = "smallvec"))]
     pub tokens: Vec<Token>,
-    #[cfg(feature = "smallvec")]
-    token_vec: SmallVec<[Token; 8]>,
-    #[cfg(not(feature = "smallvec"))]
-    token_vec: Vec<Token>,
+    // Folding work area: a plain array (no SmallVec spill checks on every access)
+    token_vec: [Token; LIBINJECTION_SQLI_MAX_TOKENS + 3],
     
     // Current position in input
     pos: usize,
@@ -167,10 +165,7 @@ impl<'a> SqliState<'a> {
             tokens: SmallVec::new(),
             #[cfg(not(feature = "smallvec"))]
             tokens: Vec::with_capacity(LIBINJECTION_SQLI_MAX_TOKENS + 3),
-            #[cfg(feature = "smallvec")]
-            token_vec: SmallVec::new(),
-            #[cfg(not(feature = "smallvec"))]
-            token_vec: Vec::with_capacity(LIBINJECTION_SQLI_MAX_TOKENS + 3),
+            token_vec: [Token::new(); LIBINJECTION_SQLI_MAX_TOKENS + 3],
             pos: 0,
             current_token: None,
             fingerprint: [0; 8],
@@ -207,6 +202,15 @@ impl<'a> SqliState<'a> {
         self.fingerprint()
     }
     
+    /// The fingerprint computed by the last pass of [`SqliState::detect`].
+    ///
+    /// Equal to what `get_fingerprint()` returns right after `detect()` (which
+    /// re-runs the tokenizer and folding with the flags of that last pass, a
+    /// deterministic function of input and flags), without the extra pass.
+    pub(crate) fn last_fingerprint(&self) -> Fingerprint {
+        Fingerprint::new(self.fingerprint)
+    }
+    
     /// Detects SQL injection with additional flag handling
     /// This matches the C implementation's libinjection_is_sqli() function
     pub fn detect(&mut self) -> bool {
@@ -234,7 +238,7 @@ impl<'a> SqliState<'a> {
         }
         
         // If input has a single quote, test as if input was actually preceded by '
-        if self.input.contains(&b'\'') {
+        if crate::bytes::find_byte(b'\'', self.input).is_some() {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_SINGLE.0 | SqliFlags::FLAG_SQL_ANSI.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
@@ -252,7 +256,7 @@ impl<'a> SqliState<'a> {
         
         // If input has a double quote, test as if input was actually preceded by "
         // C only uses MySQL mode for double quotes (libinjection_sqli.c:2303-2304)
-        if self.input.contains(&b'"') {
+        if crate::bytes::find_byte(b'"', self.input).is_some() {
             self.reset(SqliFlags::new(SqliFlags::FLAG_QUOTE_DOUBLE.0 | SqliFlags::FLAG_SQL_MYSQL.0));
             let fingerprint = self.fingerprint();
             if self.check_is_sqli(&fingerprint) {
@@ -350,9 +354,9 @@ impl<'a> SqliState<'a> {
         let mut last_comment = Token::new();
         let mut tokenizer = SqliTokenizer::new(self.input, self.flags);
         
-        // Clear and resize token vec
-        self.token_vec.clear();
-        self.token_vec.resize(LIBINJECTION_SQLI_MAX_TOKENS + 3, Token::new());
+        // token_vec is not cleared here (it used to be reset to 8 new tokens):
+        // a slot is never read before this pass has written it - all reads are
+        // of slots below `pos` - so old contents cannot matter.
         
         // pos is the position of where the NEXT token goes
         #[allow(unused_assignments)] // Follows C implementation - pos initially 0, then set to 1 if real token found
@@ -363,16 +367,20 @@ impl<'a> SqliState<'a> {
         
         // Phase 1: Skip all initial comments, right-parens and unary operators (matches C lines 1366-1386)
         // This matches C's initial phase exactly - put tokens in tokenvec[0] and skip unwanted ones
+        // Tokens are written straight into their slot of token_vec (the token
+        // used to be built in the tokenizer and then copied, twice). A slot at or
+        // after `pos` is never read before it is written, so the tokenizer may
+        // also leave a comment (copied to last_comment) or a reset token there.
         while more {
-            if let Some(token) = tokenizer.next_token() {
+            if tokenizer.next_token_into(&mut self.token_vec[0]) {
                 // Count all tokens processed for stats_tokens
                 self.stats_tokens += 1;
                 
-                self.token_vec[0] = token.clone();
+                let token = &self.token_vec[0];
                 if !(token.token_type == TokenType::Comment ||
                      token.token_type == TokenType::LeftParenthesis ||
                      token.token_type == TokenType::SqlType ||
-                     self.is_unary_op(&token)) {
+                     self.is_unary_op(token)) {
                     // Found a real token, keep it at position 0
                     break;
                 }
@@ -423,7 +431,7 @@ impl<'a> SqliState<'a> {
                     self.token_vec[4].token_type == TokenType::Bareword) {
                     if pos > LIBINJECTION_SQLI_MAX_TOKENS {
                         // Copy token[5] to token[1], reset to position 2
-                        self.token_vec[1] = self.token_vec[LIBINJECTION_SQLI_MAX_TOKENS].clone();
+                        self.token_vec[1] = self.token_vec[LIBINJECTION_SQLI_MAX_TOKENS];
                         pos = 2;
                         left = 0;
                     } else {
@@ -442,15 +450,14 @@ impl<'a> SqliState<'a> {
             
             // Get up to two tokens
             while more && pos <= LIBINJECTION_SQLI_MAX_TOKENS && (pos - left) < 2 {
-                if let Some(token) = tokenizer.next_token() {
+                if tokenizer.next_token_into(&mut self.token_vec[pos]) {
                     // Count all tokens processed for stats_tokens
                     self.stats_tokens += 1;
                     
-                    if token.token_type == TokenType::Comment {
-                        last_comment = token;
+                    if self.token_vec[pos].token_type == TokenType::Comment {
+                        last_comment = self.token_vec[pos];
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token;
                         pos += 1;
                     }
                 } else {
@@ -465,35 +472,40 @@ impl<'a> SqliState<'a> {
             }
             
             /* ALL 2-TOKEN FOLDING RULES - exactly matching C implementation with else-if chain */
+            // The token types are read once: the conditions below have no side
+            // effects unless their branch is taken (the word merge only changes
+            // the token when it succeeds), so they all see these values.
+            let t0 = self.token_vec[left].token_type;
+            let t1 = self.token_vec[left + 1].token_type;
             
             // FOLD: "ss" -> "s" - from apply_two_token_fold 
             // "foo" "bar" is valid SQL, just ignore second string
-            if self.token_vec[left].token_type == TokenType::String &&
-               self.token_vec[left + 1].token_type == TokenType::String {
+            if t0 == TokenType::String &&
+               t1 == TokenType::String {
                 pos -= 1;
                 self.stats_folds += 1;
                 continue;
             
             // FOLD: ";;" -> ";" - from apply_two_token_fold
             // fold away repeated semicolons  
-            } else if self.token_vec[left].token_type == TokenType::Semicolon &&
-                      self.token_vec[left + 1].token_type == TokenType::Semicolon {
+            } else if t0 == TokenType::Semicolon &&
+                      t1 == TokenType::Semicolon {
                 pos -= 1;
                 self.stats_folds += 1;
                 continue;
             
             // FOLD: (operator|logic_operator) + (unary_op|sqltype) -> operator - from apply_two_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Operator ||
-                       self.token_vec[left].token_type == TokenType::LogicOperator) &&
+            } else if (t0 == TokenType::Operator ||
+                       t0 == TokenType::LogicOperator) &&
                       (self.is_unary_op(&self.token_vec[left + 1]) ||
-                       self.token_vec[left + 1].token_type == TokenType::SqlType) {
+                       t1 == TokenType::SqlType) {
                 pos -= 1;
                 self.stats_folds += 1;
                 left = 0;
                 continue;
             
             // FOLD: leftparens + unary_op -> leftparens - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::LeftParenthesis &&
+            } else if t0 == TokenType::LeftParenthesis &&
                       self.is_unary_op(&self.token_vec[left + 1]) {
                 pos -= 1;
                 self.stats_folds += 1;
@@ -527,24 +539,31 @@ impl<'a> SqliState<'a> {
                     let sz3 = sz1 + sz2 + 1; // +1 for space in the middle
                     
                     if sz3 < 32 { // make sure there is room for ending null
-                        // Create merged string: a.val + ' ' + b.val
-                        let a_val = self.token_vec[left].value_as_str();
-                        let b_val = self.token_vec[left + 1].value_as_str();
-                        let merged_original = format!("{} {}", a_val, b_val);
-                        let merged_upper = merged_original.to_ascii_uppercase();
-                        
+                        // Merged string: a.val + ' ' + b.val (sz3 < 32). Bytes that are
+                        // not UTF-8 can never be in the ASCII keyword table, so using the
+                        // raw bytes gives the same verdict as the former `value_as_str` +
+                        // `format!`. The table's cheap first/last-byte filter runs before
+                        // the merged word is built on the stack.
+                        let first = if sz1 > 0 { self.token_vec[left].val[0] } else { b' ' };
+                        let last = if sz2 > 0 { self.token_vec[left + 1].val[sz2 - 1] } else { b' ' };
+                        let found = if sqli_data::keyword_may_match(sz3, first, last) {
+                            let mut merged = self.token_vec[left].val;
+                            merged[sz1] = b' ';
+                            merged[sz1 + 1..sz3].copy_from_slice(&self.token_vec[left + 1].val[..sz2]);
+                            sqli_data::keyword_type_byte(&merged[..sz3]).map(|t| (t, merged))
+                        } else {
+                            None
+                        };
                         
                         // C merges whenever the word is in the table, including type 'n' (bareword) entries
                         // such as "LOCK IN" / "IN BOOLEAN" that are prefixes of longer multi-word keywords.
-                        let in_table = sqli_data::SQL_KEYWORDS.binary_search_by(|k| k.word.cmp(merged_upper.as_str())).is_ok();
-                        if in_table {
-                            let lookup_result = sqli_data::lookup_word(&merged_upper);
+                        if let Some((type_byte, merged)) = found {
+                            let lookup_result = sqli_data::keyword_byte_to_token_type(type_byte);
                             // Update the first token with merged value and new type
                             self.token_vec[left].token_type = lookup_result;
                             // Update the value - store the original case version, not uppercase
-                            let merged_bytes = merged_original.as_bytes();
-                            let copy_len = merged_bytes.len().min(31); // Leave space for null terminator
-                            self.token_vec[left].val[..copy_len].copy_from_slice(&merged_bytes[..copy_len]);
+                            let copy_len = sz3.min(31); // Leave space for null terminator
+                            self.token_vec[left].val[..copy_len].copy_from_slice(&merged[..copy_len]);
                             self.token_vec[left].len = copy_len;
                             true
                         } else {
@@ -563,8 +582,8 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: semicolon + function(IF) -> TSQL - from apply_two_token_fold  
-            } else if self.token_vec[left].token_type == TokenType::Semicolon &&
-                      self.token_vec[left + 1].token_type == TokenType::Function &&
+            } else if t0 == TokenType::Semicolon &&
+                      t1 == TokenType::Function &&
                       self.token_vec[left + 1].len >= 2 &&
                       (self.token_vec[left + 1].val[0] == b'I' || self.token_vec[left + 1].val[0] == b'i') &&
                       (self.token_vec[left + 1].val[1] == b'F' || self.token_vec[left + 1].val[1] == b'f') {
@@ -574,26 +593,26 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: (bareword|variable) + leftparens -> function (for specific functions) - from apply_two_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Bareword ||
-                       self.token_vec[left].token_type == TokenType::Variable) &&
-                      self.token_vec[left + 1].token_type == TokenType::LeftParenthesis &&
+            } else if (t0 == TokenType::Bareword ||
+                       t0 == TokenType::Variable) &&
+                      t1 == TokenType::LeftParenthesis &&
                       {
-                          let val = self.token_vec[left].value_as_str();
+                          let val = self.token_vec[left].value_bytes();
                           // TSQL functions but common enough to be column names
-                          self.cstrcasecmp("USER_ID", val) == 0 ||
-                          self.cstrcasecmp("USER_NAME", val) == 0 ||
+                          val.eq_ignore_ascii_case(b"USER_ID") ||
+                          val.eq_ignore_ascii_case(b"USER_NAME") ||
                           // Function in MYSQL  
-                          self.cstrcasecmp("DATABASE", val) == 0 ||
-                          self.cstrcasecmp("PASSWORD", val) == 0 ||
-                          self.cstrcasecmp("USER", val) == 0 ||
+                          val.eq_ignore_ascii_case(b"DATABASE") ||
+                          val.eq_ignore_ascii_case(b"PASSWORD") ||
+                          val.eq_ignore_ascii_case(b"USER") ||
                           // Mysql words that act as a variable and are a function
                           // TSQL current_users is fake-variable
-                          self.cstrcasecmp("CURRENT_USER", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_DATE", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_TIME", val) == 0 ||
-                          self.cstrcasecmp("CURRENT_TIMESTAMP", val) == 0 ||
-                          self.cstrcasecmp("LOCALTIME", val) == 0 ||
-                          self.cstrcasecmp("LOCALTIMESTAMP", val) == 0
+                          val.eq_ignore_ascii_case(b"CURRENT_USER") ||
+                          val.eq_ignore_ascii_case(b"CURRENT_DATE") ||
+                          val.eq_ignore_ascii_case(b"CURRENT_TIME") ||
+                          val.eq_ignore_ascii_case(b"CURRENT_TIMESTAMP") ||
+                          val.eq_ignore_ascii_case(b"LOCALTIME") ||
+                          val.eq_ignore_ascii_case(b"LOCALTIMESTAMP")
                       } {
                 // pos is the same, other conversions need to go here... for instance
                 // password CAN be a function, coalesce CAN be a function
@@ -601,12 +620,12 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: keyword IN/NOT_IN + leftparens -> operator, else -> bareword - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Keyword &&
+            } else if t0 == TokenType::Keyword &&
                       {
-                          let val = self.token_vec[left].value_as_str();
-                          self.cstrcasecmp("IN", val) == 0 || self.cstrcasecmp("NOT IN", val) == 0
+                          let val = self.token_vec[left].value_bytes();
+                          val.eq_ignore_ascii_case(b"IN") || val.eq_ignore_ascii_case(b"NOT IN")
                       } {
-                if self.token_vec[left + 1].token_type == TokenType::LeftParenthesis {
+                if t1 == TokenType::LeftParenthesis {
                     // got .... IN ( ... (or 'NOT IN') - it's an operator
                     self.token_vec[left].token_type = TokenType::Operator;
                 } else {
@@ -624,27 +643,27 @@ impl<'a> SqliState<'a> {
             
             // FOLD: operator LIKE/NOT_LIKE + leftparens -> function - from apply_two_token_fold
             // NOTE: This rule falls through in C - no continue!
-            } else if self.token_vec[left].token_type == TokenType::Operator &&
+            } else if t0 == TokenType::Operator &&
                       {
-                          let val = self.token_vec[left].value_as_str();
-                          self.cstrcasecmp("LIKE", val) == 0 || self.cstrcasecmp("NOT LIKE", val) == 0
+                          let val = self.token_vec[left].value_bytes();
+                          val.eq_ignore_ascii_case(b"LIKE") || val.eq_ignore_ascii_case(b"NOT LIKE")
                       } {
-                if self.token_vec[left + 1].token_type == TokenType::LeftParenthesis {
+                if t1 == TokenType::LeftParenthesis {
                     // SELECT LIKE(...  - it's a function
                     self.token_vec[left].token_type = TokenType::Function;
                 }
                 // NO continue here - falls through to next rule like C does
             
             // FOLD: sqltype + X -> X (remove sqltype) - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::SqlType &&
-                      (self.token_vec[left + 1].token_type == TokenType::Bareword ||
-                       self.token_vec[left + 1].token_type == TokenType::Number ||
-                       self.token_vec[left + 1].token_type == TokenType::SqlType ||
-                       self.token_vec[left + 1].token_type == TokenType::LeftParenthesis ||
-                       self.token_vec[left + 1].token_type == TokenType::Function ||
-                       self.token_vec[left + 1].token_type == TokenType::Variable ||
-                       self.token_vec[left + 1].token_type == TokenType::String) {
-                self.token_vec[left] = self.token_vec[left + 1].clone();
+            } else if t0 == TokenType::SqlType &&
+                      (t1 == TokenType::Bareword ||
+                       t1 == TokenType::Number ||
+                       t1 == TokenType::SqlType ||
+                       t1 == TokenType::LeftParenthesis ||
+                       t1 == TokenType::Function ||
+                       t1 == TokenType::Variable ||
+                       t1 == TokenType::String) {
+                self.token_vec[left] = self.token_vec[left + 1];
                 pos -= 1;
                 self.stats_folds += 1;
                 left = 0;
@@ -652,8 +671,8 @@ impl<'a> SqliState<'a> {
             
             // FOLD: collate + bareword -> handle collation types - from apply_two_token_fold
             // NOTE: This rule falls through in C - no continue!
-            } else if self.token_vec[left].token_type == TokenType::Collate &&
-                      self.token_vec[left + 1].token_type == TokenType::Bareword {
+            } else if t0 == TokenType::Collate &&
+                      t1 == TokenType::Bareword {
                 // there are too many collation types.. so if the bareword has a "_" then it's TYPE_SQLTYPE
                 let val = self.token_vec[left + 1].value_as_str();
                 if val.contains('_') {
@@ -663,13 +682,13 @@ impl<'a> SqliState<'a> {
                 // NO continue here - falls through like C does
             
             // FOLD: backslash + arithmetic_op -> number, else copy - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Backslash {
+            } else if t0 == TokenType::Backslash {
                 if self.is_arithmetic_op(&self.token_vec[left + 1]) {
                     // very weird case in TSQL where '\%1' is parsed as '0 % 1', etc
                     self.token_vec[left].token_type = TokenType::Number;
                 } else {
                     // just ignore it.. Again T-SQL seems to parse \1 as "1"
-                    self.token_vec[left] = self.token_vec[left + 1].clone();
+                    self.token_vec[left] = self.token_vec[left + 1];
                     pos -= 1;
                     self.stats_folds += 1;
                 }
@@ -677,24 +696,24 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: leftparens + leftparens -> leftparens - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::LeftParenthesis &&
-                      self.token_vec[left + 1].token_type == TokenType::LeftParenthesis {
+            } else if t0 == TokenType::LeftParenthesis &&
+                      t1 == TokenType::LeftParenthesis {
                 pos -= 1;
                 left = 0;
                 self.stats_folds += 1;
                 continue;
             
             // FOLD: rightparens + rightparens -> rightparens - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::RightParenthesis &&
-                      self.token_vec[left + 1].token_type == TokenType::RightParenthesis {
+            } else if t0 == TokenType::RightParenthesis &&
+                      t1 == TokenType::RightParenthesis {
                 pos -= 1;
                 left = 0;
                 self.stats_folds += 1;
                 continue;
             
             // FOLD: leftbrace + bareword -> special handling - from apply_two_token_fold
-            } else if self.token_vec[left].token_type == TokenType::LeftBrace &&
-                      self.token_vec[left + 1].token_type == TokenType::Bareword {
+            } else if t0 == TokenType::LeftBrace &&
+                      t1 == TokenType::Bareword {
                 // MySQL Degenerate case -- 
                 // select { ``.``.id };  -- valid !!!
                 // select { ``.``.``.id };  -- invalid
@@ -710,7 +729,7 @@ impl<'a> SqliState<'a> {
                     // Copy tokens before early return
                     self.tokens.clear();
                     for i in 0..(left + 2) {
-                        self.tokens.push(self.token_vec[i].clone());
+                        self.tokens.push(self.token_vec[i]);
                     }
                     return left + 2;
                 }
@@ -722,7 +741,7 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: X + rightbrace -> X - from apply_two_token_fold
-            } else if self.token_vec[left + 1].token_type == TokenType::RightBrace {
+            } else if t1 == TokenType::RightBrace {
                 pos -= 1;
                 left = 0;
                 self.stats_folds += 1;
@@ -731,15 +750,14 @@ impl<'a> SqliState<'a> {
             
             // all cases of handling 2 tokens is done and nothing matched. Get one more token
             while more && pos <= LIBINJECTION_SQLI_MAX_TOKENS && pos - left < 3 {
-                if let Some(token) = tokenizer.next_token() {
+                if tokenizer.next_token_into(&mut self.token_vec[pos]) {
                     // Count all tokens processed for stats_tokens
                     self.stats_tokens += 1;
                     
-                    if token.token_type == TokenType::Comment {
-                        last_comment = token;
+                    if self.token_vec[pos].token_type == TokenType::Comment {
+                        last_comment = self.token_vec[pos];
                     } else {
                         last_comment.token_type = TokenType::None;
-                        self.token_vec[pos] = token;
                         pos += 1;
                     }
                 } else {
@@ -754,117 +772,121 @@ impl<'a> SqliState<'a> {
             }
             
             /* ALL 3-TOKEN FOLDING RULES - exactly matching C implementation with else-if chain */
+            // (types read once, as for the 2-token rules)
+            let t0 = self.token_vec[left].token_type;
+            let t1 = self.token_vec[left + 1].token_type;
+            let t2 = self.token_vec[left + 2].token_type;
             
             // FOLD: number operator number -> number - from apply_three_token_fold
-            if self.token_vec[left].token_type == TokenType::Number &&
-               self.token_vec[left + 1].token_type == TokenType::Operator &&
-               self.token_vec[left + 2].token_type == TokenType::Number {
+            if t0 == TokenType::Number &&
+               t1 == TokenType::Operator &&
+               t2 == TokenType::Number {
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: operator X operator -> operator (where X != leftparens) - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Operator &&
-                      self.token_vec[left + 1].token_type != TokenType::LeftParenthesis &&
-                      self.token_vec[left + 2].token_type == TokenType::Operator {
+            } else if t0 == TokenType::Operator &&
+                      t1 != TokenType::LeftParenthesis &&
+                      t2 == TokenType::Operator {
                 left = 0;
                 pos -= 2;
                 continue;
             
             // FOLD: logic_operator X logic_operator -> logic_operator - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::LogicOperator &&
-                      self.token_vec[left + 2].token_type == TokenType::LogicOperator {
+            } else if t0 == TokenType::LogicOperator &&
+                      t2 == TokenType::LogicOperator {
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: variable operator (variable|number|bareword) -> variable - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Variable &&
-                      self.token_vec[left + 1].token_type == TokenType::Operator &&
-                      (self.token_vec[left + 2].token_type == TokenType::Variable ||
-                       self.token_vec[left + 2].token_type == TokenType::Number ||
-                       self.token_vec[left + 2].token_type == TokenType::Bareword) {
+            } else if t0 == TokenType::Variable &&
+                      t1 == TokenType::Operator &&
+                      (t2 == TokenType::Variable ||
+                       t2 == TokenType::Number ||
+                       t2 == TokenType::Bareword) {
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: (bareword|number) operator (number|bareword) -> first - from apply_three_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Bareword ||
-                       self.token_vec[left].token_type == TokenType::Number) &&
-                      self.token_vec[left + 1].token_type == TokenType::Operator &&
-                      (self.token_vec[left + 2].token_type == TokenType::Number ||
-                       self.token_vec[left + 2].token_type == TokenType::Bareword) {
+            } else if (t0 == TokenType::Bareword ||
+                       t0 == TokenType::Number) &&
+                      t1 == TokenType::Operator &&
+                      (t2 == TokenType::Number ||
+                       t2 == TokenType::Bareword) {
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: (bareword|number|string|variable) operator :: sqltype -> first (PostgreSQL casting) - from apply_three_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Bareword ||
-                       self.token_vec[left].token_type == TokenType::Number ||
-                       self.token_vec[left].token_type == TokenType::Variable ||
-                       self.token_vec[left].token_type == TokenType::String) &&
-                      self.token_vec[left + 1].token_type == TokenType::Operator &&
+            } else if (t0 == TokenType::Bareword ||
+                       t0 == TokenType::Number ||
+                       t0 == TokenType::Variable ||
+                       t0 == TokenType::String) &&
+                      t1 == TokenType::Operator &&
                       self.token_vec[left + 1].len == 2 && 
                       self.token_vec[left + 1].val[0] == b':' && 
                       self.token_vec[left + 1].val[1] == b':' &&
-                      self.token_vec[left + 2].token_type == TokenType::SqlType {
+                      t2 == TokenType::SqlType {
                 pos -= 2;
                 left = 0;
                 self.stats_folds += 2; // Only this 3-token rule increments stats_folds (by 2)
                 continue;
             
             // FOLD: (bareword|number|string|variable) comma (number|bareword|string|variable) -> first_token - from apply_three_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Bareword ||
-                       self.token_vec[left].token_type == TokenType::Number ||
-                       self.token_vec[left].token_type == TokenType::String ||
-                       self.token_vec[left].token_type == TokenType::Variable) &&
-                      self.token_vec[left + 1].token_type == TokenType::Comma &&
-                      (self.token_vec[left + 2].token_type == TokenType::Number ||
-                       self.token_vec[left + 2].token_type == TokenType::Bareword ||
-                       self.token_vec[left + 2].token_type == TokenType::String ||
-                       self.token_vec[left + 2].token_type == TokenType::Variable) {
+            } else if (t0 == TokenType::Bareword ||
+                       t0 == TokenType::Number ||
+                       t0 == TokenType::String ||
+                       t0 == TokenType::Variable) &&
+                      t1 == TokenType::Comma &&
+                      (t2 == TokenType::Number ||
+                       t2 == TokenType::Bareword ||
+                       t2 == TokenType::String ||
+                       t2 == TokenType::Variable) {
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: (expression|group|comma) + unary_op + leftparens -> remove unary - from apply_three_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Expression ||
-                       self.token_vec[left].token_type == TokenType::Group ||
-                       self.token_vec[left].token_type == TokenType::Comma) &&
+            } else if (t0 == TokenType::Expression ||
+                       t0 == TokenType::Group ||
+                       t0 == TokenType::Comma) &&
                       self.is_unary_op(&self.token_vec[left + 1]) &&
-                      self.token_vec[left + 2].token_type == TokenType::LeftParenthesis {
+                      t2 == TokenType::LeftParenthesis {
                 // got something like SELECT + (, LIMIT + ( - remove unary operator
-                self.token_vec[left + 1] = self.token_vec[left + 2].clone();
+                self.token_vec[left + 1] = self.token_vec[left + 2];
                 pos -= 1;
                 left = 0;
                 continue;
             
             // FOLD: (keyword|expression|group) + unary_op + (number|bareword|variable|string|function) -> remove unary - from apply_three_token_fold
-            } else if (self.token_vec[left].token_type == TokenType::Keyword ||
-                       self.token_vec[left].token_type == TokenType::Expression ||
-                       self.token_vec[left].token_type == TokenType::Group) &&
+            } else if (t0 == TokenType::Keyword ||
+                       t0 == TokenType::Expression ||
+                       t0 == TokenType::Group) &&
                       self.is_unary_op(&self.token_vec[left + 1]) &&
-                      (self.token_vec[left + 2].token_type == TokenType::Number ||
-                       self.token_vec[left + 2].token_type == TokenType::Bareword ||
-                       self.token_vec[left + 2].token_type == TokenType::Variable ||
-                       self.token_vec[left + 2].token_type == TokenType::String ||
-                       self.token_vec[left + 2].token_type == TokenType::Function) {
+                      (t2 == TokenType::Number ||
+                       t2 == TokenType::Bareword ||
+                       t2 == TokenType::Variable ||
+                       t2 == TokenType::String ||
+                       t2 == TokenType::Function) {
                 // remove unary operators - select - 1
-                self.token_vec[left + 1] = self.token_vec[left + 2].clone();
+                self.token_vec[left + 1] = self.token_vec[left + 2];
                 pos -= 1;
                 left = 0;
                 continue;
             
             // FOLD: comma + unary_op + (number|bareword|variable|string) -> remove unary, backup - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Comma &&
+            } else if t0 == TokenType::Comma &&
                       self.is_unary_op(&self.token_vec[left + 1]) &&
-                      (self.token_vec[left + 2].token_type == TokenType::Number ||
-                       self.token_vec[left + 2].token_type == TokenType::Bareword ||
-                       self.token_vec[left + 2].token_type == TokenType::Variable ||
-                       self.token_vec[left + 2].token_type == TokenType::String) {
+                      (t2 == TokenType::Number ||
+                       t2 == TokenType::Bareword ||
+                       t2 == TokenType::Variable ||
+                       t2 == TokenType::String) {
                 // interesting case turn ", -1" ->> ",1" PLUS we need to back up one token if possible 
                 // to see if more folding can be done - "1,-1" --> "1"
-                self.token_vec[left + 1] = self.token_vec[left + 2].clone();
+                self.token_vec[left + 1] = self.token_vec[left + 2];
                 left = 0;
                 // pos is >= 3 so this is safe
                 if pos >= 3 {
@@ -873,48 +895,48 @@ impl<'a> SqliState<'a> {
                 continue;
             
             // FOLD: comma + unary_op + function -> remove unary only - from apply_three_token_fold  
-            } else if self.token_vec[left].token_type == TokenType::Comma &&
+            } else if t0 == TokenType::Comma &&
                       self.is_unary_op(&self.token_vec[left + 1]) &&
-                      self.token_vec[left + 2].token_type == TokenType::Function {
+                      t2 == TokenType::Function {
                 // Separate case from above since you end up with
                 // 1,-sin(1) --> 1 (1)
                 // Here, just do
                 // 1,-sin(1) --> 1,sin(1)
                 // just remove unary operator
-                self.token_vec[left + 1] = self.token_vec[left + 2].clone();
+                self.token_vec[left + 1] = self.token_vec[left + 2];
                 pos -= 1;
                 left = 0;
                 continue;
             
             // FOLD: bareword . bareword -> bareword (database.table -> table) - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Bareword &&
-                      self.token_vec[left + 1].token_type == TokenType::Dot &&
-                      self.token_vec[left + 2].token_type == TokenType::Bareword {
+            } else if t0 == TokenType::Bareword &&
+                      t1 == TokenType::Dot &&
+                      t2 == TokenType::Bareword {
                 // ignore the '.n' - typically is this databasename.table
                 pos -= 2;
                 left = 0;
                 continue;
             
             // FOLD: expression . bareword -> bareword (SELECT . `foo` -> SELECT `foo`) - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Expression &&
-                      self.token_vec[left + 1].token_type == TokenType::Dot &&
-                      self.token_vec[left + 2].token_type == TokenType::Bareword {
+            } else if t0 == TokenType::Expression &&
+                      t1 == TokenType::Dot &&
+                      t2 == TokenType::Bareword {
                 // select . `foo` --> select `foo`
-                self.token_vec[left + 1] = self.token_vec[left + 2].clone();
+                self.token_vec[left + 1] = self.token_vec[left + 2];
                 pos -= 1;
                 left = 0;
                 continue;
             
             // FOLD: function + leftparens + (not rightparens) -> handle special functions - from apply_three_token_fold
-            } else if self.token_vec[left].token_type == TokenType::Function &&
-                      self.token_vec[left + 1].token_type == TokenType::LeftParenthesis &&
-                      self.token_vec[left + 2].token_type != TokenType::RightParenthesis {
+            } else if t0 == TokenType::Function &&
+                      t1 == TokenType::LeftParenthesis &&
+                      t2 != TokenType::RightParenthesis {
                 // whats going on here
                 // Some SQL functions like USER() have 0 args
                 // if we get User(foo), then User is not a function
                 // This should be expanded since it eliminated a lot of false positives.
-                let val = self.token_vec[left].value_as_str();
-                if self.cstrcasecmp("USER", val) == 0 {
+                let val = self.token_vec[left].value_bytes();
+                if val.eq_ignore_ascii_case(b"USER") {
                     self.token_vec[left].token_type = TokenType::Bareword;
                 }
                 // NOTE: C version falls through here - no continue
@@ -953,7 +975,7 @@ impl<'a> SqliState<'a> {
         self.tokens.clear();
         for i in 0..left.min(LIBINJECTION_SQLI_MAX_TOKENS) {
             if self.token_vec[i].token_type != TokenType::None {
-                self.tokens.push(self.token_vec[i].clone());
+                self.tokens.push(self.token_vec[i]);
             }
         }
         
@@ -977,11 +999,13 @@ impl<'a> SqliState<'a> {
             return false;
         }
         
-        let val = token.value_as_str();
+        // Raw bytes instead of `value_as_str`: a value that is not UTF-8 has a
+        // byte >= 0x80 and matches none of these ASCII operators either way.
+        let val = token.value_bytes();
         match val.len() {
-            1 => matches!(val.chars().next(), Some('+' | '-' | '!' | '~')),
-            2 => val == "!!",
-            3 => self.cstrcasecmp("NOT", val) == 0,
+            1 => matches!(val[0], b'+' | b'-' | b'!' | b'~'),
+            2 => val == b"!!",
+            3 => val.eq_ignore_ascii_case(b"NOT"),
             _ => false,
         }
     }
@@ -993,31 +1017,6 @@ impl<'a> SqliState<'a> {
         
         let ch = token.val[0] as char;
         matches!(ch, '*' | '/' | '-' | '+' | '%')
-    }
-    
-    /// Case-insensitive string comparison that matches C's cstrcasecmp exactly
-    fn cstrcasecmp(&self, a: &str, b: &str) -> i32 {
-        let a_bytes = a.as_bytes();
-        let b_bytes = b.as_bytes();
-        let n = a_bytes.len();
-        
-        if n != b_bytes.len() {
-            return if a_bytes.len() < b_bytes.len() { -1 } else { 1 };
-        }
-        
-        for i in 0..n {
-            let mut cb = b_bytes[i];
-            if cb >= b'a' && cb <= b'z' {
-                cb -= 0x20;
-            }
-            if a_bytes[i] != cb {
-                return a_bytes[i] as i32 - cb as i32;
-            } else if a_bytes[i] == 0 {
-                return -1;
-            }
-        }
-        
-        if n == 0 { 0 } else { 0 }
     }
     
     fn generate_fingerprint(&mut self, token_count: usize) {
@@ -1099,7 +1098,10 @@ impl<'a> SqliState<'a> {
     }
     
     pub(crate) fn check_is_sqli(&self, fingerprint: &Fingerprint) -> bool {
-        let is_bl = blacklist::is_blacklisted(fingerprint.as_str());
+        // (the fingerprint is ASCII: its bytes up to the first NUL are `as_str()`)
+        let fp = fingerprint.as_bytes();
+        let fp_len = fp.iter().position(|&b| b == 0).unwrap_or(fp.len());
+        let is_bl = blacklist::is_blacklisted_bytes(&fp[..fp_len]);
         if is_bl {
             let result = self.is_not_whitelist();
             result
@@ -1111,9 +1113,9 @@ impl<'a> SqliState<'a> {
     /// Whitelist functionality to reduce false positives
     /// Returns true if SQLi, false if benign
     fn is_not_whitelist(&self) -> bool {
-        let fingerprint_str = core::str::from_utf8(&self.fingerprint)
-            .unwrap_or("")
-            .trim_end_matches('\0');
+        // The fingerprint is ASCII (so valid UTF-8): the bytes without trailing NULs
+        // are what `from_utf8(..).trim_end_matches('\0')` gave.
+        let fingerprint_str = self.fingerprint_trimmed();
         let tlen = fingerprint_str.len();
         
         // Check for sp_password in comments
@@ -1131,15 +1133,29 @@ impl<'a> SqliState<'a> {
         }
     }
     
+    /// The fingerprint bytes without trailing NULs.
+    fn fingerprint_trimmed(&self) -> &[u8] {
+        let mut n = self.fingerprint.len();
+        while n > 0 && self.fingerprint[n - 1] == 0 {
+            n -= 1;
+        }
+        &self.fingerprint[..n]
+    }
+    
     fn contains_sp_password(&self) -> bool {
-        let input_str = core::str::from_utf8(self.input).unwrap_or("");
-        input_str.to_ascii_lowercase().contains("sp_password")
+        // Same as `from_utf8(input).unwrap_or("").to_ascii_lowercase().contains("sp_password")`
+        // (input that is not UTF-8 never matches), without copying the input.
+        const NEEDLE: &[u8] = b"sp_password";
+        if self.input.len() < NEEDLE.len() || core::str::from_utf8(self.input).is_err() {
+            return false;
+        }
+        self.input.windows(NEEDLE.len()).any(|w| w.eq_ignore_ascii_case(NEEDLE))
     }
     
     fn handle_two_token_whitelist(&self) -> bool {
-        let fingerprint_str = core::str::from_utf8(&self.fingerprint)
-            .unwrap_or("")
-            .trim_end_matches('\0');
+        // The fingerprint is ASCII (so valid UTF-8): the bytes without trailing NULs
+        // are what `from_utf8(..).trim_end_matches('\0')` gave.
+        let fingerprint_str = self.fingerprint_trimmed();
             
             
         if self.tokens.len() < 2 {
@@ -1149,7 +1165,7 @@ impl<'a> SqliState<'a> {
         // Case 2: "very small SQLi" which make them hard to tell from normal input
         
         // Check for Union pattern - fingerprint[1] == 'U'
-        if fingerprint_str.chars().nth(1) == Some('U') {
+        if fingerprint_str.get(1) == Some(&b'U') {
             if self.stats_tokens == 2 {
                 // "1U" with exactly 2 tokens - likely not SQLi
                 return false;
@@ -1241,16 +1257,16 @@ impl<'a> SqliState<'a> {
     }
     
     fn handle_three_token_whitelist(&self) -> bool {
-        let fingerprint_str = core::str::from_utf8(&self.fingerprint)
-            .unwrap_or("")
-            .trim_end_matches('\0');
+        // The fingerprint is ASCII (so valid UTF-8): the bytes without trailing NULs
+        // are what `from_utf8(..).trim_end_matches('\0')` gave.
+        let fingerprint_str = self.fingerprint_trimmed();
             
         if self.tokens.len() < 3 {
             return true;
         }
         
         // String concatenation patterns: ...foo' + 'bar...
-        if fingerprint_str == "sos" || fingerprint_str == "s&s" {
+        if fingerprint_str == b"sos" || fingerprint_str == b"s&s" {
             if self.tokens[0].str_open == CHAR_NULL &&
                self.tokens[2].str_close == CHAR_NULL &&
                self.tokens[0].str_close == self.tokens[2].str_open {
@@ -1270,9 +1286,9 @@ impl<'a> SqliState<'a> {
         }
         
         // Handle 'sexy and 17' vs 'sexy and 17<18' patterns
-        if fingerprint_str == "s&n" || fingerprint_str == "n&1" ||
-           fingerprint_str == "1&1" || fingerprint_str == "1&v" ||
-           fingerprint_str == "1&s" {
+        if fingerprint_str == b"s&n" || fingerprint_str == b"n&1" ||
+           fingerprint_str == b"1&1" || fingerprint_str == b"1&v" ||
+           fingerprint_str == b"1&s" {
             if self.stats_tokens == 3 {
                 // 'sexy and 17' - not SQLi
                 return false;

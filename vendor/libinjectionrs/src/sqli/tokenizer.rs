@@ -38,6 +38,24 @@ const CHAR_SINGLE: u8 = b'\'';
 const CHAR_DOUBLE: u8 = b'"';
 const CHAR_TICK: u8 = b'`';
 
+// Word delimiters - matches C version's strlencspn character set in parse_word
+const WORD_DELIMS: &[u8] = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+// Variable name delimiters - C: " <>:\\?=@!#~+-*/&|^%(),';\t\n\v\f\r'`\""
+const VAR_DELIMS: &[u8] = b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"";
+
+const fn byte_set(chars: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < chars.len() {
+        t[chars[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static WORD_DELIM_TABLE: [bool; 256] = byte_set(WORD_DELIMS);
+static VAR_DELIM_TABLE: [bool; 256] = byte_set(VAR_DELIMS);
+
 // SQL injection limits
 const LIBINJECTION_SQLI_TOKEN_SIZE: usize = 32;
 
@@ -108,7 +126,7 @@ impl TokenType {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Token {
     pub token_type: TokenType,
     pub pos: usize,
@@ -120,7 +138,7 @@ pub struct Token {
 }
 
 impl Token {
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
             token_type: TokenType::None,
             pos: 0,
@@ -137,6 +155,12 @@ impl Token {
         // For display purposes, show lossy conversion to handle 0xFF bytes
         // This won't affect tokenization logic, only debugging output
         std::str::from_utf8(&self.val[..end]).unwrap_or("<binary>")
+    }
+    
+    /// The token value bytes (`val[..len]`), without UTF-8 validation.
+    #[inline]
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.val[..self.len.min(32)]
     }
     
     pub fn clear(&mut self) {
@@ -172,7 +196,7 @@ impl Token {
     }
     
     pub fn copy_from(&mut self, other: &Token) {
-        *self = other.clone();
+        *self = *other;
     }
 }
 
@@ -249,7 +273,6 @@ pub struct SqliTokenizer<'a> {
     input: &'a [u8],
     flags: SqliFlags,
     pos: usize,
-    current: Token,
     lookup_fn: Option<&'a LookupFn>,
     pub stats_comment_c: i32,
     pub stats_comment_ddw: i32,
@@ -263,7 +286,6 @@ impl<'a> SqliTokenizer<'a> {
             input,
             flags,
             pos: 0,
-            current: Token::new(),
             lookup_fn: None,
             stats_comment_c: 0,
             stats_comment_ddw: 0,
@@ -277,43 +299,67 @@ impl<'a> SqliTokenizer<'a> {
         self
     }
     
-    fn lookup_word(&self, word: &str) -> TokenType {
+    /// Keyword lookup on raw bytes. With the built-in table this neither
+    /// allocates nor validates UTF-8 (the table is ASCII, so bytes that are not
+    /// UTF-8 cannot match and give `Bareword`, as the old `from_utf8` guards
+    /// did). A custom lookup function still gets a `&str`, and non-UTF-8 bytes
+    /// give `Bareword` without calling it, which every call site treats the
+    /// same as its former "skip the lookup" branch.
+    #[inline]
+    fn lookup_bytes(&self, word: &[u8]) -> TokenType {
         if let Some(lookup_fn) = self.lookup_fn {
-            lookup_fn(word)
+            match core::str::from_utf8(word) {
+                Ok(s) => lookup_fn(s),
+                Err(_) => TokenType::Bareword,
+            }
         } else {
-            sqli_data::lookup_word(word)
+            sqli_data::lookup_word_bytes(word)
         }
     }
     
     // Main tokenization function - matches libinjection_sqli_tokenize
     pub fn next_token(&mut self) -> Option<Token> {
+        let mut token = Token::new();
+        if self.next_token_into(&mut token) {
+            Some(token)
+        } else {
+            None
+        }
+    }
+    
+    /// `next_token`, writing the token into `cur` (the token is built in place
+    /// instead of in a tokenizer field that is then copied out). Returns
+    /// `false` where `next_token` returns `None`; `cur` is then either left
+    /// unchanged (no input left) or reset to `Token::new()` (only white space
+    /// was left).
+    pub(crate) fn next_token_into(&mut self, cur: &mut Token) -> bool {
         if self.input.is_empty() || self.pos >= self.input.len() {
-            return None;
+            return false;
         }
         
-        self.current.clear();
+        cur.clear();
         
         // Handle quote context at start of string - matches C behavior
         let quote_context = self.flags.quote_context();
         if self.pos == 0 && quote_context != b'\0' {
             // FIXED: Parse only first token as string like C does with parse_string_core
-            return self.parse_first_token_with_quote_context(quote_context);
+            return self.parse_first_token_with_quote_context(cur, quote_context);
         }
         
         while self.pos < self.input.len() {
             let ch = self.input[self.pos];
-            let new_pos = self.dispatch_char_parser(ch);
+            let new_pos = self.dispatch_char_parser(cur, ch);
             self.pos = new_pos;
             
-            if self.current.token_type != TokenType::None {
-                return Some(self.current.clone());
+            if cur.token_type != TokenType::None {
+                return true;
             }
         }
         
-        None
+        false
     }
     
-    fn parse_first_token_with_quote_context(&mut self, quote_char: u8) -> Option<Token> {
+    fn parse_first_token_with_quote_context(&mut self, cur: &mut Token, quote_char: u8) -> bool {
         // FIXED: Implements exact C behavior from libinjection_sqli.c parse_string_core function
         // Called from libinjection_sqli.c:1216: parse_string_core(s, slen, 0, current, flag2delim(sf->flags), 0)
         // This handles FLAG_QUOTE_DOUBLE context where input is treated as if starting with a quote
@@ -338,7 +384,7 @@ impl<'a> SqliTokenizer<'a> {
         
         // From libinjection_sqli.c:638-643: Set str_open based on offset
         // offset = 0 means "simulated quote", so str_open = CHAR_NULL
-        self.current.str_open = CHAR_NULL;
+        cur.str_open = CHAR_NULL;
         
         // Main parsing loop from libinjection_sqli.c:645-672
         while let Some(qpos) = qpos_idx {
@@ -399,91 +445,91 @@ impl<'a> SqliTokenizer<'a> {
             let content_len = qpos - content_start;
             let content = &self.input[content_start..(content_start + content_len)];
             
-            self.current.assign(TYPE_STRING, content_start, content_len, content);
-            self.current.str_close = quote_char; // libinjection_sqli.c:669
+            cur.assign(TYPE_STRING, content_start, content_len, content);
+            cur.str_close = quote_char; // libinjection_sqli.c:669
             
             // libinjection_sqli.c:670: return (size_t)(qpos - cs + 1)
             self.pos = qpos + 1;
-            return Some(self.current.clone());
+            return true;
         }
         
         // No closing quote found - libinjection_sqli.c:646-654
         // C: st_assign(st, TYPE_STRING, pos + offset, len - pos - offset, cs + pos + offset)
         let content = &self.input[start_pos..];
-        self.current.assign(TYPE_STRING, start_pos, self.input.len() - start_pos, content);
-        self.current.str_close = CHAR_NULL; // libinjection_sqli.c:653
+        cur.assign(TYPE_STRING, start_pos, self.input.len() - start_pos, content);
+        cur.str_close = CHAR_NULL; // libinjection_sqli.c:653
         self.pos = self.input.len(); // libinjection_sqli.c:654: return len
         
-        Some(self.current.clone())
+        true
     }
     
     // Character dispatch function - matches char_parse_map in C
-    fn dispatch_char_parser(&mut self, ch: u8) -> usize {
+    fn dispatch_char_parser(&mut self, cur: &mut Token, ch: u8) -> usize {
         use crate::sqli::sqli_data::{get_char_type, CharType};
         
         // Use the generated lookup table - same as C implementation
         match get_char_type(ch) {
-            CharType::White => self.parse_white(),
-            CharType::Bang => self.parse_operator2(),
-            CharType::String => self.parse_string(),
-            CharType::Hash => self.parse_hash(),
-            CharType::Money => self.parse_money(),
-            CharType::Op1 | CharType::Unary => self.parse_operator1(),
-            CharType::Op2 => self.parse_operator2(),
+            CharType::White => self.parse_white(cur),
+            CharType::Bang => self.parse_operator2(cur),
+            CharType::String => self.parse_string(cur),
+            CharType::Hash => self.parse_hash(cur),
+            CharType::Money => self.parse_money(cur),
+            CharType::Op1 | CharType::Unary => self.parse_operator1(cur),
+            CharType::Op2 => self.parse_operator2(cur),
             CharType::LeftParens | CharType::RightParens | CharType::Comma | 
-            CharType::Semicolon | CharType::LeftBrace | CharType::RightBrace => self.parse_char(),
-            CharType::Dash => self.parse_dash(),
-            CharType::Number => self.parse_number(),
-            CharType::Slash => self.parse_slash(),
-            CharType::Variable => self.parse_var(),
-            CharType::Word => self.parse_word(),     // This now handles UTF-8 bytes 128-255!
-            CharType::BString => self.parse_bstring(),
-            CharType::EString => self.parse_estring(),
-            CharType::NQString => self.parse_nqstring(),
-            CharType::QString => self.parse_qstring(),
-            CharType::UString => self.parse_ustring(),
-            CharType::XString => self.parse_xstring(),
-            CharType::BWord => self.parse_bword(),
-            CharType::Backslash => self.parse_backslash(),
-            CharType::Tick => self.parse_tick(),
-            CharType::Other => self.parse_other(),
+            CharType::Semicolon | CharType::LeftBrace | CharType::RightBrace => self.parse_char(cur),
+            CharType::Dash => self.parse_dash(cur),
+            CharType::Number => self.parse_number(cur),
+            CharType::Slash => self.parse_slash(cur),
+            CharType::Variable => self.parse_var(cur),
+            CharType::Word => self.parse_word(cur),     // This now handles UTF-8 bytes 128-255!
+            CharType::BString => self.parse_bstring(cur),
+            CharType::EString => self.parse_estring(cur),
+            CharType::NQString => self.parse_nqstring(cur),
+            CharType::QString => self.parse_qstring(cur),
+            CharType::UString => self.parse_ustring(cur),
+            CharType::XString => self.parse_xstring(cur),
+            CharType::BWord => self.parse_bword(cur),
+            CharType::Backslash => self.parse_backslash(cur),
+            CharType::Tick => self.parse_tick(cur),
+            CharType::Other => self.parse_other(cur),
         }
     }
     
     // Parser implementations matching C version exactly
     
-    fn parse_white(&mut self) -> usize {
+    fn parse_white(&mut self, _cur: &mut Token) -> usize {
         self.pos + 1
     }
     
-    fn parse_operator1(&mut self) -> usize {
+    fn parse_operator1(&mut self, cur: &mut Token) -> usize {
         let ch = self.input[self.pos];
-        self.current.assign_char(TYPE_OPERATOR, self.pos, ch);
+        cur.assign_char(TYPE_OPERATOR, self.pos, ch);
         self.pos + 1
     }
     
-    fn parse_operator2(&mut self) -> usize {
+    fn parse_operator2(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Boundary check - if not enough characters for 2-char operator, fallback
         if pos + 1 >= slen {
-            return self.parse_operator1();
+            return self.parse_operator1(cur);
         }
         
         // First check for 3-character operator <=> (special case in C)
         if pos + 2 < slen && 
            self.input[pos] == b'<' && self.input[pos + 1] == b'=' && self.input[pos + 2] == b'>' {
             let op = [b'<', b'=', b'>'];
-            self.current.assign(TYPE_OPERATOR, pos, 3, &op);
+            cur.assign(TYPE_OPERATOR, pos, 3, &op);
             return pos + 3;
         }
         
         // Try 2-character operator lookup using the comprehensive table
         // Only attempt lookup if bytes form valid UTF-8, since operators are ASCII-only
         let two_char = &self.input[pos..pos + 2];
-        if let Ok(two_char_str) = std::str::from_utf8(two_char) {
-            let token_type = self.lookup_word(two_char_str);
+        {
+            let token_type = self.lookup_bytes(two_char);
             if token_type != TokenType::None && token_type != TokenType::Bareword {
                 // Found a 2-character operator in the lookup table
                 let type_byte = match token_type {
@@ -491,7 +537,7 @@ impl<'a> SqliTokenizer<'a> {
                     TokenType::LogicOperator => TYPE_LOGIC_OPERATOR,
                     _ => TYPE_OPERATOR, // Default fallback
                 };
-                self.current.assign(type_byte, pos, 2, two_char);
+                cur.assign(type_byte, pos, 2, two_char);
                 return pos + 2;
             }
         }
@@ -500,40 +546,40 @@ impl<'a> SqliTokenizer<'a> {
         let ch = self.input[pos];
         if ch == b':' {
             // Special case: ':' is not an operator, it's TYPE_COLON
-            self.current.assign_char(TYPE_COLON, pos, ch);
+            cur.assign_char(TYPE_COLON, pos, ch);
             return pos + 1;
         } else {
             // Must be a single char operator - delegate to parse_operator1
-            return self.parse_operator1();
+            return self.parse_operator1(cur);
         }
     }
     
-    fn parse_other(&mut self) -> usize {
+    fn parse_other(&mut self, cur: &mut Token) -> usize {
         let ch = self.input[self.pos];
-        self.current.assign_char(TYPE_UNKNOWN, self.pos, ch);
+        cur.assign_char(TYPE_UNKNOWN, self.pos, ch);
         self.pos + 1
     }
     
-    fn parse_char(&mut self) -> usize {
+    fn parse_char(&mut self, cur: &mut Token) -> usize {
         let ch = self.input[self.pos];
-        self.current.assign_char(ch, self.pos, ch);
+        cur.assign_char(ch, self.pos, ch);
         self.pos + 1
     }
     
-    fn parse_hash(&mut self) -> usize {
+    fn parse_hash(&mut self, cur: &mut Token) -> usize {
         self.stats_comment_hash += 1;
         if self.flags.is_mysql() {
             // C version has a bug that increments stats_comment_hash twice in MySQL mode
             // We need to match this behavior exactly
             self.stats_comment_hash += 1;
-            self.parse_eol_comment()
+            self.parse_eol_comment(cur)
         } else {
-            self.current.assign_char(TYPE_OPERATOR, self.pos, b'#');
+            cur.assign_char(TYPE_OPERATOR, self.pos, b'#');
             self.pos + 1
         }
     }
     
-    fn parse_dash(&mut self) -> usize {
+    fn parse_dash(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
@@ -541,58 +587,58 @@ impl<'a> SqliTokenizer<'a> {
             if pos + 2 >= slen || self.is_white_char(self.input[pos + 2]) {
                 // "--" followed by whitespace or end: SQL comment
                 self.stats_comment_ddw += 1;
-                return self.parse_eol_comment();
+                return self.parse_eol_comment(cur);
             } else {
                 // "--" followed by non-whitespace: depends on SQL mode
                 self.stats_comment_ddx += 1;
                 if self.flags.is_ansi() {
-                    return self.parse_eol_comment();
+                    return self.parse_eol_comment(cur);
                 } else {
                     // MySQL treats as two unary operators
-                    self.current.assign_char(TYPE_OPERATOR, pos, b'-');
+                    cur.assign_char(TYPE_OPERATOR, pos, b'-');
                     return pos + 1;
                 }
             }
         } else {
             // Single dash: operator
-            self.current.assign_char(TYPE_OPERATOR, pos, b'-');
+            cur.assign_char(TYPE_OPERATOR, pos, b'-');
             pos + 1
         }
     }
     
-    fn parse_slash(&mut self) -> usize {
+    fn parse_slash(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Match C logic exactly: if (pos1 == slen || cs[pos1] != '*')
         if pos + 1 == slen || self.input[pos + 1] != b'*' {
             // Regular operator
-            self.current.assign_char(TYPE_OPERATOR, pos, b'/');
+            cur.assign_char(TYPE_OPERATOR, pos, b'/');
             pos + 1
         } else {
             // C-style comment /* ... */
             self.stats_comment_c += 1;
-            self.parse_c_comment()
+            self.parse_c_comment(cur)
         }
     }
     
-    fn parse_backslash(&mut self) -> usize {
+    fn parse_backslash(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Weird MySQL alias for NULL, "\N" (capital N only)
         if pos + 1 < slen && self.input[pos + 1] == b'N' {
             let content = &self.input[pos..pos + 2];
-            self.current.assign(TYPE_NUMBER, pos, 2, content);
+            cur.assign(TYPE_NUMBER, pos, 2, content);
             pos + 2
         } else {
             let ch = self.input[pos];
-            self.current.assign_char(TYPE_BACKSLASH, pos, ch);
+            cur.assign_char(TYPE_BACKSLASH, pos, ch);
             pos + 1
         }
     }
     
-    fn parse_eol_comment(&mut self) -> usize {
+    fn parse_eol_comment(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
@@ -603,7 +649,7 @@ impl<'a> SqliTokenizer<'a> {
         }
         
         let comment_slice = &self.input[pos..end_pos];
-        self.current.assign(TYPE_COMMENT, pos, end_pos - pos, comment_slice);
+        cur.assign(TYPE_COMMENT, pos, end_pos - pos, comment_slice);
         
         if end_pos < slen {
             end_pos + 1 // Skip the newline
@@ -641,7 +687,7 @@ impl<'a> SqliTokenizer<'a> {
         self.input[pos + 2] == b'!'
     }
     
-    fn parse_c_comment(&mut self) -> usize {
+    fn parse_c_comment(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
@@ -695,17 +741,17 @@ impl<'a> SqliTokenizer<'a> {
         }
         
         let comment_slice = &self.input[pos..pos + clen];
-        self.current.assign(ctype, pos, clen, comment_slice);
+        cur.assign(ctype, pos, clen, comment_slice);
         pos + clen
     }
     
-    fn parse_string(&mut self) -> usize {
+    fn parse_string(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let delim = self.input[pos];
-        self.parse_string_core(pos, delim, 1)
+        self.parse_string_core(cur, pos, delim, 1)
     }
     
-    fn parse_string_core(&mut self, pos: usize, delim: u8, offset: usize) -> usize {
+    fn parse_string_core(&mut self, cur: &mut Token, pos: usize, delim: u8, offset: usize) -> usize {
         let slen = self.input.len();
         let start_pos = pos + offset;
         let mut end_pos = start_pos;
@@ -725,82 +771,82 @@ impl<'a> SqliTokenizer<'a> {
                 } else {
                     // Found unescaped closing delimiter
                     let content = &self.input[start_pos..actual_pos];
-                    self.current.assign(TYPE_STRING, start_pos, actual_pos - start_pos, content);
-                    self.current.str_open = delim;
-                    self.current.str_close = delim;
+                    cur.assign(TYPE_STRING, start_pos, actual_pos - start_pos, content);
+                    cur.str_open = delim;
+                    cur.str_close = delim;
                     return actual_pos + 1;
                 }
             } else {
                 // No closing delimiter found
                 let content = &self.input[start_pos..];
-                self.current.assign(TYPE_STRING, start_pos, slen - start_pos, content);
-                self.current.str_open = delim;
-                self.current.str_close = CHAR_NULL;
+                cur.assign(TYPE_STRING, start_pos, slen - start_pos, content);
+                cur.str_open = delim;
+                cur.str_close = CHAR_NULL;
                 return slen;
             }
         }
         
         // Handle unterminated string at end of input (like C does)
         let content = &self.input[start_pos..];
-        self.current.assign(TYPE_STRING, start_pos, slen - start_pos, content);
-        self.current.str_open = delim;
-        self.current.str_close = CHAR_NULL;
+        cur.assign(TYPE_STRING, start_pos, slen - start_pos, content);
+        cur.str_open = delim;
+        cur.str_close = CHAR_NULL;
         
         slen
     }
     
-    fn parse_estring(&mut self) -> usize {
+    fn parse_estring(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         if pos + 2 >= slen || self.input[pos + 1] != CHAR_SINGLE {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
-        self.parse_string_core(pos, CHAR_SINGLE, 2)
+        self.parse_string_core(cur, pos, CHAR_SINGLE, 2)
     }
     
-    fn parse_ustring(&mut self) -> usize {
+    fn parse_ustring(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         if pos + 2 < slen && self.input[pos + 1] == b'&' && self.input[pos + 2] == b'\'' {
             let _old_pos = self.pos;
             self.pos += 2;
-            let result = self.parse_string();
-            self.current.str_open = b'u';
-            if self.current.str_close == b'\'' {
-                self.current.str_close = b'u';
+            let result = self.parse_string(cur);
+            cur.str_open = b'u';
+            if cur.str_close == b'\'' {
+                cur.str_close = b'u';
             }
             result
         } else {
-            self.parse_word()
+            self.parse_word(cur)
         }
     }
     
-    fn parse_qstring(&mut self) -> usize {
-        self.parse_qstring_core(0)
+    fn parse_qstring(&mut self, cur: &mut Token) -> usize {
+        self.parse_qstring_core(cur, 0)
     }
     
-    fn parse_nqstring(&mut self) -> usize {
+    fn parse_nqstring(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         if pos + 2 < slen && self.input[pos + 1] == CHAR_SINGLE {
-            return self.parse_estring();
+            return self.parse_estring(cur);
         }
         
-        self.parse_qstring_core(1)
+        self.parse_qstring_core(cur, 1)
     }
     
-    fn parse_qstring_core(&mut self, offset: usize) -> usize {
+    fn parse_qstring_core(&mut self, cur: &mut Token, offset: usize) -> usize {
         let pos = self.pos + offset;
         let slen = self.input.len();
         
         // Oracle Q-string: Q'<delimiter>content<delimiter>'
         if pos >= slen || (self.input[pos] != b'q' && self.input[pos] != b'Q') ||
            pos + 2 >= slen || self.input[pos + 1] != b'\'' {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         let start_delim = self.input[pos + 2];
@@ -809,7 +855,7 @@ impl<'a> SqliTokenizer<'a> {
         // The condition "ch < 33" catches both low ASCII and high bytes (128-255)
         let start_delim_signed = start_delim as i8;
         if start_delim_signed < 33 {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         // Map opening to closing delimiter
@@ -825,26 +871,26 @@ impl<'a> SqliTokenizer<'a> {
         let content_start = pos + 3;
         if let Some(end_pos) = self.find_qstring_end(content_start, end_delim) {
             let content = &self.input[content_start..end_pos];
-            self.current.assign(TYPE_STRING, content_start, end_pos - content_start, content);
-            self.current.str_open = b'q';
-            self.current.str_close = b'q';
+            cur.assign(TYPE_STRING, content_start, end_pos - content_start, content);
+            cur.str_open = b'q';
+            cur.str_close = b'q';
             end_pos + 2
         } else {
             let content = &self.input[content_start..];
-            self.current.assign(TYPE_STRING, content_start, slen - content_start, content);
-            self.current.str_open = b'q';
-            self.current.str_close = CHAR_NULL;
+            cur.assign(TYPE_STRING, content_start, slen - content_start, content);
+            cur.str_open = b'q';
+            cur.str_close = CHAR_NULL;
             slen
         }
     }
     
-    fn parse_bstring(&mut self) -> usize {
+    fn parse_bstring(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Binary string: B'01011'
         if pos + 2 >= slen || self.input[pos + 1] != b'\'' {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         let content_start = pos + 2;
@@ -856,21 +902,21 @@ impl<'a> SqliTokenizer<'a> {
         }
         
         if content_end >= slen || self.input[content_end] != b'\'' {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         let full_token = &self.input[pos..content_end + 1];
-        self.current.assign(TYPE_NUMBER, pos, content_end + 1 - pos, full_token);
+        cur.assign(TYPE_NUMBER, pos, content_end + 1 - pos, full_token);
         content_end + 1
     }
     
-    fn parse_xstring(&mut self) -> usize {
+    fn parse_xstring(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Hex string: X'deadbeef'
         if pos + 2 >= slen || self.input[pos + 1] != b'\'' {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         let content_start = pos + 2;
@@ -885,46 +931,46 @@ impl<'a> SqliTokenizer<'a> {
         }
         
         if content_end >= slen || self.input[content_end] != b'\'' {
-            return self.parse_word();
+            return self.parse_word(cur);
         }
         
         let full_token = &self.input[pos..content_end + 1];
-        self.current.assign(TYPE_NUMBER, pos, content_end + 1 - pos, full_token);
+        cur.assign(TYPE_NUMBER, pos, content_end + 1 - pos, full_token);
         content_end + 1
     }
     
-    fn parse_bword(&mut self) -> usize {
+    fn parse_bword(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         
         // SQL Server bracket words: [column name]
         if let Some(end_pos) = self.memchr(b']', &self.input[pos..]) {
             let actual_end = pos + end_pos;
             let content = &self.input[pos..=actual_end];
-            self.current.assign(TYPE_BAREWORD, pos, content.len(), content);
+            cur.assign(TYPE_BAREWORD, pos, content.len(), content);
             actual_end + 1
         } else {
             let content = &self.input[pos..];
-            self.current.assign(TYPE_BAREWORD, pos, content.len(), content);
+            cur.assign(TYPE_BAREWORD, pos, content.len(), content);
             self.input.len()
         }
     }
     
-    fn parse_word(&mut self) -> usize {
+    fn parse_word(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         // Find word boundary - matches C version's strlencspn character set
-        let word_chars = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+        // (the set is WORD_DELIMS; a lookup table instead of a linear scan per byte)
         let mut end_pos = pos;
         
-        while end_pos < slen && !word_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !WORD_DELIM_TABLE[self.input[end_pos] as usize] {
             end_pos += 1;
         }
         
         let word_len = end_pos - pos;
         let word_slice = &self.input[pos..end_pos];
         
-        self.current.assign(TYPE_BAREWORD, pos, word_len, word_slice);
+        cur.assign(TYPE_BAREWORD, pos, word_len, word_slice);
         
         // Check for special delimiters within word
         for (i, &byte) in word_slice.iter().enumerate() {
@@ -933,54 +979,43 @@ impl<'a> SqliTokenizer<'a> {
                 // form a valid keyword. Since libinjection keywords are ASCII-only,
                 // if the slice contains any non-UTF8 bytes (like 0xFF), it can't be 
                 // a keyword anyway, so we can safely skip the lookup.
-                if let Ok(partial_word) = std::str::from_utf8(&word_slice[..i]) {
-                    let token_type = self.lookup_word(partial_word);
-                    if token_type != TokenType::None && token_type != TokenType::Bareword {
-                        self.current.clear();
-                        let type_byte = token_type_to_byte(token_type);
-                        self.current.assign(type_byte, pos, i, &word_slice[..i]);
-                        return pos + i;
-                    }
+                let token_type = self.lookup_bytes(&word_slice[..i]);
+                if token_type != TokenType::None && token_type != TokenType::Bareword {
+                    cur.clear();
+                    let type_byte = token_type_to_byte(token_type);
+                    cur.assign(type_byte, pos, i, &word_slice[..i]);
+                    return pos + i;
                 }
-                // If UTF-8 conversion fails, continue - can't be a keyword
             }
         }
         
         // Do full word lookup - only for valid UTF-8 sequences since keywords are ASCII-only
         if word_len < LIBINJECTION_SQLI_TOKEN_SIZE {
-            if let Ok(word_str) = std::str::from_utf8(word_slice) {
-                let token_type = self.lookup_word(word_str);
-                if token_type != TokenType::None {
-                    self.current.token_type = token_type;
-                }
+            let token_type = self.lookup_bytes(word_slice);
+            if token_type != TokenType::None {
+                cur.token_type = token_type;
             }
-            // If UTF-8 conversion fails, leave as BAREWORD - bytes with 0xFF can't be keywords
         }
         
         end_pos
     }
     
-    fn parse_tick(&mut self) -> usize {
+    fn parse_tick(&mut self, cur: &mut Token) -> usize {
         // MySQL backticks
-        let pos = self.parse_string_core(self.pos, CHAR_TICK, 1);
+        let pos = self.parse_string_core(cur, self.pos, CHAR_TICK, 1);
         
         // Check if backtick content is a keyword/function - only for valid UTF-8
-        if let Ok(word_str) = std::str::from_utf8(&self.current.val[..self.current.len]) {
-            let token_type = self.lookup_word(word_str);
-            if token_type == TokenType::Function {
-                self.current.token_type = TokenType::Function;
-            } else {
-                self.current.token_type = TokenType::Bareword;
-            }
+        let token_type = self.lookup_bytes(&cur.val[..cur.len]);
+        if token_type == TokenType::Function {
+            cur.token_type = TokenType::Function;
         } else {
-            // If UTF-8 conversion fails, default to bareword - 0xFF bytes can't be keywords
-            self.current.token_type = TokenType::Bareword;
+            cur.token_type = TokenType::Bareword;
         }
         
         pos
     }
     
-    fn parse_var(&mut self) -> usize {
+    fn parse_var(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         let mut new_pos = pos + 1;
@@ -992,35 +1027,35 @@ impl<'a> SqliTokenizer<'a> {
             at_count = 2;
         }
         
-        self.current.count = at_count;
+        cur.count = at_count;
         
         // Handle special cases like @@`version`
         if new_pos < slen {
             if self.input[new_pos] == b'`' {
                 self.pos = new_pos;
-                let result = self.parse_tick();
+                let result = self.parse_tick(cur);
                 
                 // Store only the backtick content (without @ symbols) like C
                 // The backtick content is already parsed correctly by parse_tick
-                self.current.token_type = TokenType::Variable;
+                cur.token_type = TokenType::Variable;
                 return result;
             } else if self.input[new_pos] == CHAR_SINGLE || self.input[new_pos] == CHAR_DOUBLE {
                 self.pos = new_pos;
-                let result = self.parse_string();
+                let result = self.parse_string(cur);
                 
                 // Store only the string content (without @ symbols) like C
                 // The string content is already parsed correctly by parse_string
-                self.current.token_type = TokenType::Variable;
+                cur.token_type = TokenType::Variable;
                 return result;
             }
         }
         
         // Regular variable name - must exactly match C implementation
         // C: " <>:\\?=@!#~+-*/&|^%(),';\t\n\v\f\r'`\""
-        let var_chars = b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"";
+        // (the set is VAR_DELIMS, looked up in a table)
         let mut end_pos = new_pos;
         
-        while end_pos < slen && !var_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !VAR_DELIM_TABLE[self.input[end_pos] as usize] {
             end_pos += 1;
         }
         
@@ -1028,22 +1063,22 @@ impl<'a> SqliTokenizer<'a> {
             // Empty variable name (just @ or @@ symbols)
             // Store the @ symbols like C implementation 
             let var_slice = &self.input[self.pos..new_pos]; // Include @ symbols
-            self.current.assign(TYPE_VARIABLE, self.pos, new_pos - self.pos, var_slice);
+            cur.assign(TYPE_VARIABLE, self.pos, new_pos - self.pos, var_slice);
             new_pos
         } else {
             // Non-empty variable - store the @ symbols + name like C
             let var_slice = &self.input[self.pos..end_pos]; // Include @ symbols
-            self.current.assign(TYPE_VARIABLE, self.pos, end_pos - self.pos, var_slice);
+            cur.assign(TYPE_VARIABLE, self.pos, end_pos - self.pos, var_slice);
             end_pos
         }
     }
     
-    fn parse_money(&mut self) -> usize {
+    fn parse_money(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
         if pos + 1 == slen {
-            self.current.assign_char(TYPE_BAREWORD, pos, b'$');
+            cur.assign_char(TYPE_BAREWORD, pos, b'$');
             return slen;
         }
         
@@ -1060,17 +1095,17 @@ impl<'a> SqliTokenizer<'a> {
         if end_pos > pos + 1 {
             // Check for special case: $. should be parsed as word
             if end_pos == pos + 2 && self.input[pos + 1] == b'.' {
-                return self.parse_word();
+                return self.parse_word(cur);
             }
             // Found numeric content
             let money_slice = &self.input[pos..end_pos];
-            self.current.assign(TYPE_NUMBER, pos, end_pos - pos, money_slice);
+            cur.assign(TYPE_NUMBER, pos, end_pos - pos, money_slice);
             return end_pos;
         }
         
         // Check for PostgreSQL $$ strings
         if next_char == b'$' {
-            return self.parse_dollar_string();
+            return self.parse_dollar_string(cur);
         }
         
         // Check for PostgreSQL $tag$ strings
@@ -1083,19 +1118,19 @@ impl<'a> SqliTokenizer<'a> {
         
         if tag_end == pos + 1 {
             // Just $ followed by non-alphanumeric
-            self.current.assign_char(TYPE_BAREWORD, pos, b'$');
+            cur.assign_char(TYPE_BAREWORD, pos, b'$');
             pos + 1
         } else if tag_end < slen && self.input[tag_end] == b'$' {
             // Found $tag$ pattern
-            self.parse_tagged_dollar_string(tag_end)
+            self.parse_tagged_dollar_string(cur, tag_end)
         } else {
             // $ followed by letters but no closing $
-            self.current.assign_char(TYPE_BAREWORD, pos, b'$');
+            cur.assign_char(TYPE_BAREWORD, pos, b'$');
             pos + 1
         }
     }
     
-    fn parse_number(&mut self) -> usize {
+    fn parse_number(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         let mut end_pos = pos;
@@ -1117,11 +1152,11 @@ impl<'a> SqliTokenizer<'a> {
                     if end_pos == pos + 2 {
                         // No hex digits after 0x
                         let token = &self.input[pos..pos + 2];
-                        self.current.assign(TYPE_BAREWORD, pos, 2, token);
+                        cur.assign(TYPE_BAREWORD, pos, 2, token);
                         return pos + 2;
                     } else {
                         let token = &self.input[pos..end_pos];
-                        self.current.assign(TYPE_NUMBER, pos, end_pos - pos, token);
+                        cur.assign(TYPE_NUMBER, pos, end_pos - pos, token);
                         return end_pos;
                     }
                 }
@@ -1134,11 +1169,11 @@ impl<'a> SqliTokenizer<'a> {
                     if end_pos == pos + 2 {
                         // No binary digits after 0b
                         let token = &self.input[pos..pos + 2];
-                        self.current.assign(TYPE_BAREWORD, pos, 2, token);
+                        cur.assign(TYPE_BAREWORD, pos, 2, token);
                         return pos + 2;
                     } else {
                         let token = &self.input[pos..end_pos];
-                        self.current.assign(TYPE_NUMBER, pos, end_pos - pos, token);
+                        cur.assign(TYPE_NUMBER, pos, end_pos - pos, token);
                         return end_pos;
                     }
                 }
@@ -1162,7 +1197,7 @@ impl<'a> SqliTokenizer<'a> {
             
             if end_pos - start_pos == 1 {
                 // Only read '.', this is a dot token
-                self.current.assign_char(TYPE_DOT, start_pos, b'.');
+                cur.assign_char(TYPE_DOT, start_pos, b'.');
                 return end_pos;
             }
         }
@@ -1202,10 +1237,10 @@ impl<'a> SqliTokenizer<'a> {
         // Check for invalid exponential format
         if have_e && !have_exp {
             let token = &self.input[start_pos..end_pos];
-            self.current.assign(TYPE_BAREWORD, start_pos, end_pos - start_pos, token);
+            cur.assign(TYPE_BAREWORD, start_pos, end_pos - start_pos, token);
         } else {
             let token = &self.input[start_pos..end_pos];
-            self.current.assign(TYPE_NUMBER, start_pos, end_pos - start_pos, token);
+            cur.assign(TYPE_NUMBER, start_pos, end_pos - start_pos, token);
         }
         
         end_pos
@@ -1267,7 +1302,7 @@ impl<'a> SqliTokenizer<'a> {
         None
     }
     
-    fn parse_dollar_string(&mut self) -> usize {
+    fn parse_dollar_string(&mut self, cur: &mut Token) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         
@@ -1279,9 +1314,9 @@ impl<'a> SqliTokenizer<'a> {
         while end_pos + 1 < slen {
             if self.input[end_pos] == b'$' && self.input[end_pos + 1] == b'$' {
                 let content = &self.input[content_start..end_pos];
-                self.current.assign(TYPE_STRING, content_start, end_pos - content_start, content);
-                self.current.str_open = b'$';
-                self.current.str_close = b'$';
+                cur.assign(TYPE_STRING, content_start, end_pos - content_start, content);
+                cur.str_open = b'$';
+                cur.str_close = b'$';
                 return end_pos + 2;
             }
             end_pos += 1;
@@ -1289,13 +1324,13 @@ impl<'a> SqliTokenizer<'a> {
         
         // No closing $$ found
         let content = &self.input[content_start..];
-        self.current.assign(TYPE_STRING, content_start, slen - content_start, content);
-        self.current.str_open = b'$';
-        self.current.str_close = CHAR_NULL;
+        cur.assign(TYPE_STRING, content_start, slen - content_start, content);
+        cur.str_open = b'$';
+        cur.str_close = CHAR_NULL;
         slen
     }
     
-    fn parse_tagged_dollar_string(&mut self, tag_end: usize) -> usize {
+    fn parse_tagged_dollar_string(&mut self, cur: &mut Token, tag_end: usize) -> usize {
         let pos = self.pos;
         let slen = self.input.len();
         let tag = &self.input[pos..=tag_end];
@@ -1306,9 +1341,9 @@ impl<'a> SqliTokenizer<'a> {
         while search_pos + tag.len() <= slen {
             if &self.input[search_pos..search_pos + tag.len()] == tag {
                 let content = &self.input[content_start..search_pos];
-                self.current.assign(TYPE_STRING, content_start, search_pos - content_start, content);
-                self.current.str_open = b'$';
-                self.current.str_close = b'$';
+                cur.assign(TYPE_STRING, content_start, search_pos - content_start, content);
+                cur.str_open = b'$';
+                cur.str_close = b'$';
                 return search_pos + tag.len();
             }
             search_pos += 1;
@@ -1316,9 +1351,9 @@ impl<'a> SqliTokenizer<'a> {
         
         // No matching end tag
         let content = &self.input[content_start..];
-        self.current.assign(TYPE_STRING, content_start, slen - content_start, content);
-        self.current.str_open = b'$';
-        self.current.str_close = CHAR_NULL;
+        cur.assign(TYPE_STRING, content_start, slen - content_start, content);
+        cur.str_open = b'$';
+        cur.str_close = CHAR_NULL;
         slen
     }
 }

@@ -1,10 +1,31 @@
 use super::blacklists::{
-    AttributeType, BLACK_ATTR_EVENTS, BLACK_ATTRS, BLACK_TAGS, BLACK_URL_PROTOCOLS,
+    StringType, AttributeType, BLACK_ATTR_EVENTS, BLACK_ATTRS, BLACK_TAGS, BLACK_URL_PROTOCOLS,
     html_decode_char_at,
 };
 use super::html5::{Html5Flags, Html5State, TokenType};
 
 use core::fmt;
+
+/// For each (upper-case) first byte, the index range of `BLACK_ATTR_EVENTS`
+/// that holds all the events starting with it (the table is grouped by first
+/// letter; entries inside the range are still checked for their first byte).
+const fn first_letter_ranges(table: &[StringType]) -> [(u16, u16); 256] {
+    let mut t = [(0u16, 0u16); 256];
+    let mut i = 0;
+    while i < table.len() {
+        let c = table[i].name.as_bytes()[0] as usize;
+        if t[c].1 == 0 {
+            t[c].0 = i as u16;
+        }
+        t[c].1 = (i + 1) as u16;
+        i += 1;
+    }
+    t
+}
+
+static EVENT_FIRST_RANGE: [(u16, u16); 256] = first_letter_ranges(BLACK_ATTR_EVENTS);
+/// The same for `BLACK_ATTRS`.
+static ATTR_FIRST_RANGE: [(u16, u16); 256] = first_letter_ranges(BLACK_ATTRS);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XssResult {
@@ -139,9 +160,19 @@ impl XssDetector {
         }
 
         // Check explicit blacklist
-        for &black_tag in BLACK_TAGS {
-            if Self::cstrcasecmp_with_null(black_tag.as_bytes(), tag_name) {
-                return true;
+        if !tag_name.contains(&0) {
+            // No NUL to skip: cstrcasecmp_with_null is a case-insensitive
+            // equality, so only same-length names can match.
+            for &black_tag in BLACK_TAGS {
+                if black_tag.len() == tag_name.len() && black_tag.as_bytes().eq_ignore_ascii_case(tag_name) {
+                    return true;
+                }
+            }
+        } else {
+            for &black_tag in BLACK_TAGS {
+                if Self::cstrcasecmp_with_null(black_tag.as_bytes(), tag_name) {
+                    return true;
+                }
             }
         }
 
@@ -176,24 +207,48 @@ impl XssDetector {
             if (attr_name[0] == b'o' || attr_name[0] == b'O') &&
                (attr_name[1] == b'n' || attr_name[1] == b'N') {
                 let event_name = &attr_name[2..];
-                for event in BLACK_ATTR_EVENTS {
-                    if Self::cstrcasecmp_with_null_limited(event.name.as_bytes(), event_name, event.name.len()) {
+                // cstrcasecmp_with_null_limited(name, event_name, name.len()) is true
+                // exactly when the first name.len() bytes of event_name are the
+                // (upper-case, NUL-free) name up to ASCII case: a NUL among them is
+                // skipped but still counts against the limit, so the name can then
+                // not be consumed. Only events with the same first letter can match;
+                // the table is grouped by first letter (same order as before).
+                let first = event_name[0].to_ascii_uppercase();
+                let (lo, hi) = EVENT_FIRST_RANGE[first as usize];
+                for event in &BLACK_ATTR_EVENTS[lo as usize..hi as usize] {
+                    let name = event.name.as_bytes();
+                    if name[0] == first && event_name.len() >= name.len()
+                        && event_name[..name.len()].eq_ignore_ascii_case(name) {
                         return event.atype;
                     }
                 }
             }
 
             // Check XMLNS and XLINK - use prefix matching like C (checks first 5 chars only)
-            if Self::cstrcasecmp_with_null_limited(b"XMLNS", attr_name, 5) 
-                || Self::cstrcasecmp_with_null_limited(b"XLINK", attr_name, 5) {
+            // (same prefix semantics as above; attr_name has at least 5 bytes here)
+            if attr_name[..5].eq_ignore_ascii_case(b"XMLNS")
+                || attr_name[..5].eq_ignore_ascii_case(b"XLINK") {
                 return AttributeType::Black;
             }
         }
 
         // Check other blacklisted attributes
-        for attr in BLACK_ATTRS {
-            if Self::cstrcasecmp_with_null(attr.name.as_bytes(), attr_name) {
-                return attr.atype;
+        if attr_name[0] != 0 {
+            // attr_name[0] is the first byte cstrcasecmp_with_null compares, so
+            // only names starting with its upper case can match; the table is
+            // grouped by first letter (same order as before within a group).
+            let first = attr_name[0].to_ascii_uppercase();
+            let (lo, hi) = ATTR_FIRST_RANGE[first as usize];
+            for attr in &BLACK_ATTRS[lo as usize..hi as usize] {
+                if attr.name.as_bytes()[0] == first && Self::cstrcasecmp_with_null(attr.name.as_bytes(), attr_name) {
+                    return attr.atype;
+                }
+            }
+        } else {
+            for attr in BLACK_ATTRS {
+                if Self::cstrcasecmp_with_null(attr.name.as_bytes(), attr_name) {
+                    return attr.atype;
+                }
             }
         }
 
@@ -275,6 +330,7 @@ impl XssDetector {
     }
 
     // Case-insensitive string comparison that ignores null bytes - prefix version
+    #[allow(dead_code)] // C semantics reference; is_black_attr now inlines the equivalent check
     // Replicates C's cstrcasecmp_with_null(pattern, input, n) where n limits input length
     fn cstrcasecmp_with_null_limited(pattern: &[u8], input: &[u8], n: usize) -> bool {
         let mut pattern_idx = 0;

@@ -41,6 +41,21 @@ impl fmt::Display for TokenType {
     }
 }
 
+/// Bytes that end an attribute name: h5_is_white (" \t\n\v\f\r"), '/', '=', '>'.
+static ATTR_NAME_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    t[0x20] = true;
+    t[0x09] = true;
+    t[0x0A] = true;
+    t[0x0B] = true;
+    t[0x0C] = true;
+    t[0x0D] = true;
+    t[b'/' as usize] = true;
+    t[b'=' as usize] = true;
+    t[b'>' as usize] = true;
+    t
+};
+
 pub struct Html5State<'a> {
     s: &'a [u8],
     len: usize,
@@ -172,12 +187,7 @@ impl<'a> Html5State<'a> {
             return None;
         }
         
-        for i in start..self.len {
-            if self.s[i] == byte {
-                return Some(i);
-            }
-        }
-        None
+        crate::bytes::find_byte(byte, &self.s[start..self.len]).map(|i| start + i)
     }
 
     fn find_comment_end(&self, start: usize) -> Option<(usize, usize)> {
@@ -483,6 +493,11 @@ impl<'a> Html5State<'a> {
         while scan_pos < self.len {  // while (pos < hs->len)
             let ch = self.s[scan_pos];  // ch = hs->s[pos]
             
+            if !ATTR_NAME_STOP[ch as usize] {
+                // none of the cases below (white, '/', '=', '>'): pos += 1
+                scan_pos += 1;
+                continue;
+            }
             if Self::h5_is_white(ch) {  // if (h5_is_white(ch))
                 self.set_token(TokenType::AttrName, start_pos, scan_pos - start_pos);
                 self.state_fn = Self::state_after_attribute_name;
