@@ -482,48 +482,48 @@ impl<'r> Transaction<'r> {
             }
             return true;
         };
-        let mut values = Vec::new();
-        for target in &targets.include {
-            self.values(rule, target, targets, &mut values);
-        }
         let mut captures = Vec::new();
-        // The operator reads a snapshot of the values, as ModSecurity collects a variable's
-        // values before it runs the operator on them.
+        // The operator reads the values as they are before any of this link's setvars
+        // run, as ModSecurity collects a variable's values before it runs the operator.
         let mut hits: Vec<Hit> = Vec::new();
-        for v in &values {
-            let ctx = Ctx { tx: self, rule };
-            let mut hit = None;
-            if link.multi_match {
-                let mut current: Cow<[u8]> = Cow::Borrowed(v.value.as_ref());
-                if op_matches(link, &current, &ctx, &mut captures) {
-                    hit = Some(current.to_vec());
-                }
-                for t in &link.transforms {
-                    if hit.is_some() {
-                        break;
+        {
+            let this = &*self;
+            let ctx = Ctx { tx: this, rule };
+            for target in &targets.include {
+                this.each_value(rule, target, targets, &mut |v| {
+                    let mut hit = None;
+                    if link.multi_match {
+                        let mut current: Cow<[u8]> = Cow::Borrowed(v.value.as_ref());
+                        if op_matches(link, &current, &ctx, &mut captures) {
+                            hit = Some(current.to_vec());
+                        }
+                        for t in &link.transforms {
+                            if hit.is_some() {
+                                break;
+                            }
+                            current = Cow::Owned(t.apply(&current).into_owned());
+                            if op_matches(link, &current, &ctx, &mut captures) {
+                                hit = Some(current.to_vec());
+                            }
+                        }
+                    } else {
+                        let transformed = this.transformed(link, &v);
+                        if op_matches(link, transformed.bytes(), &ctx, &mut captures) {
+                            hit = Some(transformed.bytes().to_vec());
+                        }
                     }
-                    current = Cow::Owned(t.apply(&current).into_owned());
-                    if op_matches(link, &current, &ctx, &mut captures) {
-                        hit = Some(current.to_vec());
+                    if let Some(value) = hit {
+                        let captures =
+                            (link.capture && !link.negated).then(|| std::mem::take(&mut captures));
+                        hits.push(Hit {
+                            name: v.name(),
+                            value,
+                            captures,
+                        });
                     }
-                }
-            } else {
-                let transformed = self.transformed(link, v);
-                if op_matches(link, transformed.bytes(), &ctx, &mut captures) {
-                    hit = Some(transformed.bytes().to_vec());
-                }
-            }
-            if let Some(value) = hit {
-                let captures =
-                    (link.capture && !link.negated).then(|| std::mem::take(&mut captures));
-                hits.push(Hit {
-                    name: v.name(),
-                    value,
-                    captures,
                 });
             }
         }
-        drop(values);
         let matched = !hits.is_empty();
         // Each match sets TX:0..9, MATCHED_VAR and MATCHED_VARS, then runs the link's
         // setvars, as ModSecurity v3 and Coraza do: CRS 920450 records every header name
@@ -592,13 +592,47 @@ impl<'r> Transaction<'r> {
     }
 
     /// The values `target` yields for `rule` (minus the rule's exclusions and the
-    /// per-request target removals).
-    fn values<'s>(
+    /// per-request target removals), handed to `emit` one by one: no list is built per
+    /// rule. `&COLLECTION` gives the count.
+    fn each_value<'s>(
         &'s self,
         rule: &Rule,
         target: &Target,
         targets: &Targets,
-        out: &mut Vec<Value<'s>>,
+        emit: &mut dyn FnMut(Value<'s>),
+    ) {
+        if target.count {
+            let mut n = 0usize;
+            self.each_member(rule, target, targets, &mut |_| n += 1);
+            let key = target
+                .selector
+                .describe()
+                .map(|k| Cow::Owned(k.into_bytes()))
+                .unwrap_or(Cow::Borrowed(&b""[..]));
+            emit(Value {
+                collection: target.collection,
+                key,
+                value: Cow::Owned(n.to_string().into_bytes()),
+                count: true,
+            });
+        } else {
+            self.each_member(rule, target, targets, emit);
+        }
+    }
+
+    /// The values `target` yields, as a list (macro expansion's rare path).
+    fn values<'s>(&'s self, rule: &Rule, target: &Target, targets: &Targets) -> Vec<Value<'s>> {
+        let mut out = Vec::new();
+        self.each_value(rule, target, targets, &mut |v| out.push(v));
+        out
+    }
+
+    fn each_member<'s>(
+        &'s self,
+        rule: &Rule,
+        target: &Target,
+        targets: &Targets,
+        emit: &mut dyn FnMut(Value<'s>),
     ) {
         let excluded = |c: Collection, key: &[u8]| {
             targets.exclude.iter().any(|e| e.excludes(c, key))
@@ -611,12 +645,11 @@ impl<'r> Transaction<'r> {
                 })
         };
         let c = target.collection;
-        let start = out.len();
         let mut pairs = |list: &'s [Pair], names: bool| {
             for (k, v) in list {
                 if target.selector.matches(k) && !excluded(c, k) {
                     let value = if names { k } else { v };
-                    out.push(Value {
+                    emit(Value {
                         collection: c,
                         key: Cow::Borrowed(k),
                         value: Cow::Borrowed(value),
@@ -650,7 +683,7 @@ impl<'r> Transaction<'r> {
                         } else {
                             k
                         };
-                        out.push(Value {
+                        emit(Value {
                             collection: c,
                             key: Cow::Borrowed(k),
                             value: Cow::Borrowed(value),
@@ -668,7 +701,7 @@ impl<'r> Transaction<'r> {
                             Collection::FilesNames => Cow::Borrowed(k),
                             _ => Cow::Owned(f.size.to_string().into_bytes()),
                         };
-                        out.push(Value {
+                        emit(Value {
                             collection: c,
                             key: Cow::Borrowed(k),
                             value,
@@ -684,7 +717,7 @@ impl<'r> Transaction<'r> {
                 if let Selector::Key(k) = &target.selector {
                     if let Some((k, v)) = self.state.tx.get_key_value(k.as_str()) {
                         if !excluded(c, k.as_bytes()) {
-                            out.push(Value {
+                            emit(Value {
                                 collection: c,
                                 key: Cow::Borrowed(k.as_bytes()),
                                 value: Cow::Borrowed(v),
@@ -704,7 +737,7 @@ impl<'r> Transaction<'r> {
                 keys.sort();
                 for k in keys {
                     if !excluded(c, k.as_bytes()) {
-                        out.push(Value {
+                        emit(Value {
                             collection: c,
                             key: Cow::Borrowed(k.as_bytes()),
                             value: Cow::Borrowed(&self.state.tx[k]),
@@ -721,7 +754,7 @@ impl<'r> Transaction<'r> {
                         } else {
                             name.as_bytes()
                         };
-                        out.push(Value {
+                        emit(Value {
                             collection: c,
                             key: Cow::Borrowed(name.as_bytes()),
                             value: Cow::Borrowed(v),
@@ -736,7 +769,7 @@ impl<'r> Transaction<'r> {
                         matches!(&target.selector, Selector::Key(k) if k.contains('@'));
                     if attributes {
                         for (name, value) in &xml.attributes {
-                            out.push(Value {
+                            emit(Value {
                                 collection: c,
                                 key: Cow::Borrowed(name),
                                 value: Cow::Borrowed(value),
@@ -744,7 +777,7 @@ impl<'r> Transaction<'r> {
                             });
                         }
                     } else {
-                        out.push(Value {
+                        emit(Value {
                             collection: c,
                             key: Cow::Borrowed(b"/*"),
                             value: Cow::Borrowed(&xml.text),
@@ -760,7 +793,7 @@ impl<'r> Transaction<'r> {
                     // Persistent and response-side collections: nothing in a request.
                 } else if !excluded(c, b"") {
                     let v = self.scalar(c).unwrap_or(Cow::Borrowed(&b""[..]));
-                    out.push(Value {
+                    emit(Value {
                         collection: c,
                         key: Cow::Borrowed(b""),
                         value: v,
@@ -768,21 +801,6 @@ impl<'r> Transaction<'r> {
                     });
                 }
             }
-        }
-        if target.count {
-            let n = out.len() - start;
-            out.truncate(start);
-            let key = target
-                .selector
-                .describe()
-                .map(|k| Cow::Owned(k.into_bytes()))
-                .unwrap_or(Cow::Borrowed(&b""[..]));
-            out.push(Value {
-                collection: c,
-                key,
-                value: Cow::Owned(n.to_string().into_bytes()),
-                count: true,
-            });
         }
     }
 
@@ -1087,9 +1105,7 @@ impl Resolve for Ctx<'_, '_> {
                     selector,
                     count: false,
                 };
-                let mut values = Vec::new();
-                self.tx
-                    .values(self.rule, &target, &Targets::default(), &mut values);
+                let values = self.tx.values(self.rule, &target, &Targets::default());
                 if let Some(v) = values.first() {
                     out.extend_from_slice(&v.value);
                 }
