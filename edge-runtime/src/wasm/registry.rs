@@ -248,15 +248,8 @@ impl ModuleHost {
         Ok(slot)
     }
 
-    /// Verifies, compiles and installs a new version of `name` (creating the module if it
-    /// is new). Blocking: run it off the request path. On any error the current version
-    /// keeps serving.
-    pub fn deploy(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        signature_b64: &str,
-    ) -> Result<Arc<ModuleVersion>, WasmError> {
+    /// What every deploy passes first: within the size bound, signed by a trusted key.
+    fn check_signed(&self, name: &str, bytes: &[u8], signature_b64: &str) -> Result<(), WasmError> {
         if bytes.len() > self.max_module_bytes {
             return Err(WasmError::TooLarge {
                 module: name.to_owned(),
@@ -266,10 +259,23 @@ impl ModuleHost {
         }
         self.trusted_keys
             .verify(bytes, signature_b64)
+            .map(|_| ())
             .map_err(|e| WasmError::Signature {
                 module: name.to_owned(),
                 reason: e.to_string(),
-            })?;
+            })
+    }
+
+    /// Verifies, compiles and installs a new version of `name` (creating the module if it
+    /// is new). Blocking: run it off the request path. On any error the current version
+    /// keeps serving.
+    pub fn deploy(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        signature_b64: &str,
+    ) -> Result<Arc<ModuleVersion>, WasmError> {
+        self.check_signed(name, bytes, signature_b64)?;
         let existing = self.slot(name);
         let limits = existing.as_ref().map_or(self.default_limits, |s| s.limits);
         let version = Arc::new(self.prepare(name, bytes, Source::Deployed, limits)?);
@@ -338,19 +344,7 @@ impl ModuleHost {
             module: name.to_owned(),
             reason,
         };
-        if bytes.len() > self.max_module_bytes {
-            return Err(WasmError::TooLarge {
-                module: name.to_owned(),
-                size: bytes.len(),
-                limit: self.max_module_bytes,
-            });
-        }
-        self.trusted_keys
-            .verify(bytes, signature_b64)
-            .map_err(|e| WasmError::Signature {
-                module: name.to_owned(),
-                reason: e.to_string(),
-            })?;
+        self.check_signed(name, bytes, signature_b64)?;
         let slot = self
             .slot(name)
             .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;

@@ -307,7 +307,7 @@ fn byte_ranges(argument: &str) -> Result<Box<[bool; 256]>, String> {
 
 /// ModSecurity reads numbers as C's `atoi`: leading blanks, a sign, digits; anything else
 /// (or nothing) is 0.
-fn number(value: &[u8]) -> i64 {
+pub(crate) fn number(value: &[u8]) -> i64 {
     let s = value.trim_ascii_start();
     let (negative, digits) = match s.first() {
         Some(b'-') => (true, &s[1..]),

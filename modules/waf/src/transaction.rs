@@ -5,6 +5,7 @@
 use crate::action::{self, Ctl, Disruptive, EngineMode, Flow, IdRange, SetVar};
 use crate::body::{self, FilePart, MultipartFlags, Pair};
 use crate::macros::{MacroVar, Resolve, Template};
+use crate::operator::number;
 use crate::request::Request;
 use crate::ruleset::{in_ranges, BodyLimitAction, Item, Link, Rule, RuleSet};
 use crate::seclang::RawTarget;
@@ -1209,24 +1210,6 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
 
 fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
-}
-
-fn number(value: &[u8]) -> i64 {
-    let s = value.trim_ascii();
-    let (negative, digits) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let mut n: i64 = 0;
-    for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
-        n = n.saturating_mul(10).saturating_add(i64::from(b - b'0'));
-    }
-    if negative {
-        -n
-    } else {
-        n
-    }
 }
 
 /// FxHash (the compiler's own hash): a multiply-rotate over 8-byte words, several times
