@@ -11,8 +11,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut files = MemorySource::default();
     files.files.insert("rules/a.conf".into(), text.into());
-    files.files.insert("rules/words.data".into(), "alpha\nbeta\n".into());
+    files
+        .files
+        .insert("rules/words.data".into(), "alpha\nbeta\n".into());
     for skip_errors in [false, true] {
-        let _ = RuleSet::load(&files, &["rules/a.conf".into()], LoadOptions { skip_errors });
+        let _ = RuleSet::load(
+            &files,
+            &["rules/a.conf".into()],
+            LoadOptions { skip_errors },
+        );
     }
 });
