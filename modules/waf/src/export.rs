@@ -158,6 +158,14 @@ impl Module for Waf {
             // One ordinary request warms the regexes' lazy DFAs, so the first viewer
             // does not pay for building their states.
             let _ = evaluate(&set, &warm_up_request());
+            // What ops size `memory_mib` by: the instance's linear memory with the
+            // compiled rule set in it.
+            let pages = core::arch::wasm32::memory_size(0);
+            log::info(&format!(
+                "rule set compiled: {} rules, instance memory {} MiB",
+                set.rule_count(),
+                pages * 64 / 1024
+            ));
             let _ = RULES.set(set);
         }
         Ok(())
