@@ -1415,4 +1415,41 @@ origin = "media"
         let e = Config::load(&path, Some("nowhere")).err().unwrap();
         assert!(e.message.contains("region overlay `nowhere`"), "{e}");
     }
+
+    #[test]
+    fn waf_rules_are_checked_at_load() {
+        let waf = |config: &str| {
+            format!("{GOOD}[[routes.modules]]\nmodule = \"waf\"\n[routes.modules.config]\n{config}")
+        };
+        // A rules folder that is not there, with its line and key.
+        let e = error_for(&waf("rules_dir = \"no-such-folder\"\n"));
+        assert_eq!(e.key, "routes[0].modules[0].config.rules_dir", "{e}");
+        assert!(e.message.contains("no-such-folder"), "{e}");
+        // No rules at all, a paranoia level out of range, an unknown key.
+        for (config, needle) in [
+            ("mode = \"blocking\"\n", "no rules"),
+            (
+                "before = 'SecAction \"id:1,pass\"'\nparanoia = 7\n",
+                "paranoia is 1 to 4",
+            ),
+            (
+                "before = 'SecAction \"id:1,pass\"'\nrulez = 1\n",
+                "unknown field",
+            ),
+        ] {
+            let e = error_for(&waf(config));
+            assert_eq!(e.key, "routes[0].modules[0].config", "{config}: {e}");
+            assert!(e.message.contains(needle), "{config}: {e}");
+        }
+        // A rule file whose rule does not compile: its file, line and id.
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "rules/a.conf",
+            "\nSecRule ARGS \"@rx (\" \"id:77,phase:1,deny\"\n",
+        );
+        let path = write(dir.path(), "edge.toml", &waf("rules_dir = \"rules\"\n"));
+        let e = Config::load(&path, None).expect_err("a broken rule set");
+        assert!(e.message.contains("rules/a.conf:2 (rule 77)"), "{e}");
+    }
 }
