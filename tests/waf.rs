@@ -532,6 +532,24 @@ media_exclusions = false
     );
     assert_eq!(status("worse").await, 403);
 
+    // Signed, but not a JSON object: refused with the reason, v2 keeps serving.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "SecRule ARGS \"@rx x\" \"id:1\"").unwrap();
+    edge(
+        &[
+            "module",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            junk.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (code, _, err) = deploy(junk.to_str().unwrap().to_owned()).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("data is not JSON"), "{err}");
+    assert_eq!(status("worse").await, 403);
+
     // Signed by a key the node does not trust: refused, v2 keeps serving.
     let (code, _, _) = edge(
         &[

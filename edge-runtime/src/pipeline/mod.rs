@@ -213,7 +213,9 @@ impl Pipeline {
                 // the origin still gets the whole body.
                 let bound = chain.request_body_bytes();
                 let mut lent = None;
-                if bound > 0 {
+                // A request with no body (a GET, an empty h1 body, END_STREAM on h2/h3)
+                // is not read: nothing to lend, no body to rebuild.
+                if bound > 0 && !http_body::Body::is_end_stream(&body) {
                     let (seen, more, forward) = read_request_body(body, bound)
                         .await
                         .ok_or(EdgeError::BadRequest("request body ended early"))?;

@@ -431,18 +431,7 @@ pub fn request_of(input: &Value) -> Result<Request, String> {
             headers.push(("Content-Length".into(), body.len().to_string().into_bytes()));
         }
     }
-    Ok(Request {
-        method,
-        uri,
-        protocol,
-        headers,
-        body,
-        body_length: None,
-        remote_addr: "127.0.0.1".into(),
-        remote_port: 40000,
-        unique_id: "ftw".into(),
-        verified_args: Vec::new(),
-    })
+    Ok(test_request(method, uri, protocol, headers, body))
 }
 
 /// go-ftw's `^POST|PUT|PATCH|DELETE$` (its alternation binds the anchors to the first and
@@ -527,7 +516,18 @@ pub fn parse_raw(raw: &[u8]) -> Result<Request, String> {
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Request {
+    Ok(test_request(method, uri, protocol, headers, body))
+}
+
+/// A test's request as go-ftw sends it: from 127.0.0.1.
+fn test_request(
+    method: String,
+    uri: String,
+    protocol: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+) -> Request {
+    Request {
         method,
         uri,
         protocol,
@@ -538,7 +538,7 @@ pub fn parse_raw(raw: &[u8]) -> Result<Request, String> {
         remote_port: 40000,
         unique_id: "ftw".into(),
         verified_args: Vec::new(),
-    })
+    }
 }
 
 fn dechunk(mut input: &[u8]) -> Vec<u8> {
