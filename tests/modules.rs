@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::clients::{self, Answer, Proto, ALL};
-use support::{edge_bin, read_log, Node, Origin};
+use support::{edge_cli, keygen, read_log, Node, Origin};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;
@@ -65,7 +65,7 @@ fn admin_addr(node: &Node) -> SocketAddr {
         .unwrap()
 }
 
-/// One admin request over plain HTTP/1.1: (status, body).
+/// One admin request with the test's token: (status, body).
 async fn admin(
     node: &Node,
     method: &str,
@@ -73,26 +73,7 @@ async fn admin(
     extra: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(admin_addr(node))
-        .await
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    let text = clients::exchange(&mut tcp, &request).await;
-    let status = clients::status_of(&text);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    support::admin_request(admin_addr(node), Some(TOKEN), method, path, extra, body).await
 }
 
 /// Log lines (JSON) from the node whose message is `message`.
@@ -396,25 +377,6 @@ async fn host_crypto_from_a_module() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(std::str::from_utf8(&a.body).unwrap(), expected);
-}
-
-/// `edge` subcommands run as a process: (stdout, stderr), panicking on failure.
-fn edge_cli(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
-    let out = Command::new(edge_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "edge {args:?}: {stdout}\n{stderr}");
-    (stdout, stderr)
-}
-
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let key = dir.join(name);
-    let (public, _) = edge_cli(&["module", "keygen", "--out", key.to_str().unwrap()], &[]);
-    (key.to_str().unwrap().to_owned(), public.trim().to_owned())
 }
 
 /// A node with the test module as `tagger` (tag mode) on `/object`, deployable by the

@@ -1,12 +1,12 @@
 //! `edge module …`: the security team's workflow around the deploy API. Key generation
 //! and signing are local; deploy, rollback and list talk to a node's admin listener.
 
-use anyhow::{bail, Context};
+use crate::cli_admin::{admin_call, AdminArgs};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::Subcommand;
 use edge_runtime::wasm::signing;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http::Method;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -55,16 +55,47 @@ pub enum ModuleCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-}
-
-#[derive(clap::Args)]
-pub struct AdminArgs {
-    /// The node's admin listener.
-    #[arg(long, default_value = "http://127.0.0.1:9901")]
-    admin: String,
-    /// The admin bearer token (or the EDGE_ADMIN_TOKEN environment variable).
-    #[arg(long)]
-    token: Option<String>,
+    /// Start a signed component as a canary for a share of requests; the node rolls it
+    /// back by itself when its error (or block) ratio over the window passes the maximum.
+    Canary {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        name: String,
+        /// The signature file (default `<FILE>.sig`).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Share of requests for the canary, 1–99.
+        #[arg(long)]
+        percent: u32,
+        /// The sliding window the ratios are measured over, in seconds.
+        #[arg(long, default_value_t = 60)]
+        window_s: u64,
+        /// Roll back when module errors / requests in the window exceed this.
+        #[arg(long, default_value_t = 0.01)]
+        max_error_ratio: f64,
+        /// Roll back when requests the module answered with 4xx/5xx exceed this share.
+        #[arg(long)]
+        max_block_ratio: Option<f64>,
+        /// Judge only over at least this many canary requests.
+        #[arg(long, default_value_t = 20)]
+        min_requests: u64,
+        file: PathBuf,
+    },
+    /// Make the running canary the current version.
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Stop the running canary.
+    AbortCanary {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
@@ -100,15 +131,7 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
             data,
             file,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let sig_file = signature.unwrap_or_else(|| sig_path(&file));
-            let sig = std::fs::read_to_string(&sig_file).with_context(|| {
-                format!(
-                    "reading {} (sign first: `edge module sign`)",
-                    sig_file.display()
-                )
-            })?;
+            let (bytes, sig) = signed_file(&file, signature)?;
             let body = admin_call(
                 &admin,
                 Method::PUT,
@@ -141,7 +164,64 @@ pub fn run(command: ModuleCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ModuleCommand::Canary {
+            admin,
+            name,
+            signature,
+            percent,
+            window_s,
+            max_error_ratio,
+            max_block_ratio,
+            min_requests,
+            file,
+        } => {
+            let (bytes, sig) = signed_file(&file, signature)?;
+            let mut path = format!(
+                "/modules/{name}/canary?percent={percent}&window_s={window_s}&max_error_ratio={max_error_ratio}&min_requests={min_requests}"
+            );
+            if let Some(max) = max_block_ratio {
+                path.push_str(&format!("&max_block_ratio={max}"));
+            }
+            let body = admin_call(
+                &admin,
+                Method::PUT,
+                &path,
+                Some(("edge-signature", sig.trim().to_owned())),
+                Bytes::from(bytes),
+            )?;
+            println!("{body}");
+            Ok(())
+        }
+        ModuleCommand::Promote { admin, name } => {
+            let path = format!("/modules/{name}/canary/promote");
+            println!(
+                "{}",
+                admin_call(&admin, Method::POST, &path, None, Bytes::new())?
+            );
+            Ok(())
+        }
+        ModuleCommand::AbortCanary { admin, name } => {
+            let path = format!("/modules/{name}/canary");
+            println!(
+                "{}",
+                admin_call(&admin, Method::DELETE, &path, None, Bytes::new())?
+            );
+            Ok(())
+        }
     }
+}
+
+/// A component (or data file) and its signature (default `<FILE>.sig`).
+fn signed_file(file: &Path, signature: Option<PathBuf>) -> anyhow::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let sig_file = signature.unwrap_or_else(|| sig_path(file));
+    let sig = std::fs::read_to_string(&sig_file).with_context(|| {
+        format!(
+            "reading {} (sign first: `edge module sign`)",
+            sig_file.display()
+        )
+    })?;
+    Ok((bytes, sig))
 }
 
 fn sig_path(file: &Path) -> PathBuf {
@@ -164,72 +244,4 @@ fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
     f.write_all(pem.as_bytes())?;
     Ok(())
-}
-
-/// One request to the admin listener (plain HTTP/1.1); the response body, or an error
-/// carrying the node's message.
-fn admin_call(
-    admin: &AdminArgs,
-    method: Method,
-    path: &str,
-    header: Option<(&str, String)>,
-    body: Bytes,
-) -> anyhow::Result<String> {
-    let token = match &admin.token {
-        Some(t) => t.clone(),
-        None => {
-            std::env::var("EDGE_ADMIN_TOKEN").context("give --token or set EDGE_ADMIN_TOKEN")?
-        }
-    };
-    let base: http::Uri = admin.admin.parse().context("--admin must be a URL")?;
-    let authority = base
-        .authority()
-        .context("--admin must be a URL like http://127.0.0.1:9901")?
-        .clone();
-    if base.scheme_str() != Some("http") {
-        bail!("--admin must be an http:// URL (the admin listener is plain HTTP)");
-    }
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    if let Some((name, value)) = header {
-        builder = builder.header(name, value);
-    }
-    let request = builder.body(Full::new(body))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let addr = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
-        let stream = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            tokio::net::TcpStream::connect(&addr),
-        )
-        .await
-        .context("connecting to the admin listener timed out")?
-        .with_context(|| format!("connecting to {addr}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let response = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            sender.send_request(request),
-        )
-        .await
-        .context("the admin listener did not answer in 120 s")??;
-        let status = response.status();
-        let text = String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes())
-            .trim()
-            .to_owned();
-        if !status.is_success() {
-            bail!("{status}: {text}");
-        }
-        Ok(text)
-    })
 }

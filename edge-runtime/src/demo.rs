@@ -159,7 +159,7 @@ response_set = {{ "access-control-allow-origin" = "*", "timing-allow-origin" = "
         });
         println!("{line}");
     };
-    node::run(config, print_ready, node::shutdown_signal()).await?;
+    node::run(config, None, print_ready, node::shutdown_signal()).await?;
     Ok(())
 }
 

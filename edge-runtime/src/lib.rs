@@ -13,6 +13,7 @@ pub mod listener;
 pub mod node;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod reload;
 pub mod telemetry;
 pub mod token;
 pub mod wasm;

@@ -3,10 +3,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edge_runtime::config::Config;
+use edge_runtime::reload::ConfigSource;
 use edge_runtime::{demo, node, telemetry};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli_admin;
 mod cli_manifest;
 mod cli_module;
 mod cli_token;
@@ -45,7 +47,10 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
-    /// Sign, deploy, roll back and list Wasm modules.
+    /// Call a node's admin listener: health, status, reload, purge, metrics.
+    #[command(subcommand)]
+    Admin(cli_admin::AdminCommand),
+    /// Sign, deploy, roll back and list Wasm modules; canary rollouts.
     #[command(subcommand)]
     Module(cli_module::ModuleCommand),
     /// Mint and check signed URLs, cookies and JWTs in every format token-auth accepts.
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(command) => Ok(cli_token::run(*command)),
+        Command::Admin(command) => cli_admin::run(command),
         Command::Manifest(command) => Ok(cli_manifest::run(command)),
         Command::Waf(command) => Ok(cli_waf::run(command)),
         Command::CheckConfig { config, region } => {
@@ -96,17 +102,22 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             cli_module::run(command).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Serve { config, region } => {
+            let source = ConfigSource {
+                path: config.clone(),
+                region: region.clone(),
+            };
             let config = Config::load(&config, region.as_deref())?;
-            telemetry::init(&config.logging.level);
+            telemetry::init(&config.logging.level, Some(&config.server.identity));
             runtime(config.server.workers)?.block_on(node::run(
                 config,
+                Some(source),
                 |ready| println!("{}", ready_line(ready)),
                 node::shutdown_signal(),
             ))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Demo { addr, dir, crs } => {
-            telemetry::init("info");
+            telemetry::init("info", None);
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("edge-demo"));
             runtime(0)?.block_on(demo::run(addr, &dir, crs.as_deref()))?;
             Ok(std::process::ExitCode::SUCCESS)

@@ -5,9 +5,12 @@ use crate::admin::Admin;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::config::ModuleSource;
-use crate::listener::{self, conn_limit::ConnLimiter, tls, Shared};
+use crate::listener::{self, tls, Shared};
 use crate::pipeline::Pipeline;
 use crate::ratelimit::RateLimits;
+use crate::reload::{ConfigSource, Reloader};
+use crate::telemetry::metrics::NodeMetrics;
+use crate::telemetry::status::Status;
 use crate::wasm::engine::EngineSettings;
 use crate::wasm::metrics::ModuleMetrics;
 use crate::wasm::registry::HostSettings;
@@ -49,8 +52,12 @@ pub struct Ready {
 
 /// Runs the node until `shutdown` completes, then drains: stop accepting, GOAWAY on h2 and
 /// h3, let in-flight requests finish for up to `server.drain_timeout`.
+///
+/// `source` is where `config` came from, for reloads (`POST /reload`, SIGHUP); `None`
+/// (the demo) refuses them.
 pub async fn run(
     config: Config,
+    source: Option<ConfigSource>,
     on_ready: impl FnOnce(&Ready),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
@@ -60,8 +67,14 @@ pub async fn run(
         config.cache.shards,
         config.cache.max_object_bytes,
     );
+    let metrics = NodeMetrics::new(config.server.identity.clone());
     let modules = load_modules(&config).await?;
-    let pipeline = Arc::new(Pipeline::new(&config, cache.clone(), modules)?);
+    let pipeline = Arc::new(Pipeline::new(
+        &config,
+        cache.clone(),
+        modules.clone(),
+        metrics.clone(),
+    )?);
     let (tcp, udp) = bind_tcp_and_udp(config.server.listen, config.server.http3)?;
     let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
         addr: config.server.listen,
@@ -79,12 +92,12 @@ pub async fn run(
         ))
         .ok()
     });
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         pipeline,
-        limits: config.limits.clone(),
-        per_ip: ConnLimiter::new(config.limits.max_connections_per_ip),
+        config.limits.clone(),
         alt_svc,
-    });
+        metrics.clone(),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -127,6 +140,16 @@ pub async fn run(
         None => None,
     };
 
+    let reloader = Reloader::new(
+        source,
+        config.clone(),
+        shared.clone(),
+        cache.clone(),
+        modules.clone(),
+    );
+    let status = Status::new(metrics.clone(), cache.clone(), modules.clone());
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::watch::channel(false);
+    let mut admin_task = None;
     let admin_url = match &config.admin {
         Some(admin) => {
             let listener = bind_tcp(admin.listen)?;
@@ -140,10 +163,13 @@ pub async fn run(
             let admin = Admin::new(
                 admin.token.clone(),
                 cache.clone(),
-                shared.pipeline.clone(),
+                shared.clone(),
+                reloader.clone(),
+                status.clone(),
                 exclude_query,
             );
-            tasks.spawn(admin.serve(listener, stop_rx.clone()));
+            // The admin listener outlives the drain: readiness answers 503 meanwhile.
+            admin_task = Some(tokio::spawn(admin.serve(listener, admin_stop_rx)));
             url
         }
         None => None,
@@ -156,7 +182,12 @@ pub async fn run(
         plain_url,
         admin_url,
     });
+    let background = tokio::spawn(background(reloader.clone(), status, modules.clone()));
     shutdown.await;
+    background.abort();
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         timeout_ms = config.server.drain_timeout.as_millis() as u64,
         "draining"
@@ -170,7 +201,37 @@ pub async fn run(
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!("drain timeout passed; closing the remaining connections"),
     }
+    let _ = admin_stop_tx.send(true);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     Ok(())
+}
+
+/// The node's periodic work: canaries judged once a second, and config reloads on SIGHUP.
+async fn background(
+    reloader: Arc<Reloader>,
+    status: Arc<Status>,
+    modules: Option<Arc<ModuleHost>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(host) = &modules {
+                    host.check_canaries();
+                }
+                status.sample();
+            }
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload().await;
+            }
+        }
+    }
 }
 
 /// Binds TCP and UDP on the same port. With port 0 the TCP port is picked first and the

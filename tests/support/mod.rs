@@ -255,3 +255,59 @@ pub fn read_log(path: &Path) -> Vec<serde_json::Value> {
 pub fn one_origin(url: &str) -> String {
     format!("[origins.media]\nprimary = \"{url}\"\n\n[[routes]]\nhost = \"*\"\nprefix = \"/\"\norigin = \"media\"\n")
 }
+
+/// `edge` subcommands run as a process: (stdout, stderr), panicking on failure.
+pub fn edge_cli(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = Command::new(edge_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "edge {args:?}: {stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// A signing key pair made by `edge module keygen`: (private key path, public key).
+pub fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let key = dir.join(name);
+    let (public, _) = edge_cli(&["module", "keygen", "--out", key.to_str().unwrap()], &[]);
+    (key.to_str().unwrap().to_owned(), public.trim().to_owned())
+}
+
+/// One request to an admin listener over plain HTTP/1.1, with the bearer token if given:
+/// (status, body).
+pub async fn admin_request(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("admin connect timed out")
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    let text = clients::exchange(&mut tcp, &request).await;
+    let status = clients::status_of(&text);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

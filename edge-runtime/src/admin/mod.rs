@@ -1,9 +1,14 @@
 //! The admin listener: plain HTTP/1.1, meant for localhost or a private network, every
-//! request but `/health` authenticated with a bearer token.
+//! request but the probes and the status page's shell authenticated with a bearer token
+//! (compared in constant time).
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` | 200 `ok` (no token: for liveness probes) |
+//! | `GET /ready` | 200 `ready`, 503 `draining` once the node drains (no token: readiness) |
+//! | `GET /status` | the status page (no token: a page without data; it asks for one) |
+//! | `GET /status.json` | identity, modules, canaries, 5 minutes of per-second samples |
+//! | `POST /reload` | re-read the config file and swap the pipeline; connections stay |
 //! | `GET /metrics` | OpenMetrics text |
 //! | `GET /origins` | each origin's upstreams and whether health checks find them up |
 //! | `POST /purge` `{"url": "https://host/path?q"}` | removes that URL, all variants |
@@ -13,26 +18,40 @@
 //! | `PUT /modules/<name>` (body: component, `edge-signature: <base64>`) | verify, compile, swap |
 //! | `POST /modules/<name>/rollback[?to=<id>]` | back to the previous (or the given) version |
 //! | `PUT /modules/<name>/data` (body: JSON object, `edge-signature: <base64>`) | verify, check with the module, install (a WAF rule set) |
+//! | `PUT /modules/<name>/canary?percent=10&window_s=60&max_error_ratio=0.01[&max_block_ratio=0.2][&min_requests=20]` (body: component, `edge-signature`) | start a canary |
+//! | `POST /modules/<name>/canary/promote` | the canary becomes the current version |
+//! | `DELETE /modules/<name>/canary` | stop the canary |
 
 use crate::cache::{self, Cache, Purge};
-use crate::pipeline::Pipeline;
+use crate::listener::Shared;
+use crate::reload::{ReloadError, Reloader};
+use crate::telemetry::status::Status;
+use crate::wasm::canary::CanaryPolicy;
+use crate::wasm::ModuleHost;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use origin::Origin;
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Purge requests are tiny; anything bigger is refused before parsing.
 const MAX_BODY: usize = 16 * 1024;
 
+/// The status page: one self-contained HTML file (inline CSS and script, no data).
+const STATUS_PAGE: &str = include_str!("status.html");
+
 pub struct Admin {
     token: String,
     cache: Arc<Cache>,
-    pipeline: Arc<Pipeline>,
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+    status: Arc<Status>,
     /// Query parameters some route leaves out of its keys: a purged URL is normalized the
     /// same way, so a purge with a signed URL still finds the object.
     exclude_query: Vec<String>,
@@ -42,15 +61,24 @@ impl Admin {
     pub fn new(
         token: String,
         cache: Arc<Cache>,
-        pipeline: Arc<Pipeline>,
+        shared: Arc<Shared>,
+        reloader: Arc<Reloader>,
+        status: Arc<Status>,
         exclude_query: Vec<String>,
     ) -> Arc<Admin> {
         Arc::new(Admin {
             token,
             cache,
-            pipeline,
+            shared,
+            reloader,
+            status,
             exclude_query,
         })
+    }
+
+    /// The module host of the serving pipeline (the same host across reloads).
+    fn modules(&self) -> Option<Arc<ModuleHost>> {
+        self.shared.pipeline().modules().cloned()
     }
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -75,8 +103,31 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        if req.uri().path() == "/health" {
-            return text(StatusCode::OK, "ok\n");
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/ready") => {
+                return if self.shared.draining.load(Ordering::Relaxed) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }
+            (&Method::GET, "/status") => {
+                let mut r = text(StatusCode::OK, STATUS_PAGE);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // The page talks only to this listener.
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                    ),
+                );
+                return r;
+            }
+            _ => {}
         }
         if !self.authorized(&req) {
             let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
@@ -86,11 +137,13 @@ impl Admin {
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
+                let modules = self.modules();
                 let mut r = text(
                     StatusCode::OK,
                     &crate::telemetry::metrics::render(
+                        &self.shared.metrics,
                         &self.cache,
-                        self.pipeline.modules().map(|m| &*m.services),
+                        modules.as_deref().map(|m| &*m.services),
                     ),
                 );
                 r.headers_mut().insert(
@@ -103,13 +156,17 @@ impl Admin {
             }
             (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::GET, "/origins") => self.origins(),
-            (&Method::GET, "/modules") => match self.pipeline.modules() {
+            (&Method::GET, "/modules") => match self.modules() {
                 Some(host) => json(StatusCode::OK, &host.list()),
                 None => json(StatusCode::OK, &serde_json::json!([])),
             },
-            (_, "/metrics" | "/purge" | "/origins" | "/modules") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n")
-            }
+            (&Method::GET, "/status.json") => json(StatusCode::OK, &self.status.json()),
+            (&Method::POST, "/reload") => self.reload().await,
+            (
+                _,
+                "/metrics" | "/purge" | "/origins" | "/modules" | "/status.json" | "/reload"
+                | "/health" | "/ready" | "/status",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "wrong method\n"),
             (method, path) if path.starts_with("/modules/") => {
                 let rest = &path["/modules/".len()..];
                 match (method, rest.split_once('/')) {
@@ -120,6 +177,33 @@ impl Admin {
                     (&Method::PUT, Some((name, "data"))) => {
                         let name = name.to_owned();
                         self.deploy(name, req, true).await
+                    }
+                    (&Method::PUT, Some((name, "canary"))) => {
+                        let name = name.to_owned();
+                        self.canary(name, req).await
+                    }
+                    (&Method::POST, Some((name, "canary/promote"))) => {
+                        match self.modules().map(|h| h.promote_canary(name)) {
+                            Some(Ok(v)) => json(
+                                StatusCode::OK,
+                                &serde_json::json!({"id": v.id, "name": &*v.name, "version": &*v.version, "sha256": v.sha256}),
+                            ),
+                            Some(Err(e)) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+                            None => text(
+                                StatusCode::NOT_FOUND,
+                                &format!("no module named `{name}`\n"),
+                            ),
+                        }
+                    }
+                    (&Method::DELETE, Some((name, "canary"))) => {
+                        match self.modules().map(|h| h.abort_canary(name)) {
+                            Some(Ok(c)) => json(StatusCode::OK, &c.summary()),
+                            Some(Err(e)) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+                            None => text(
+                                StatusCode::NOT_FOUND,
+                                &format!("no module named `{name}`\n"),
+                            ),
+                        }
                     }
                     (&Method::POST, Some((name, "rollback"))) => {
                         let to = req
@@ -144,42 +228,15 @@ impl Admin {
         req: Request<Incoming>,
         data: bool,
     ) -> Response<Full<Bytes>> {
-        let Some(host) = self.pipeline.modules().cloned() else {
+        let Some(host) = self.modules() else {
             return text(
                 StatusCode::CONFLICT,
                 "modules are off: configure wasm.trusted_keys to allow deploys\n",
             );
         };
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "module names are letters, digits, `-` and `_`\n",
-            );
-        }
-        let Some(signature) = req
-            .headers()
-            .get("edge-signature")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "missing edge-signature header (base64 Ed25519 signature of the body; see `edge module sign`)\n",
-            );
-        };
-        let limit = host.max_module_bytes();
-        let bytes = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("module over the limit of {limit} bytes (wasm.max_module_bytes)\n"),
-                )
-            }
+        let (bytes, signature) = match signed_body(&name, req, host.max_module_bytes()).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
         let deployed = tokio::task::spawn_blocking(move || {
             if data {
@@ -221,8 +278,72 @@ impl Admin {
         }
     }
 
+    /// Starts a canary: the policy from the query, the component in the body.
+    async fn canary(&self, name: String, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(host) = self.modules() else {
+            return text(
+                StatusCode::CONFLICT,
+                "modules are off: configure wasm.trusted_keys to allow deploys\n",
+            );
+        };
+        let policy = match canary_policy(req.uri().query().unwrap_or("")) {
+            Ok(p) => p,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad canary policy: {e}\n"),
+                )
+            }
+        };
+        let (bytes, signature) = match signed_body(&name, req, host.max_module_bytes()).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let started = tokio::task::spawn_blocking(move || {
+            host.start_canary(&name, &bytes, &signature, policy)
+                .map(|c| c.summary())
+        })
+        .await;
+        match started {
+            Ok(Ok(summary)) => json(StatusCode::CREATED, &summary),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "canary rejected");
+                let status = match e {
+                    crate::wasm::WasmError::UnknownModule(_) => StatusCode::NOT_FOUND,
+                    _ if e.is_client_error() => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                text(status, &format!("{e}\n"))
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("canary task failed: {e}\n"),
+            ),
+        }
+    }
+
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        match self.reloader.reload().await {
+            Ok(done) => json(
+                StatusCode::OK,
+                &serde_json::to_value(&done).unwrap_or_default(),
+            ),
+            Err(e) => {
+                let status = match e {
+                    ReloadError::Busy => StatusCode::CONFLICT,
+                    ReloadError::NoSource => StatusCode::CONFLICT,
+                    ReloadError::Wasm(ref w) if !w.is_client_error() => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                text(status, &format!("reload refused: {e}\n"))
+            }
+        }
+    }
+
     fn rollback(&self, name: &str, to: Option<&str>) -> Response<Full<Bytes>> {
-        let Some(host) = self.pipeline.modules() else {
+        let Some(host) = self.modules() else {
             return text(
                 StatusCode::NOT_FOUND,
                 &format!("no module named `{name}`\n"),
@@ -243,8 +364,8 @@ impl Admin {
     }
 
     fn origins(&self) -> Response<Full<Bytes>> {
-        let origins: Vec<serde_json::Value> = self
-            .pipeline
+        let pipeline = self.shared.pipeline();
+        let origins: Vec<serde_json::Value> = pipeline
             .origins()
             .map(|origin| match &**origin {
                 Origin::Http(http) => serde_json::json!({
@@ -348,12 +469,88 @@ impl Admin {
     }
 }
 
+/// A deploy's name check, `edge-signature` header and bounded body.
+async fn signed_body(
+    name: &str,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(Bytes, String), Response<Full<Bytes>>> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "module names are letters, digits, `-` and `_`\n",
+        ));
+    }
+    let Some(signature) = req
+        .headers()
+        .get("edge-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return Err(text(
+                StatusCode::BAD_REQUEST,
+                "missing edge-signature header (base64 Ed25519 signature of the body; see `edge module sign`)\n",
+            ));
+    };
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("module over the limit of {limit} bytes (wasm.max_module_bytes)\n"),
+            ))
+        }
+    };
+    Ok((bytes, signature))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
     url: Option<String>,
     prefix: Option<String>,
     surrogate_key: Option<String>,
+}
+
+/// `percent=10&window_s=60&max_error_ratio=0.01&max_block_ratio=0.2&min_requests=20`;
+/// `percent` is required.
+fn canary_policy(query: &str) -> Result<CanaryPolicy, String> {
+    let mut policy = CanaryPolicy {
+        percent: 0,
+        window: Duration::from_secs(60),
+        max_error_ratio: 0.01,
+        max_block_ratio: None,
+        min_requests: 20,
+    };
+    let mut percent = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| format!("`{key}` must be {what}, not `{value}`");
+        match key {
+            "percent" => percent = Some(value.parse().map_err(|_| bad("a whole number"))?),
+            "window_s" => {
+                policy.window =
+                    Duration::from_secs(value.parse().map_err(|_| bad("whole seconds"))?)
+            }
+            "max_error_ratio" => {
+                policy.max_error_ratio = value.parse().map_err(|_| bad("a ratio"))?
+            }
+            "max_block_ratio" => {
+                policy.max_block_ratio = Some(value.parse().map_err(|_| bad("a ratio"))?)
+            }
+            "min_requests" => {
+                policy.min_requests = value.parse().map_err(|_| bad("a whole number"))?
+            }
+            _ => return Err(format!("unknown parameter `{key}`")),
+        }
+    }
+    policy.percent = percent.ok_or("`percent` is required")?;
+    policy.check()?;
+    Ok(policy)
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {

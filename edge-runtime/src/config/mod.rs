@@ -116,6 +116,45 @@ pub struct ServerConfig {
     pub http3: bool,
     pub alt_svc_max_age: u64,
     pub via_name: String,
+    pub identity: Identity,
+}
+
+/// Who this node is, in `Via`, logs, metrics and the status page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// Empty when the node runs without a region.
+    pub region: String,
+    pub node_id: String,
+}
+
+impl Identity {
+    /// `Via`'s received-by with the identity as its comment (RFC 9110 §7.6.3):
+    /// `edge (eu-west node-7)`.
+    pub fn via(&self, pseudonym: &str) -> String {
+        if self.region.is_empty() {
+            format!("{pseudonym} ({})", self.node_id)
+        } else {
+            format!("{pseudonym} ({} {})", self.region, self.node_id)
+        }
+    }
+}
+
+/// The host name (Linux), else `edge`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| valid_identity(s))
+        .unwrap_or_else(|| "edge".into())
+}
+
+/// Region and node names go into a header comment, metric labels and log fields: short
+/// and plain.
+fn valid_identity(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +209,16 @@ impl Config {
         })?;
         let mut files = vec![base];
         if let Some(region) = region {
+            if !valid_identity(region) {
+                return Err(ConfigError {
+                    file: path.to_owned(),
+                    line: None,
+                    key: "server.region".into(),
+                    message: format!(
+                        "region `{region}` must be 1–64 letters, digits, `-`, `_` or `.`"
+                    ),
+                });
+            }
             let overlay_path = path
                 .parent()
                 .unwrap_or(Path::new("."))
@@ -193,6 +242,14 @@ impl Config {
                 message,
             })?;
             source::merge(&mut table, t);
+        }
+        if let Some(region) = region {
+            // The region named on the command line is the node's region.
+            let mut server = toml::Table::new();
+            server.insert("region".into(), region.into());
+            let mut named = toml::Table::new();
+            named.insert("server".into(), server.into());
+            source::merge(&mut table, named);
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
         Config::from_table(table, &dir).map_err(|e| e.locate(&files))
@@ -295,11 +352,30 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         http3: raw.server.http3,
         alt_svc_max_age: raw.server.alt_svc_max_age,
         via_name: raw.server.via_name.clone(),
+        identity: Identity {
+            region: raw.server.region.clone().unwrap_or_default(),
+            node_id: match std::env::var("EDGE_NODE_ID") {
+                Ok(id) if !id.is_empty() => id,
+                _ => raw.server.node_id.clone().unwrap_or_else(host_name),
+            },
+        },
     };
     if server.via_name.is_empty() || !server.via_name.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Unlocated::at(
             &["server", "via_name"],
             "must be a non-empty token without spaces",
+        ));
+    }
+    if !server.identity.region.is_empty() && !valid_identity(&server.identity.region) {
+        return Err(Unlocated::at(
+            &["server", "region"],
+            "must be 1–64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    if !valid_identity(&server.identity.node_id) {
+        return Err(Unlocated::at(
+            &["server", "node_id"],
+            "must be 1–64 letters, digits, `-`, `_` or `.` (EDGE_NODE_ID overrides it)",
         ));
     }
 
@@ -419,7 +495,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
             preserve_host: o.preserve_host,
             http2_only: o.http2,
             max_idle_per_upstream: o.max_idle,
-            via_name: server.via_name.clone(),
+            via_name: server.identity.via(&server.via_name),
         });
     }
 

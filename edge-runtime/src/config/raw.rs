@@ -151,6 +151,11 @@ pub struct RawServer {
     pub alt_svc_max_age: u64,
     /// Pseudonym in `Via` (RFC 9110 §7.6.3).
     pub via_name: String,
+    /// The node's region; `edge serve --region NAME` sets it.
+    pub region: Option<String>,
+    /// The node's name in `Via`, logs and metrics; the environment variable `EDGE_NODE_ID`
+    /// overrides it (one config file, many pods), the host name is the default.
+    pub node_id: Option<String>,
 }
 
 impl Default for RawServer {
@@ -163,6 +168,8 @@ impl Default for RawServer {
             http3: true,
             alt_svc_max_age: 86_400,
             via_name: "edge".into(),
+            region: None,
+            node_id: None,
         }
     }
 }

@@ -90,6 +90,7 @@ async fn connection(
         }
     };
     let conn = Arc::new(Conn::new(client, true));
+    let _open = shared.metrics.connections.open("h3");
     let mut requests = JoinSet::new();
     let mut draining = false;
     loop {
@@ -144,7 +145,7 @@ async fn request(
     let client = conn.client;
     let (mut send, recv) = stream.split();
     let (body, unread) = request_body(&req, recv);
-    let response = shared.pipeline.handle(req.map(|()| body), conn).await;
+    let response = shared.pipeline().handle(req.map(|()| body), conn).await;
     let (parts, mut body) = response.into_parts();
     if let Err(e) = send
         .send_response(http::Response::from_parts(parts, ()))

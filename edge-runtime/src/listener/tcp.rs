@@ -98,6 +98,7 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let io = IdleTimeout::new(stream, shared.limits.idle_timeout);
     let Some(acceptor) = tls else {
+        let _open = shared.metrics.connections.open("h1");
         serve_http(
             io,
             Conn::new(client, false),
@@ -122,6 +123,10 @@ async fn connection(
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let builder = if h2 { &builders.http2 } else { &builders.http1 };
+    let _open = shared
+        .metrics
+        .connections
+        .open(if h2 { "h2" } else { "h1" });
     serve_http(stream, Conn::new(client, true), builder, shared, watcher).await;
 }
 
@@ -140,7 +145,7 @@ async fn serve_http<IO>(
         let (shared, conn) = (shared.clone(), conn.clone());
         async move {
             let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
-            let mut response = shared.pipeline.handle(req, &conn).await;
+            let mut response = shared.pipeline().handle(req, &conn).await;
             // Only viewers on TLS can switch to h3; behind a TLS-terminating CDN the
             // plaintext listener's Alt-Svc would point viewers at the wrong place.
             if let (true, Some(alt_svc)) = (conn.tls, &shared.alt_svc) {

@@ -21,6 +21,7 @@ pub use route::{NoRoute, Router};
 use crate::cache::{self, Cache, CacheStatus, RouteCache};
 use crate::config::Config;
 use crate::telemetry::access_log::{AccessRecord, LoggedBody};
+use crate::telemetry::metrics::NodeMetrics;
 use crate::wasm::chain::{read_request_body, Chain, ChainRun, Outcome};
 use crate::wasm::{ModuleHost, WasmError};
 use http::{header, HeaderValue, Method, Request, Response};
@@ -68,6 +69,10 @@ pub struct Pipeline {
     cache: Arc<Cache>,
     max_uri_bytes: usize,
     access_log: bool,
+    metrics: Arc<NodeMetrics>,
+    /// Each route's name as a metric label, by route index; `-` for no route.
+    route_labels: Vec<Arc<String>>,
+    no_route_label: Arc<String>,
 }
 
 impl Pipeline {
@@ -78,6 +83,7 @@ impl Pipeline {
         config: &Config,
         cache: Arc<Cache>,
         modules: Option<Arc<ModuleHost>>,
+        metrics: Arc<NodeMetrics>,
     ) -> Result<Self, PipelineError> {
         let mut origins = HashMap::new();
         for o in &config.origins {
@@ -123,6 +129,13 @@ impl Pipeline {
             cache,
             max_uri_bytes: config.limits.max_uri_bytes,
             access_log: config.logging.access_log,
+            metrics,
+            route_labels: config
+                .routes
+                .iter()
+                .map(|r| Arc::new(r.name.clone()))
+                .collect(),
+            no_route_label: Arc::new("-".into()),
         })
     }
 
@@ -167,6 +180,17 @@ impl Pipeline {
         if let Ok(value) = HeaderValue::from_str(&timing) {
             response.headers_mut().append(SERVER_TIMING, value);
         }
+        let route = record
+            .route
+            .and_then(|i| self.route_labels.get(i))
+            .unwrap_or(&self.no_route_label);
+        self.metrics.request(
+            record.protocol,
+            route,
+            record.status,
+            started.elapsed(),
+            record.origin_time,
+        );
         if self.access_log {
             response = response.map(|body| LoggedBody::new(body, record, started).boxed_unsync());
         }

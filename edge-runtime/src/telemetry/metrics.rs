@@ -3,14 +3,214 @@
 //! snapshots them into a fresh registry, so the request path never touches the registry.
 
 use crate::cache::Cache;
+use crate::config::Identity;
 use crate::wasm::state::Services;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub fn render(cache: &Cache, modules: Option<&Services>) -> String {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: &'static str,
+    route: Arc<String>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: &'static str,
+}
+
+/// Seconds, from 100 µs to ~100 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.5, 16))
+}
+
+/// The node's own metrics: requests, latencies and connections. They outlive a config
+/// reload (the pipeline is rebuilt, these are not), so rates stay continuous.
+pub struct NodeMetrics {
+    pub identity: Identity,
+    pub started: Instant,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    origin_first_byte: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Every request, for the status page's rate (no label lookups).
+    pub requests_total: AtomicU64,
+    /// Sum of origin times to first byte in µs and their count, for the status page.
+    pub origin_us_sum: AtomicU64,
+    pub origin_count: AtomicU64,
+    pub connections: Arc<Connections>,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+}
+
+/// Open connections by protocol, and connections accepted.
+#[derive(Default)]
+pub struct Connections {
+    pub h1: AtomicI64,
+    pub h2: AtomicI64,
+    pub h3: AtomicI64,
+    pub accepted: AtomicU64,
+}
+
+impl Connections {
+    fn gauge(&self, protocol: &str) -> Option<&AtomicI64> {
+        match protocol {
+            "h1" => Some(&self.h1),
+            "h2" => Some(&self.h2),
+            "h3" => Some(&self.h3),
+            _ => None,
+        }
+    }
+
+    /// Counts a connection as open under `protocol` until the guard drops.
+    pub fn open(self: &Arc<Self>, protocol: &'static str) -> ConnectionGuard {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = self.gauge(protocol) {
+            g.fetch_add(1, Ordering::Relaxed);
+        }
+        ConnectionGuard {
+            connections: self.clone(),
+            protocol,
+        }
+    }
+}
+
+pub struct ConnectionGuard {
+    connections: Arc<Connections>,
+    protocol: &'static str,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some(g) = self.connections.gauge(self.protocol) {
+            g.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl NodeMetrics {
+    pub fn new(identity: Identity) -> Arc<NodeMetrics> {
+        Arc::new(NodeMetrics {
+            identity,
+            started: Instant::now(),
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            origin_first_byte: Family::new_with_constructor(latency_histogram),
+            requests_total: AtomicU64::new(0),
+            origin_us_sum: AtomicU64::new(0),
+            origin_count: AtomicU64::new(0),
+            connections: Arc::new(Connections::default()),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+        })
+    }
+
+    /// One finished request head: counted by protocol, route and status; its time to the
+    /// response head and the origin's time to first byte observed per route.
+    pub fn request(
+        &self,
+        protocol: &'static str,
+        route: &Arc<String>,
+        status: u16,
+        total: Duration,
+        origin: Option<Duration>,
+    ) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .get_or_create(&RequestLabels {
+                protocol,
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        let route = RouteLabels {
+            route: route.clone(),
+        };
+        self.duration
+            .get_or_create(&route)
+            .observe(total.as_secs_f64());
+        if let Some(origin) = origin {
+            self.origin_us_sum
+                .fetch_add(origin.as_micros() as u64, Ordering::Relaxed);
+            self.origin_count.fetch_add(1, Ordering::Relaxed);
+            self.origin_first_byte
+                .get_or_create(&route)
+                .observe(origin.as_secs_f64());
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "node",
+            "The node's identity",
+            Info::new(vec![
+                ("region", self.identity.region.clone()),
+                ("node_id", self.identity.node_id.clone()),
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ]),
+        );
+        registry.register(
+            "requests",
+            "Requests by protocol, route (`-` when none matched) and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request to the response head, by route",
+            self.duration.clone(),
+        );
+        registry.register(
+            "origin_first_byte_seconds",
+            "Origin time to first byte on cache misses and passes, by route",
+            self.origin_first_byte.clone(),
+        );
+        let open = Family::<ProtocolLabels, Gauge>::default();
+        for protocol in ["h1", "h2", "h3"] {
+            if let Some(g) = self.connections.gauge(protocol) {
+                open.get_or_create(&ProtocolLabels { protocol })
+                    .set(g.load(Ordering::Relaxed));
+            }
+        }
+        registry.register(
+            "connections_open",
+            "Open viewer connections by protocol (h1: HTTP/1.1 and plaintext)",
+            open,
+        );
+        registry.register(
+            "connections_accepted",
+            "Viewer connections accepted",
+            ConstCounter::new(self.connections.accepted.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads applied",
+            self.reloads.clone(),
+        );
+        registry.register(
+            "config_reload_failures",
+            "Config reloads refused (the running config kept serving)",
+            self.reload_failures.clone(),
+        );
+    }
+}
+
+pub fn render(node: &NodeMetrics, cache: &Cache, modules: Option<&Services>) -> String {
+    let mut node_registry = Registry::with_prefix("edge");
+    node.register(&mut node_registry);
     let mut registry = Registry::with_prefix("edge_cache");
     let m = &cache.metrics;
     let counters = [
@@ -91,6 +291,7 @@ pub fn render(cache: &Cache, modules: Option<&Services>) -> String {
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
+    let _ = encode_registry(&mut out, &node_registry);
     let _ = encode_registry(&mut out, &registry);
     if let Some(modules) = modules {
         let mut module_registry = Registry::with_prefix("edge");

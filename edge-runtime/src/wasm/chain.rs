@@ -21,6 +21,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use origin::Body;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -95,19 +96,25 @@ impl Entry {
     /// An idle instance of the current version and data, if one is pooled.
     fn take_pooled(&self, version: &Arc<ModuleVersion>, generation: u64) -> Option<Live> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        // Instances of an older version or data (a deploy or rollback happened) are
-        // dropped.
-        pool.retain(|l| l.version.id == version.id && l.generation == generation);
-        pool.pop()
+        // Instances of older data are dropped; with a canary running, instances of both
+        // live versions are pooled, so take one of the version this request runs.
+        pool.retain(|l| l.generation == generation);
+        let at = pool.iter().rposition(|l| l.version.id == version.id)?;
+        Some(pool.swap_remove(at))
     }
 
     fn give_back(&self, live: Live) {
         let current = self.slot.data().map_or(0, |d| d.generation);
+        if live.generation != current || !self.slot.is_live(&live.version) {
+            return;
+        }
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < RESIDENT_POOL_MAX
-            && live.version.id == self.slot.current().id
-            && live.generation == current
-        {
+        // Instances of a version no longer live (a deploy, rollback or ended canary) are
+        // dropped here rather than kept until the next take.
+        if pool.len() >= RESIDENT_POOL_MAX {
+            pool.retain(|l| self.slot.is_live(&l.version));
+        }
+        if pool.len() < RESIDENT_POOL_MAX {
             pool.push(live);
         }
     }
@@ -242,7 +249,9 @@ impl Chain {
         };
         let mut outcome = Outcome::Continue;
         for entry in &self.entries {
-            let version = entry.slot.current();
+            let version = entry.slot.pick();
+            version.outcomes.requests.fetch_add(1, Ordering::Relaxed);
+            let call_started = Instant::now();
             let (generation, config) = entry.config();
             let pooled = if version.resident {
                 entry.take_pooled(&version, generation)
@@ -286,6 +295,10 @@ impl Chain {
             let (result, back) = live.call_on_request(view).await;
             view = back;
             entry.slot.calls.inc();
+            entry
+                .slot
+                .duration
+                .observe(call_started.elapsed().as_secs_f64());
             // An answer the node cannot send (bad status or field) is a failure like a trap.
             let result = result.and_then(|action| match action {
                 RequestAction::Continue => Ok(Step::Keep),
@@ -317,6 +330,9 @@ impl Chain {
                 // The instance is dropped now: no response hook, no transform.
                 Ok(Step::Finished) => {}
                 Ok(Step::Answer(response)) => {
+                    if response.status().as_u16() >= 400 {
+                        version.outcomes.blocks.fetch_add(1, Ordering::Relaxed);
+                    }
                     outcome = Outcome::Respond(response);
                     break;
                 }
@@ -477,6 +493,7 @@ impl ChainRun {
     }
 
     fn report(&self, version: &ModuleVersion, hook: &str, failure: &Failure, services: &Services) {
+        version.outcomes.errors.fetch_add(1, Ordering::Relaxed);
         services
             .metrics
             .failure(&version.name, failure.kind.as_str());

@@ -11,7 +11,9 @@ use std::sync::RwLock;
 
 /// Metric names one module may create; more are dropped (a module must not grow the
 /// node's memory or the scrape without bound).
-pub const MAX_NAMES_PER_MODULE: usize = 64;
+/// The WAF counts matches and blocks per rule id (`rule:942100`, `blocked-by:949110`),
+/// which sets the size.
+pub const MAX_NAMES_PER_MODULE: usize = 512;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NameLabels {
@@ -34,8 +36,14 @@ fn histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 4.0, 12))
 }
 
+/// Seconds, from 10 µs to ~1.5 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.00001, 2.5, 14))
+}
+
 pub struct ModuleMetrics {
     calls: Family<ModuleLabels, Counter>,
+    durations: Family<ModuleLabels, Histogram, fn() -> Histogram>,
     failures: Family<FailureLabels, Counter>,
     counters: Family<NameLabels, Counter>,
     histograms: Family<NameLabels, Histogram, fn() -> Histogram>,
@@ -46,6 +54,7 @@ impl Default for ModuleMetrics {
     fn default() -> Self {
         ModuleMetrics {
             calls: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
             failures: Family::default(),
             counters: Family::default(),
             histograms: Family::new_with_constructor(histogram),
@@ -59,6 +68,16 @@ impl ModuleMetrics {
     /// module, then incremented without a lookup.
     pub fn calls_counter(&self, module: &str) -> Counter {
         self.calls
+            .get_or_create(&ModuleLabels {
+                module: module.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The histogram of a module's request-phase time (instantiation and hook), looked up
+    /// once per module.
+    pub fn duration_histogram(&self, module: &str) -> Histogram {
+        self.durations
             .get_or_create(&ModuleLabels {
                 module: module.to_owned(),
             })
@@ -91,6 +110,14 @@ impl ModuleMetrics {
         }
     }
 
+    /// A module-reported counter's value (0 if never reported): the WAF's `blocked`, the
+    /// rate limiter's `denied`, for the status page.
+    pub fn counter_value(&self, module: &str, name: &str) -> u64 {
+        self.counters
+            .get(&labels(module, name))
+            .map_or(0, |c| c.get())
+    }
+
     fn admit(&self, module: &str, name: &str) -> bool {
         if name.is_empty() || name.len() > 128 {
             return false;
@@ -116,6 +143,11 @@ impl ModuleMetrics {
             "module_calls",
             "Module instances run (one per module per request)",
             self.calls.clone(),
+        );
+        registry.register(
+            "module_duration_seconds",
+            "Time in a module's request phase (instantiation and hook), per call",
+            self.durations.clone(),
         );
         registry.register(
             "module_failures",

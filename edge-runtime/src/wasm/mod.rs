@@ -25,6 +25,7 @@ pub use registry::{ModuleHost, ModuleVersion, Source};
 
 /// Host bindings for the `edge:module` world. Every import is trappable: a handle the
 /// host cannot find is a trap for that one instance, never a panic in the node.
+pub mod canary;
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -67,6 +68,10 @@ pub enum WasmError {
         path: String,
         source: std::io::Error,
     },
+    #[error("module `{module}`: bad canary policy: {reason}")]
+    BadCanary { module: String, reason: String },
+    #[error("module `{0}` has no canary running")]
+    NoCanary(String),
     #[error("cannot start the Wasm engine: {0}")]
     Engine(String),
 }

@@ -4,6 +4,7 @@
 //! with.
 
 use super::bindings::{Module, ModulePre};
+use super::canary::{Canary, CanaryPolicy, Ended, Outcomes};
 use super::compile_cache::{CompileCache, Compiled};
 use super::engine::{self, EngineSettings, Ticker};
 use super::signing::TrustedKeys;
@@ -12,7 +13,7 @@ use super::WasmError;
 use ring::digest::{digest, SHA256};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker};
@@ -72,6 +73,8 @@ pub struct ModuleVersion {
     pub source: Source,
     pub compiled: Compiled,
     pub loaded_at: SystemTime,
+    /// Requests, errors and blocks of this version (what a canary is judged by).
+    pub outcomes: Outcomes,
     pub(crate) pre: ModulePre<ModuleState>,
 }
 
@@ -116,12 +119,77 @@ pub struct Slot {
     pub limits: ModuleLimits,
     /// `edge_module_calls_total{module=<name>}`.
     pub(crate) calls: prometheus_client::metrics::counter::Counter,
+    /// `edge_module_duration_seconds{module=<name>}`: instantiation and request hook.
+    pub(crate) duration: prometheus_client::metrics::histogram::Histogram,
     current: RwLock<Arc<ModuleVersion>>,
     history: Mutex<Vec<Arc<ModuleVersion>>>,
     data: RwLock<Option<Arc<ModuleData>>>,
+    /// Set while a canary runs: requests skip the canary lock otherwise.
+    has_canary: AtomicBool,
+    canary: RwLock<Option<Arc<Canary>>>,
+    last_canary: Mutex<Option<Ended>>,
 }
 
 impl Slot {
+    fn new(
+        name: &str,
+        limits: ModuleLimits,
+        metrics: &super::metrics::ModuleMetrics,
+        version: Arc<ModuleVersion>,
+    ) -> Slot {
+        Slot {
+            name: name.to_owned(),
+            limits,
+            calls: metrics.calls_counter(name),
+            duration: metrics.duration_histogram(name),
+            current: RwLock::new(version.clone()),
+            history: Mutex::new(vec![version]),
+            data: RwLock::new(None),
+            has_canary: AtomicBool::new(false),
+            canary: RwLock::new(None),
+            last_canary: Mutex::new(None),
+        }
+    }
+
+    /// The version this request runs: the canary for its share of requests, else the
+    /// current one.
+    pub fn pick(&self) -> Arc<ModuleVersion> {
+        if self.has_canary.load(Ordering::Relaxed) {
+            if let Some(canary) = self.canary() {
+                if canary.picks_this() {
+                    return canary.version.clone();
+                }
+            }
+        }
+        self.current()
+    }
+
+    pub fn canary(&self) -> Option<Arc<Canary>> {
+        match self.canary.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Whether instances of `version` may be kept for reuse: it is current or the canary.
+    pub fn is_live(&self, version: &ModuleVersion) -> bool {
+        version.id == self.current().id
+            || (self.has_canary.load(Ordering::Relaxed)
+                && self.canary().is_some_and(|c| c.version.id == version.id))
+    }
+
+    fn set_canary(&self, canary: Option<Arc<Canary>>) -> Option<Arc<Canary>> {
+        let mut slot = self.canary.write().unwrap_or_else(|p| p.into_inner());
+        self.has_canary.store(canary.is_some(), Ordering::Relaxed);
+        std::mem::replace(&mut *slot, canary)
+    }
+
+    fn end_canary(&self, state: &'static str, reason: String) -> Option<Arc<Canary>> {
+        let ended = self.set_canary(None)?;
+        *self.last_canary.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(ended.ended(state, reason));
+        Some(ended)
+    }
     /// The version new requests use. The lock is held for an `Arc` clone, never across
     /// an await or a module call.
     pub fn current(&self) -> Arc<ModuleVersion> {
@@ -167,6 +235,8 @@ impl Slot {
                 "bytes": d.json.len(),
                 "deployed_at": httpdate::fmt_http_date(d.deployed_at),
             })),
+            "canary": self.canary().map(|c| c.summary()),
+            "last_canary": self.last_canary.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
     }
 }
@@ -233,14 +303,7 @@ impl ModuleHost {
         limits: ModuleLimits,
     ) -> Result<Arc<Slot>, WasmError> {
         let version = Arc::new(self.prepare(name, bytes, source, limits)?);
-        let slot = Arc::new(Slot {
-            name: name.to_owned(),
-            limits,
-            calls: self.services.metrics.calls_counter(name),
-            current: RwLock::new(version.clone()),
-            history: Mutex::new(vec![version]),
-            data: RwLock::new(None),
-        });
+        let slot = Arc::new(Slot::new(name, limits, &self.services.metrics, version));
         self.slots
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -282,14 +345,12 @@ impl ModuleHost {
         match existing {
             Some(slot) => slot.install(version.clone()),
             None => {
-                let slot = Arc::new(Slot {
-                    name: name.to_owned(),
+                let slot = Arc::new(Slot::new(
+                    name,
                     limits,
-                    calls: self.services.metrics.calls_counter(name),
-                    current: RwLock::new(version.clone()),
-                    history: Mutex::new(vec![version.clone()]),
-                    data: RwLock::new(None),
-                });
+                    &self.services.metrics,
+                    version.clone(),
+                ));
                 self.slots
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -381,6 +442,123 @@ impl ModuleHost {
         Ok(data)
     }
 
+    /// For a config reload: keeps `name` as it is when it already has these bytes (loaded
+    /// before, or deployed since) and these limits; installs them as a new version when
+    /// the bytes changed; loads a new module otherwise. Returns whether it compiled.
+    /// Blocking.
+    pub fn ensure(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source: Source,
+        limits: ModuleLimits,
+    ) -> Result<bool, WasmError> {
+        match self.slot(name) {
+            Some(slot) if slot.limits == limits => {
+                let sha = sha256_hex(bytes);
+                let known = slot
+                    .history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|v| v.sha256 == sha);
+                if !known {
+                    slot.install(Arc::new(self.prepare(name, bytes, source, limits)?));
+                }
+                Ok(!known)
+            }
+            _ => {
+                self.load(name, bytes, source, limits)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Verifies and compiles a new version of `name` and starts it as a canary for the
+    /// policy's share of requests. Blocking. The current version keeps the rest.
+    pub fn start_canary(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        signature_b64: &str,
+        policy: CanaryPolicy,
+    ) -> Result<Arc<Canary>, WasmError> {
+        policy.check().map_err(|reason| WasmError::BadCanary {
+            module: name.to_owned(),
+            reason,
+        })?;
+        self.check_signed(name, bytes, signature_b64)?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;
+        let version = Arc::new(self.prepare(name, bytes, Source::Deployed, slot.limits)?);
+        let canary = Arc::new(Canary::new(version.clone(), policy));
+        if let Some(replaced) = slot.set_canary(Some(canary.clone())) {
+            *slot.last_canary.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(replaced.ended("aborted", format!("replaced by version {}", version.id)));
+        }
+        tracing::info!(
+            module = name,
+            id = version.id,
+            version = &*version.version,
+            percent = policy.percent,
+            "canary started"
+        );
+        Ok(canary)
+    }
+
+    /// Makes the canary the current version (kept in the history for rollback).
+    pub fn promote_canary(&self, name: &str) -> Result<Arc<ModuleVersion>, WasmError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;
+        let canary = slot
+            .end_canary("promoted", "promoted through the admin API".into())
+            .ok_or_else(|| WasmError::NoCanary(name.to_owned()))?;
+        slot.install(canary.version.clone());
+        tracing::info!(
+            module = name,
+            id = canary.version.id,
+            version = &*canary.version.version,
+            "canary promoted"
+        );
+        Ok(canary.version.clone())
+    }
+
+    /// Stops the canary; every request runs the current version again.
+    pub fn abort_canary(&self, name: &str) -> Result<Arc<Canary>, WasmError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| WasmError::UnknownModule(name.to_owned()))?;
+        let canary = slot
+            .end_canary("aborted", "aborted through the admin API".into())
+            .ok_or_else(|| WasmError::NoCanary(name.to_owned()))?;
+        tracing::info!(module = name, id = canary.version.id, "canary aborted");
+        Ok(canary)
+    }
+
+    /// Judges every running canary (the node calls this once a second) and rolls back
+    /// those whose error or block ratio broke their policy.
+    pub fn check_canaries(&self) {
+        let now = std::time::Instant::now();
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            let Some(canary) = slot.canary() else {
+                continue;
+            };
+            if let Some(reason) = canary.judge(now) {
+                slot.end_canary("rolled-back", reason.clone());
+                tracing::warn!(module = %slot.name, id = canary.version.id, version = &*canary.version.version, %reason, "canary rolled back");
+            }
+        }
+    }
+
     /// Every module with its versions, for the admin API.
     pub fn list(&self) -> serde_json::Value {
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
@@ -396,11 +574,7 @@ impl ModuleHost {
         source: Source,
         limits: ModuleLimits,
     ) -> Result<ModuleVersion, WasmError> {
-        let sha256: String = digest(&SHA256, bytes)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = sha256_hex(bytes);
         let (component, compiled) = self
             .cache
             .load_or_compile(&self.engine, bytes, &sha256)
@@ -422,6 +596,7 @@ impl ModuleHost {
             source,
             compiled,
             loaded_at: SystemTime::now(),
+            outcomes: Outcomes::default(),
             pre,
         })
     }
@@ -437,6 +612,14 @@ impl ModuleHost {
             .map_err(wrong_world)?;
         ModulePre::new(instance_pre).map_err(wrong_world)
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    digest(&SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Starts an instance of a resident module with `config_json` and runs its `init`: the

@@ -7,8 +7,12 @@ use edge_module_sdk::{
 struct TestModule;
 
 fn config() -> Config {
-    parse_config(&edge_module_sdk::bindings::edge::module::config::get())
-        .unwrap_or_else(|e| panic!("{e}"))
+    let mut config = parse_config(&edge_module_sdk::bindings::edge::module::config::get())
+        .unwrap_or_else(|e| panic!("{e}"));
+    if cfg!(feature = "v2") {
+        config.mode = config.v2_mode.unwrap_or(config.mode);
+    }
+    config
 }
 
 const BUILD: &str = if cfg!(feature = "v2") { "2" } else { "1" };

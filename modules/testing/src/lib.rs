@@ -16,6 +16,9 @@ pub struct Config {
     pub tag: Option<String>,
     /// For `rate-limit`: the node's policy name.
     pub policy: Option<String>,
+    /// The mode of the `v2` build when set: a second version that behaves differently
+    /// (breaks) under the same route config, for canary tests.
+    pub v2_mode: Option<Mode>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq, Clone, Copy)]

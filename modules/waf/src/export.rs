@@ -183,6 +183,11 @@ impl Module for Waf {
         let logged = verdict.matches.iter().any(|m| m.logged);
         if logged {
             metrics::counter_add("matched", 1);
+            // Per rule, for the node's metrics (`name="rule:942100"`); the host bounds
+            // the names a module may create.
+            for m in verdict.matches.iter().filter(|m| m.logged) {
+                metrics::counter_add(&format!("rule:{}", m.id), 1);
+            }
             let line = serde_json::json!({
                 "waf": "audit",
                 "request_id": id,
@@ -201,6 +206,7 @@ impl Module for Waf {
         match verdict.interruption {
             Some(i) => {
                 metrics::counter_add("blocked", 1);
+                metrics::counter_add(&format!("blocked-by:{}", i.rule_id), 1);
                 let body = format!(
                     "{} Forbidden: blocked by the WAF (request id {id}, rule {})\n",
                     i.status, i.rule_id
