@@ -5,13 +5,12 @@ mod support;
 
 use futures_util::future::join_all;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::clients::{self, Answer, Proto, ALL};
-use support::{edge_cli, keygen, read_log, Node, Origin};
+use support::{edge_bin, edge_cli, keygen, read_log, Node, Origin};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;

@@ -292,10 +292,11 @@ pub async fn shutdown_signal() {
 /// module is configured and nothing can be deployed.
 pub async fn load_modules(config: &Config) -> Result<Option<Arc<ModuleHost>>, NodeError> {
     let wasm = &config.wasm;
-    if wasm.modules.is_empty() && wasm.trusted_keys.is_empty() {
+    if wasm.modules.is_empty() && wasm.trusted_keys.is_empty() && config.handlers.is_empty() {
         return Ok(None);
     }
     let wasm = wasm.clone();
+    let handlers = config.handlers.clone();
     let policies = config.rate_limits.clone();
     let host = tokio::task::spawn_blocking(move || -> Result<ModuleHost, WasmError> {
         let services = Arc::new(Services {
@@ -311,6 +312,7 @@ pub async fn load_modules(config: &Config) -> Result<Option<Arc<ModuleHost>>, No
                         .modules
                         .iter()
                         .map(|m| m.limits.memory_bytes)
+                        .chain(handlers.iter().map(|h| h.settings.memory_bytes))
                         .chain([wasm.default_limits.memory_bytes])
                         .max()
                         .unwrap_or(wasm.default_limits.memory_bytes),
@@ -338,9 +340,24 @@ pub async fn load_modules(config: &Config) -> Result<Option<Arc<ModuleHost>>, No
             let v = slot.current();
             tracing::info!(module = %m.name, version = &*v.version, compiled = ?v.compiled, "module loaded");
         }
+        for h in &handlers {
+            load_handler(&host, h)?;
+        }
         Ok(host)
     })
     .await
     .map_err(|e| WasmError::Engine(format!("module loading task failed: {e}")))??;
     Ok(Some(Arc::new(host)))
+}
+
+/// Reads and installs one handler component. Blocking.
+pub fn load_handler(host: &ModuleHost, h: &crate::config::HandlerConfig) -> Result<(), WasmError> {
+    let bytes = std::fs::read(&h.path).map_err(|source| WasmError::Read {
+        module: h.name.clone(),
+        path: h.path.display().to_string(),
+        source,
+    })?;
+    let handler = host.load_handler(&h.name, &bytes, h.settings.clone())?;
+    tracing::info!(handler = %h.name, sha256 = %handler.sha256, "handler loaded");
+    Ok(())
 }

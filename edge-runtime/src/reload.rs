@@ -112,6 +112,7 @@ impl Reloader {
             Some(host) => {
                 let host = host.clone();
                 let wanted = next.wasm.modules.clone();
+                let handlers = next.handlers.clone();
                 tokio::task::spawn_blocking(move || -> Result<Vec<String>, WasmError> {
                     let mut loaded = Vec::new();
                     for m in &wanted {
@@ -130,6 +131,11 @@ impl Reloader {
                         if host.ensure(&m.name, &bytes, source, m.limits)? {
                             loaded.push(m.name.clone());
                         }
+                    }
+                    // Handlers load again whole (their compiled code comes from the
+                    // disk cache when unchanged).
+                    for h in &handlers {
+                        crate::node::load_handler(&host, h)?;
                     }
                     Ok(loaded)
                 })
@@ -165,7 +171,7 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     }
     let (a, b) = (running, next);
     let mut keys = Vec::new();
-    let checks: [(&'static str, bool); 13] = [
+    let checks: [(&'static str, bool); 14] = [
         ("server.listen", a.server.listen != b.server.listen),
         (
             "server.plain_listen",
@@ -191,10 +197,24 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
                 || differs(&a.wasm.trusted_keys, &b.wasm.trusted_keys),
         ),
         (
-            "wasm modules (a config that had none)",
+            "wasm modules or handlers (a config that had none)",
             a.wasm.modules.is_empty()
                 && a.wasm.trusted_keys.is_empty()
-                && !b.wasm.modules.is_empty(),
+                && a.handlers.is_empty()
+                && !(b.wasm.modules.is_empty() && b.handlers.is_empty()),
+        ),
+        (
+            "handler memory (the engine's pool)",
+            b.handlers.iter().any(|h| {
+                h.settings.memory_bytes
+                    > a.handlers
+                        .iter()
+                        .map(|h| h.settings.memory_bytes)
+                        .chain(a.wasm.modules.iter().map(|m| m.limits.memory_bytes))
+                        .chain([a.wasm.default_limits.memory_bytes])
+                        .max()
+                        .unwrap_or(0)
+            }),
         ),
         (
             "server.drain_timeout_ms",

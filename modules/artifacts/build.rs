@@ -31,6 +31,7 @@ fn main() {
         "modules/rate-limit",
         "modules/manifest-rewrite",
         "modules/waf",
+        "modules/edge-function",
         "vendor/libinjectionrs",
         "modules/testing",
     ] {
@@ -84,6 +85,13 @@ fn main() {
     copy(
         &built.join("edge_test_module.wasm"),
         &out_dir.join("test_module_v2.wasm"),
+    );
+    // Its own build: the module crates it embeds are built without their edge:module
+    // exports, which one build with the standard modules would unify away.
+    cargo_build(&workspace, &nested_target, &["-p", "edge-function"]);
+    copy(
+        &built.join("edge_function.wasm"),
+        &out_dir.join("edge_function.wasm"),
     );
 }
 

@@ -37,6 +37,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Owns a process started by the test (one without a ready line), so that it is
+    /// killed when the test ends.
+    pub fn adopt(child: Child) -> Proc {
+        Proc {
+            child,
+            ready: serde_json::Value::Null,
+        }
+    }
+
     /// Starts `cmd` and waits for its one-line JSON ready message on stdout.
     pub fn start(mut cmd: Command) -> Proc {
         cmd.stdout(Stdio::piped());

@@ -122,9 +122,11 @@ impl Admin {
                 r.headers_mut().insert(
                     header::CONTENT_SECURITY_POLICY,
                     HeaderValue::from_static(
-                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
                     ),
                 );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return r;
             }
             _ => {}
@@ -160,7 +162,12 @@ impl Admin {
                 Some(host) => json(StatusCode::OK, &host.list()),
                 None => json(StatusCode::OK, &serde_json::json!([])),
             },
-            (&Method::GET, "/status.json") => json(StatusCode::OK, &self.status.json()),
+            (&Method::GET, "/status.json") => {
+                let mut r = json(StatusCode::OK, &self.status.json());
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
             (&Method::POST, "/reload") => self.reload().await,
             (
                 _,

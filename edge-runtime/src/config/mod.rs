@@ -60,6 +60,15 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub wasm: WasmConfig,
     pub rate_limits: Vec<PolicyConfig>,
+    /// `wasi:http/proxy` components that answer routes.
+    pub handlers: Vec<HandlerConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HandlerConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub settings: crate::wasm::http_handler::HandlerSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -152,7 +161,7 @@ fn host_name() -> String {
 /// and plain.
 fn valid_identity(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 64
+        && s.len() <= 253
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -215,7 +224,7 @@ impl Config {
                     line: None,
                     key: "server.region".into(),
                     message: format!(
-                        "region `{region}` must be 1–64 letters, digits, `-`, `_` or `.`"
+                        "region `{region}` must be 1–253 letters, digits, `-`, `_` or `.`"
                     ),
                 });
             }
@@ -369,13 +378,13 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
     if !server.identity.region.is_empty() && !valid_identity(&server.identity.region) {
         return Err(Unlocated::at(
             &["server", "region"],
-            "must be 1–64 letters, digits, `-`, `_` or `.`",
+            "must be 1–253 letters, digits, `-`, `_` or `.`",
         ));
     }
     if !valid_identity(&server.identity.node_id) {
         return Err(Unlocated::at(
             &["server", "node_id"],
-            "must be 1–64 letters, digits, `-`, `_` or `.` (EDGE_NODE_ID overrides it)",
+            "must be 1–253 letters, digits, `-`, `_` or `.` (EDGE_NODE_ID overrides it)",
         ));
     }
 
@@ -556,13 +565,42 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
     }
 
     let mut routes = Vec::new();
+    let mut handlers = Vec::new();
+    for (name, h) in &raw.handlers {
+        let at = |key: &'static str| vec!["handlers", name.as_str(), key];
+        if raw.origins.contains_key(name) || raw.stores.contains_key(name) {
+            return Err(Unlocated::at(
+                &["handlers", name],
+                format!("`{name}` is also an origin or store name"),
+            ));
+        }
+        let path = existing_file(dir, &h.path, &at("path"))?;
+        if h.timeout_ms == 0 || h.timeout_ms > 600_000 {
+            return Err(Unlocated::at(&at("timeout_ms"), "must be 1–600000"));
+        }
+        if h.memory_mib == 0 || h.memory_mib > 4096 {
+            return Err(Unlocated::at(&at("memory_mib"), "must be 1–4096"));
+        }
+        handlers.push(HandlerConfig {
+            name: name.clone(),
+            path,
+            settings: crate::wasm::http_handler::HandlerSettings {
+                env: h.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                timeout: Duration::from_millis(h.timeout_ms),
+                memory_bytes: (h.memory_mib as usize) << 20,
+            },
+        });
+    }
+
     for (i, r) in raw.routes.iter().enumerate() {
         let idx = i.to_string();
-        if !raw.origins.contains_key(&r.origin) && !raw.stores.contains_key(&r.origin) {
+        let handled = raw.handlers.contains_key(&r.origin);
+        if !raw.origins.contains_key(&r.origin) && !raw.stores.contains_key(&r.origin) && !handled {
             let known: Vec<&str> = raw
                 .origins
                 .keys()
                 .chain(raw.stores.keys())
+                .chain(raw.handlers.keys())
                 .map(String::as_str)
                 .collect();
             return Err(Unlocated::at(
@@ -599,7 +637,8 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
             ));
         }
         let c = &r.cache;
-        let cache = if c.enabled {
+        // A handler answers for itself (it fetches and caches as its platform would).
+        let cache = if c.enabled && !handled {
             let mut headers = Vec::new();
             for (h, name) in c.key_headers.iter().enumerate() {
                 let parsed = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -820,6 +859,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         admin,
         wasm,
         rate_limits,
+        handlers,
         logging: LoggingConfig {
             access_log: raw.logging.access_log,
             level: raw.logging.level,

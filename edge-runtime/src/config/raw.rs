@@ -33,6 +33,32 @@ pub struct RawConfig {
     /// Rate-limit policies modules name in their `rate-limit` checks.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, RawRateLimit>,
+    /// `wasi:http/proxy` components that answer routes (routes name them as `origin`).
+    #[serde(default)]
+    pub handlers: BTreeMap<String, RawHandler>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandler {
+    /// The component file.
+    pub path: String,
+    /// Environment variables the component sees (e.g. `EDGE_FUNCTION_CONFIG`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Time for the whole exchange; the instance is stopped after it.
+    #[serde(default = "handler_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "handler_memory_mib")]
+    pub memory_mib: u64,
+}
+
+fn handler_timeout_ms() -> u64 {
+    30_000
+}
+
+fn handler_memory_mib() -> u64 {
+    128
 }
 
 #[derive(Debug, Deserialize)]

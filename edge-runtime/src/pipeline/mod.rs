@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::telemetry::access_log::{AccessRecord, LoggedBody};
 use crate::telemetry::metrics::NodeMetrics;
 use crate::wasm::chain::{read_request_body, Chain, ChainRun, Outcome};
+use crate::wasm::http_handler::HttpHandler;
 use crate::wasm::{ModuleHost, WasmError};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -61,7 +62,9 @@ pub struct Pipeline {
     origins: HashMap<String, Arc<Origin>>,
     /// The origin and cache settings of each route, by route index: no lookup by name
     /// per request.
-    route_origins: Vec<Arc<Origin>>,
+    route_origins: Vec<Option<Arc<Origin>>>,
+    /// The handler component of each route whose origin is one, by route index.
+    route_handlers: Vec<Option<Arc<HttpHandler>>>,
     route_caches: Vec<Option<RouteCache>>,
     /// Each route's module chain, by route index; `None` for routes without modules.
     route_chains: Vec<Option<Chain>>,
@@ -96,11 +99,25 @@ impl Pipeline {
             let origin = ObjectOrigin::new(o.clone())?;
             origins.insert(o.name.clone(), Arc::new(Origin::Object(Arc::new(origin))));
         }
-        let route_origins = config
-            .routes
-            .iter()
-            .map(|r| origins[&r.origin].clone())
-            .collect();
+        // A route's origin is an HTTP or object-storage origin, or a handler component.
+        let mut route_origins = Vec::with_capacity(config.routes.len());
+        let mut route_handlers = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            match origins.get(&r.origin) {
+                Some(origin) => {
+                    route_origins.push(Some(origin.clone()));
+                    route_handlers.push(None);
+                }
+                None => {
+                    let handler = modules
+                        .as_ref()
+                        .and_then(|m| m.handler(&r.origin))
+                        .ok_or_else(|| WasmError::UnknownModule(r.origin.clone()))?;
+                    route_origins.push(None);
+                    route_handlers.push(Some(handler));
+                }
+            }
+        }
         let mut route_chains = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             if route.modules.is_empty() {
@@ -123,6 +140,7 @@ impl Pipeline {
             router: Router::new(&config.routes),
             origins,
             route_origins,
+            route_handlers,
             route_caches: config.routes.iter().map(|r| r.cache.clone()).collect(),
             route_chains,
             modules,
@@ -277,9 +295,16 @@ impl Pipeline {
         started: Instant,
         record: &mut AccessRecord,
     ) -> Result<Response<Body>, EdgeError> {
+        if let Some(handler) = &self.route_handlers[index] {
+            let response = handler.handle(req, conn.tls).await;
+            record.upstream = Some(Arc::from(handler.name.as_str()));
+            return Ok(response);
+        }
         let host = request_host(&req)?;
         let route_index = index;
-        let origin = &self.route_origins[route_index];
+        let Some(origin) = &self.route_origins[route_index] else {
+            return Err(EdgeError::BadRequest("route has no origin"));
+        };
         let route_cache = &self.route_caches[route_index];
         if let Some(route_cache) = route_cache {
             if matches!(*req.method(), Method::GET | Method::HEAD) {

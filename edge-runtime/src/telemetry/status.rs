@@ -172,20 +172,15 @@ fn module_row(m: &serde_json::Value) -> serde_json::Value {
     })
 }
 
-fn ratio(part: u64, rest: u64) -> f64 {
-    if part + rest == 0 {
-        0.0
-    } else {
-        part as f64 / (part + rest) as f64
-    }
+/// `None` (JSON null, a gap in the chart) for a second without cacheable requests: not
+/// the same as a real 0.
+fn ratio(part: u64, rest: u64) -> Option<f64> {
+    (part + rest > 0).then(|| part as f64 / (part + rest) as f64)
 }
 
-fn mean_ms(sum_us: u64, count: u64) -> f64 {
-    if count == 0 {
-        0.0
-    } else {
-        sum_us as f64 / count as f64 / 1000.0
-    }
+/// `None` for a second without origin fetches.
+fn mean_ms(sum_us: u64, count: u64) -> Option<f64> {
+    (count > 0).then(|| sum_us as f64 / count as f64 / 1000.0)
 }
 
 #[cfg(test)]
@@ -193,10 +188,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_intervals_give_zero_not_nan() {
-        assert_eq!(ratio(0, 0), 0.0);
-        assert_eq!(mean_ms(0, 0), 0.0);
-        assert_eq!(ratio(3, 1), 0.75);
-        assert_eq!(mean_ms(5000, 2), 2.5);
+    fn empty_intervals_are_gaps_not_zero_or_nan() {
+        assert_eq!(ratio(0, 0), None);
+        assert_eq!(mean_ms(0, 0), None);
+        assert_eq!(ratio(3, 1), Some(0.75));
+        assert_eq!(mean_ms(5000, 2), Some(2.5));
     }
 }

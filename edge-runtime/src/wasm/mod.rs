@@ -15,6 +15,7 @@ pub mod chain;
 pub mod compile_cache;
 pub mod crypto;
 pub mod engine;
+pub mod http_handler;
 pub mod metrics;
 pub mod registry;
 pub mod signing;

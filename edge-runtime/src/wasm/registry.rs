@@ -7,6 +7,7 @@ use super::bindings::{Module, ModulePre};
 use super::canary::{Canary, CanaryPolicy, Ended, Outcomes};
 use super::compile_cache::{CompileCache, Compiled};
 use super::engine::{self, EngineSettings, Ticker};
+use super::http_handler::{HandlerSettings, HttpHandler};
 use super::signing::TrustedKeys;
 use super::state::{InstanceIdentity, ModuleState, Services};
 use super::WasmError;
@@ -257,6 +258,8 @@ pub struct ModuleHost {
     cache: CompileCache,
     pub services: Arc<Services>,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// `wasi:http/proxy` components that handle routes, by name.
+    handlers: RwLock<BTreeMap<String, Arc<HttpHandler>>>,
     trusted_keys: TrustedKeys,
     max_module_bytes: usize,
     default_limits: ModuleLimits,
@@ -279,6 +282,7 @@ impl ModuleHost {
             cache: CompileCache::new(settings.cache_dir),
             services,
             slots: RwLock::new(BTreeMap::new()),
+            handlers: RwLock::new(BTreeMap::new()),
             trusted_keys: settings.trusted_keys,
             max_module_bytes: settings.max_module_bytes,
             default_limits: settings.default_limits,
@@ -292,6 +296,40 @@ impl ModuleHost {
 
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
         self.slots.read().ok()?.get(name).cloned()
+    }
+
+    pub fn handler(&self, name: &str) -> Option<Arc<HttpHandler>> {
+        self.handlers.read().ok()?.get(name).cloned()
+    }
+
+    /// Compiles (or loads from the disk cache) a `wasi:http/proxy` component and installs
+    /// it as the handler `name`, replacing one of that name. Blocking.
+    pub fn load_handler(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: HandlerSettings,
+    ) -> Result<Arc<HttpHandler>, WasmError> {
+        let sha256 = sha256_hex(bytes);
+        let (component, _) = self
+            .cache
+            .load_or_compile(&self.engine, bytes, &sha256)
+            .map_err(|e| WasmError::InvalidComponent {
+                module: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let handler = Arc::new(HttpHandler::new(
+            &self.engine,
+            name,
+            &component,
+            sha256,
+            settings,
+        )?);
+        self.handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), handler.clone());
+        Ok(handler)
     }
 
     /// Loads a module at start-up (config or standard) under `name`. Blocking: compiles.

@@ -36,3 +36,9 @@ pub mod testing {
     /// The same module reporting version 2.0.0, for hot-deploy tests.
     pub const TEST_MODULE_V2: &str = concat!(env!("OUT_DIR"), "/test_module_v2.wasm");
 }
+
+/// The edge function (`modules/edge-function`): the standard chain as one
+/// `wasi:http/proxy` component, with its built-in config.
+pub mod edge_function {
+    pub const COMPONENT: &str = concat!(env!("OUT_DIR"), "/edge_function.wasm");
+}

@@ -13,7 +13,7 @@ mod dash;
 mod hls;
 mod uri;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "module"))]
 mod export;
 
 use serde::Deserialize;

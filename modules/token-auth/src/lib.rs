@@ -34,7 +34,7 @@ pub mod native;
 pub mod request;
 pub mod wildcard;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "module"))]
 mod export;
 
 pub use crypto::{Crypto, Hmac, PublicKey, Signature};

@@ -22,7 +22,7 @@ pub mod transaction;
 pub mod transform;
 pub mod variable;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "module"))]
 mod export;
 
 pub use request::Request;
