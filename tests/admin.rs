@@ -129,6 +129,9 @@ async fn probes_answer_without_a_token_and_everything_else_needs_the_right_one()
         assert!(metrics.contains(expected), "no `{expected}` in:\n{metrics}");
     }
 
+    // The admin token never reaches the log, even from the requests that carried it.
+    let text = std::fs::read_to_string(&node.log).unwrap();
+    assert!(!text.contains(TOKEN), "the admin token is in the log");
     // Every log line carries the identity.
     let lines = read_log(&node.log);
     assert!(!lines.is_empty());
