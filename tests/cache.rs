@@ -548,3 +548,38 @@ async fn a_purge_only_affects_fills_of_its_own_url() {
     assert_eq!(x_cache(&fill.await.unwrap()), "MISS");
     assert_eq!(x_cache(&get(&node, Proto::H1, slow, &[]).await), "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_headers_cannot_poison_the_cache_for_other_viewers() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let fields = "x-forwarded-host,x-original-url,x-rewrite-url,x-http-method-override,x-forwarded-scheme,x-host";
+    let path = format!("/object/poison?cc=max-age%3D60&reflect={fields}");
+    // The attacker's request fills the cache with whatever the origin made of its fields.
+    let attacker = get(
+        &node,
+        Proto::H1,
+        &path,
+        &[
+            ("x-forwarded-host", "evil.example"),
+            ("x-host", "evil.example"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("x-forwarded-scheme", "http"),
+        ],
+    )
+    .await;
+    assert_eq!(attacker.status, 200);
+    let seen = attacker.headers["x-reflected"].to_str().unwrap().to_owned();
+    for bad in ["evil", "/admin", "DELETE", "=http"] {
+        assert!(!seen.contains(bad), "the origin saw `{bad}`: {seen}");
+    }
+    // Everyone else gets the stored response, which nothing of the attacker's shaped.
+    for proto in ALL {
+        let viewer = get(&node, proto, &path, &[]).await;
+        assert_eq!(x_cache(&viewer), "HIT", "{proto:?}");
+        assert_eq!(viewer.headers["x-reflected"], seen.as_str());
+    }
+    assert_eq!(origin_count(&origin, "/object/poison").await, 1);
+}

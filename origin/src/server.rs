@@ -17,7 +17,8 @@
 //! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
 //! `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
-//! `ct` (the Content-Type; default `application/octet-stream`).
+//! `ct` (the Content-Type; default `application/octet-stream`), `reflect=a,b` (the values
+//! of request fields `a` and `b` in `X-Reflected`).
 //! | anything else | a file under the library directory, with `Range` support |
 
 use crate::body::{self, Body, BoxError};
@@ -335,6 +336,17 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     }
     if param("cookie").is_some() {
         set("set-cookie", format!("session={name}"));
+    }
+    if let Some(names) = param("reflect") {
+        // What the origin saw of these request fields, for cache-poisoning tests.
+        let seen: Vec<String> = names
+            .split(',')
+            .map(|n| {
+                let value = req.headers().get(n).and_then(|v| v.to_str().ok());
+                format!("{n}={}", value.unwrap_or("-"))
+            })
+            .collect();
+        set("x-reflected", seen.join("; "));
     }
     let matches = etag.as_ref().is_some_and(|e| {
         req.headers()

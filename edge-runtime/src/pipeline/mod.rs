@@ -289,7 +289,7 @@ impl Pipeline {
     /// Host field, and the cache key follows it.
     async fn fetch(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         index: usize,
         conn: &Conn,
         started: Instant,
@@ -299,6 +299,16 @@ impl Pipeline {
             let response = handler.handle(req, conn.tls).await;
             record.upstream = Some(Arc::from(handler.name.as_str()));
             return Ok(response);
+        }
+        let cacheable = self.route_caches[index].is_some()
+            && matches!(*req.method(), Method::GET | Method::HEAD);
+        if cacheable {
+            // The key does not hold these, so the origin must not see them: a response
+            // built from one viewer's X-Forwarded-Host would be stored and served to every
+            // other viewer (cache poisoning).
+            for name in UNKEYED_REWRITE_FIELDS {
+                req.headers_mut().remove(*name);
+            }
         }
         let host = request_host(&req)?;
         let route_index = index;
@@ -360,6 +370,24 @@ pub enum PipelineError {
     #[error(transparent)]
     Wasm(#[from] WasmError),
 }
+
+/// Request fields that make common origin frameworks build a different response (another
+/// host in absolute URLs, another path or method) without being part of any cache key.
+/// Removed before a cached route's origin fetch.
+const UNKEYED_REWRITE_FIELDS: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 
