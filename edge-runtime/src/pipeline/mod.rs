@@ -341,7 +341,24 @@ impl Pipeline {
             .filter(|_| !req.method().is_safe())
             .map(|rc| (host.clone().into_owned(), rc.key.clone()));
         let target = req.uri().clone();
-        let answer = origin.send(req, &conn.forwarded, started).await?;
+        // A viewer body that breaks (a bad chunk size) fails the origin request too: that
+        // is the viewer's error (400), not the origin's (502).
+        let viewer_body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = viewer_body_failed.clone();
+        let req = req.map(|body| {
+            body.map_err(move |e| {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                e
+            })
+            .boxed_unsync()
+        });
+        let answer = match origin.send(req, &conn.forwarded, started).await {
+            Ok(answer) => answer,
+            Err(_) if viewer_body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                return Err(EdgeError::BadRequest("the request body is malformed"));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some((host, key_spec)) = invalidate {
             let status = answer.response.status();
             if status.is_success() || status.is_redirection() {
