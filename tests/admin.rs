@@ -280,15 +280,15 @@ async fn reload_under_load_over_three_protocols_fails_no_request() {
     wait_served(seen + 30).await;
 
     // 2. A broken file: refused with its file, line and key; the running config serves.
-    std::fs::write(
-        &config_path,
-        format!(
-            "{}\n[[routes]]\nprefix = \"/x\"\norigin = \"nowhere\"\n",
+    let reload_with = |extra: &str| {
+        let text = format!(
+            "{}\n{extra}",
             original.replace(&routes(false), &routes(true))
-        ),
-    )
-    .unwrap();
-    let (status, body) = admin(&node, "POST", "/reload", b"").await;
+        );
+        std::fs::write(&config_path, text).unwrap();
+        admin(&node, "POST", "/reload", b"")
+    };
+    let (status, body) = reload_with("[[routes]]\nprefix = \"/x\"\norigin = \"nowhere\"\n").await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("edge.toml"), "{body}");
     assert!(body.contains("origin"), "{body}");
@@ -296,15 +296,7 @@ async fn reload_under_load_over_three_protocols_fails_no_request() {
     assert_eq!(still.status, 204);
 
     // 3. A change only a restart applies: refused by name.
-    std::fs::write(
-        &config_path,
-        format!(
-            "{}\n[cache]\nshards = 8\n",
-            original.replace(&routes(false), &routes(true))
-        ),
-    )
-    .unwrap();
-    let (status, body) = admin(&node, "POST", "/reload", b"").await;
+    let (status, body) = reload_with("[cache]\nshards = 8\n").await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("cache") && body.contains("restart"), "{body}");
 

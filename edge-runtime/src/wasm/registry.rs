@@ -310,14 +310,7 @@ impl ModuleHost {
         bytes: &[u8],
         settings: HandlerSettings,
     ) -> Result<Arc<HttpHandler>, WasmError> {
-        let sha256 = sha256_hex(bytes);
-        let (component, _) = self
-            .cache
-            .load_or_compile(&self.engine, bytes, &sha256)
-            .map_err(|e| WasmError::InvalidComponent {
-                module: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, _, sha256) = self.compile(name, bytes)?;
         let handler = Arc::new(HttpHandler::new(
             &self.engine,
             name,
@@ -603,6 +596,23 @@ impl ModuleHost {
         serde_json::Value::Array(slots.values().map(|s| s.summary()).collect())
     }
 
+    /// The component's code, compiled or from the disk cache, and its SHA-256.
+    fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, Compiled, String), WasmError> {
+        let sha256 = sha256_hex(bytes);
+        let (component, compiled) = self
+            .cache
+            .load_or_compile(&self.engine, bytes, &sha256)
+            .map_err(|e| WasmError::InvalidComponent {
+                module: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok((component, compiled, sha256))
+    }
+
     /// Compile (or load from the disk cache), link against the world, and ask the module
     /// what it is.
     fn prepare(
@@ -612,14 +622,7 @@ impl ModuleHost {
         source: Source,
         limits: ModuleLimits,
     ) -> Result<ModuleVersion, WasmError> {
-        let sha256 = sha256_hex(bytes);
-        let (component, compiled) = self
-            .cache
-            .load_or_compile(&self.engine, bytes, &sha256)
-            .map_err(|e| WasmError::InvalidComponent {
-                module: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let (component, compiled, sha256) = self.compile(name, bytes)?;
         let pre = self.link(name, &component)?;
         let info = describe(&self.engine, &pre, name, limits, &self.services)?;
         Ok(ModuleVersion {

@@ -2,7 +2,7 @@
 //! origin fetched through `wasi:http/outgoing-handler`, the answer streamed back (whole
 //! only for manifests it rewrites).
 
-use crate::{client_ip, forwarded, Answer, EdgeFunction, Passed, Viewer};
+use crate::{client_ip, forwarded, hop_by_hop, Answer, EdgeFunction, Passed, Viewer};
 use std::sync::OnceLock;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
@@ -32,20 +32,6 @@ fn chain() -> Result<&'static EdgeFunction, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
-}
-
-/// Response fields not passed back to the viewer.
-fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
 }
 
 impl wasip2::exports::http::incoming_handler::Guest for Handler {
@@ -128,14 +114,7 @@ impl wasip2::exports::http::incoming_handler::Guest for Handler {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("edge-function: origin: {e}");
-                return respond(
-                    out,
-                    Answer {
-                        status: 502,
-                        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
-                        body: format!("502 Bad Gateway: origin: {e}\n").into_bytes(),
-                    },
-                );
+                return respond(out, bad_gateway(&format!("origin: {e}")));
             }
         };
         drop(body);
@@ -244,24 +223,10 @@ fn send_back(
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     let Ok(body) = response.consume() else {
-        return respond(
-            out,
-            Answer {
-                status: 502,
-                headers: Vec::new(),
-                body: b"502 Bad Gateway: origin body\n".to_vec(),
-            },
-        );
+        return respond(out, bad_gateway("origin body"));
     };
     let Ok(stream) = body.stream() else {
-        return respond(
-            out,
-            Answer {
-                status: 502,
-                headers: Vec::new(),
-                body: b"502 Bad Gateway: origin body\n".to_vec(),
-            },
-        );
+        return respond(out, bad_gateway("origin body"));
     };
     if status == 200 && chain.rewrites(viewer, passed, content_type.as_deref()) {
         let (manifest, _) = read_up_to(&stream, 16 << 20);
@@ -294,14 +259,7 @@ fn send_back(
     }
     // Everything else (segments) streams through.
     let Ok(fields) = Fields::from_list(&headers) else {
-        return respond(
-            out,
-            Answer {
-                status: 502,
-                headers: Vec::new(),
-                body: b"502 Bad Gateway: origin fields\n".to_vec(),
-            },
-        );
+        return respond(out, bad_gateway("origin fields"));
     };
     let resp = OutgoingResponse::new(fields);
     let _ = resp.set_status_code(status);
@@ -317,6 +275,14 @@ fn send_back(
     let _ = OutgoingBody::finish(out_body, None);
     drop(stream);
     let _ = IncomingBody::finish(body);
+}
+
+fn bad_gateway(reason: &str) -> Answer {
+    Answer {
+        status: 502,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: format!("502 Bad Gateway: {reason}\n").into_bytes(),
+    }
 }
 
 fn respond(out: ResponseOutparam, answer: Answer) {

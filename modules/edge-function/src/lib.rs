@@ -288,13 +288,7 @@ impl EdgeFunction {
             verified_args: passed
                 .token_query
                 .as_deref()
-                .map(|q| {
-                    q.split('&')
-                        .filter_map(|p| p.split('=').next())
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
+                .map(waf::request::verified_arg_names)
                 .unwrap_or_default(),
         }
     }
@@ -406,10 +400,9 @@ pub fn client_ip(headers: &[(String, String)]) -> Option<IpAddr> {
     token::parse_ip(xff.1.split(',').next()?.trim())
 }
 
-/// Request header fields not forwarded to the origin (RFC 9110 §7.6.1 hop-by-hop, and
-/// the ones the outgoing request sets itself).
-pub fn forwarded(name: &str) -> bool {
-    !matches!(
+/// Hop-by-hop fields (RFC 9110 §7.6.1): never passed on, either way.
+pub fn hop_by_hop(name: &str) -> bool {
+    matches!(
         name,
         "connection"
             | "keep-alive"
@@ -418,9 +411,13 @@ pub fn forwarded(name: &str) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-            | "host"
-            | "content-length"
     )
+}
+
+/// Request fields forwarded to the origin: not hop-by-hop, and not the ones the outgoing
+/// request sets itself.
+pub fn forwarded(name: &str) -> bool {
+    !hop_by_hop(name) && name != "host" && name != "content-length"
 }
 
 #[cfg(test)]

@@ -66,13 +66,7 @@ fn to_waf_request(req: &Request, id: &str) -> WafRequest {
     // The parameters token-auth verified on this request (it runs first on the route).
     let verified_args = req
         .get_context("token.query")
-        .map(|q| {
-            q.split('&')
-                .filter_map(|p| p.split('=').next())
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|q| crate::request::verified_arg_names(&q))
         .unwrap_or_default();
     let body = req.body().unwrap_or_default();
     let body_length = req.body_truncated().then_some(body.len() + 1);

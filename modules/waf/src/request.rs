@@ -25,6 +25,17 @@ pub struct Request {
     pub verified_args: Vec<String>,
 }
 
+/// The parameter names of a verified token's query (`k=v&k2=v2` → `k`, `k2`): what
+/// [`Request::verified_args`] holds.
+pub fn verified_arg_names(token_query: &str) -> Vec<String> {
+    token_query
+        .split('&')
+        .filter_map(|p| p.split('=').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Request {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
