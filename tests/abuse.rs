@@ -42,6 +42,9 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The i-th frame (or frames) an attack writes.
+type FrameMaker = Box<dyn Fn(u32) -> Vec<u8> + Send + Sync>;
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A HEADERS block for `GET /` (HPACK: indexed :method GET, :scheme https, :path /, and a
@@ -127,7 +130,7 @@ async fn h2_floods_and_rapid_reset_leave_ordinary_viewers_served() {
     assert_eq!(failed, 0);
     let baseline_p99 = p99(baseline);
 
-    let attacks: Vec<(&str, Box<dyn Fn(u32) -> Vec<u8> + Send + Sync>)> = vec![
+    let attacks: Vec<(&str, FrameMaker)> = vec![
         (
             "rapid reset",
             // HEADERS (END_STREAM | END_HEADERS) on a new stream, then RST_STREAM(CANCEL).
@@ -150,7 +153,7 @@ async fn h2_floods_and_rapid_reset_leave_ordinary_viewers_served() {
             "CONTINUATION flood",
             // One HEADERS without END_HEADERS, then CONTINUATION frames that never end it.
             Box::new(|i: u32| {
-                if i % 100_000 == 0 {
+                if i.is_multiple_of(100_000) {
                     frame(0x1, 0x1, 1, &get_headers())
                 } else {
                     frame(0x9, 0, 1, &[0x40, 3, b'x', b'-', b'a', 3, b'a', b'a', b'a'])
