@@ -348,6 +348,16 @@ fn tagger_node(origin: &Origin, public: &str, module_config: &str) -> Node {
     )
 }
 
+/// `edge module VERB --admin … --token … --name tagger EXTRA…`: its stdout.
+fn tagger_cli(node: &Node, verb: &str, extra: &[&str]) -> String {
+    let url = admin_url(node);
+    let mut args = vec![
+        "module", verb, "--admin", &url, "--token", TOKEN, "--name", "tagger",
+    ];
+    args.extend_from_slice(extra);
+    edge_cli(&args, &[]).0
+}
+
 fn version_of(a: &clients::Answer) -> String {
     a.headers
         .get("x-module-version")
@@ -384,16 +394,10 @@ async fn a_failing_canary_is_rolled_back_by_the_node() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("percent"), "{body}");
 
-    let (out, _) = edge_cli(
+    let out = tagger_cli(
+        &node,
+        "canary",
         &[
-            "module",
-            "canary",
-            "--admin",
-            &admin_url(&node),
-            "--token",
-            TOKEN,
-            "--name",
-            "tagger",
             "--percent",
             "50",
             "--window-s",
@@ -404,7 +408,6 @@ async fn a_failing_canary_is_rolled_back_by_the_node() {
             "10",
             &v2,
         ],
-        &[],
     );
     let started: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(started["state"], "running", "{out}");
@@ -466,24 +469,8 @@ async fn a_canary_takes_its_share_and_is_promoted_or_aborted() {
         sign(TEST_MODULE, "v1.wasm"),
         sign(TEST_MODULE_V2, "v2.wasm"),
     );
-    let canary = |file: &str, percent: &str| {
-        edge_cli(
-            &[
-                "module",
-                "canary",
-                "--admin",
-                &admin_url(&node),
-                "--token",
-                TOKEN,
-                "--name",
-                "tagger",
-                "--percent",
-                percent,
-                file,
-            ],
-            &[],
-        )
-    };
+    let canary =
+        |file: &str, percent: &str| tagger_cli(&node, "canary", &["--percent", percent, file]);
     canary(&v2, "25");
     // Picks are counted per request: exactly a quarter of each hundred.
     let mut twos = 0;
@@ -495,19 +482,7 @@ async fn a_canary_takes_its_share_and_is_promoted_or_aborted() {
         }
     }
     assert_eq!(twos, 25);
-    let (out, _) = edge_cli(
-        &[
-            "module",
-            "promote",
-            "--admin",
-            &admin_url(&node),
-            "--token",
-            TOKEN,
-            "--name",
-            "tagger",
-        ],
-        &[],
-    );
+    let out = tagger_cli(&node, "promote", &[]);
     assert!(out.contains("2.0.0"), "{out}");
     let m = modules(&node).await;
     assert_eq!(m["current"]["version"], "2.0.0");
@@ -519,19 +494,7 @@ async fn a_canary_takes_its_share_and_is_promoted_or_aborted() {
     // Back to version 1 for a tenth of requests, then aborted: all on 2 again.
     canary(&v1, "10");
     assert_eq!(modules(&node).await["canary"]["state"], "running");
-    edge_cli(
-        &[
-            "module",
-            "abort-canary",
-            "--admin",
-            &admin_url(&node),
-            "--token",
-            TOKEN,
-            "--name",
-            "tagger",
-        ],
-        &[],
-    );
+    tagger_cli(&node, "abort-canary", &[]);
     let m = modules(&node).await;
     assert!(m["canary"].is_null());
     assert_eq!(m["last_canary"]["state"], "aborted");
