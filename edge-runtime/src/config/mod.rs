@@ -1533,6 +1533,47 @@ origin = "media"
     }
 
     #[test]
+    fn handlers_and_identity_are_checked_at_load() {
+        // A handler file that is not there, a timeout out of range, a name that is also
+        // an origin's: each with its key.
+        for (table, key, needle) in [
+            (
+                "[handlers.fn]\npath = \"missing.wasm\"\n",
+                "handlers.fn.path",
+                "missing.wasm",
+            ),
+            (
+                "[handlers.fn]\npath = \"edge.toml\"\ntimeout_ms = 0\n",
+                "handlers.fn.timeout_ms",
+                "1–600000",
+            ),
+            (
+                "[handlers.media]\npath = \"edge.toml\"\n",
+                "handlers.media",
+                "also an origin",
+            ),
+            (
+                "[handlers.fn]\npath = \"edge.toml\"\nmemory_mib = 5000\n",
+                "handlers.fn.memory_mib",
+                "1–4096",
+            ),
+        ] {
+            let e = error_for(&format!("{GOOD}{table}"));
+            assert_eq!(e.key, key, "{table}: {e}");
+            assert!(e.message.contains(needle), "{table}: {e}");
+        }
+        // Node identity: names that could not go into Via, a label or a log field.
+        let e = error_for(&GOOD.replace("[server]\n", "[server]\nnode_id = \"a b\"\n"));
+        assert_eq!(e.key, "server.node_id", "{e}");
+        let e = error_for(&GOOD.replace("[server]\n", "[server]\nregion = \"eu/west\"\n"));
+        assert_eq!(e.key, "server.region", "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "edge.toml", GOOD);
+        let e = Config::load(&path, Some("../etc")).expect_err("a path as region");
+        assert!(e.message.contains("region"), "{e}");
+    }
+
+    #[test]
     fn waf_rules_are_checked_at_load() {
         let waf = |config: &str| {
             format!("{GOOD}[[routes.modules]]\nmodule = \"waf\"\n[routes.modules.config]\n{config}")

@@ -302,10 +302,16 @@ impl Pipeline {
         }
         let cacheable = self.route_caches[index].is_some()
             && matches!(*req.method(), Method::GET | Method::HEAD);
-        if cacheable {
-            // The key does not hold these, so the origin must not see them: a response
-            // built from one viewer's X-Forwarded-Host would be stored and served to every
-            // other viewer (cache poisoning).
+        // The key does not hold these, so the origin must not see them: a response built
+        // from one viewer's X-Forwarded-Host would be stored and served to every other
+        // viewer (cache poisoning). One pass over the names finds them (cache hits pay no
+        // more).
+        if cacheable
+            && req
+                .headers()
+                .keys()
+                .any(|k| unkeyed_rewrite_field(k.as_str()))
+        {
             for name in UNKEYED_REWRITE_FIELDS {
                 req.headers_mut().remove(*name);
             }
@@ -405,6 +411,10 @@ const UNKEYED_REWRITE_FIELDS: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+fn unkeyed_rewrite_field(name: &str) -> bool {
+    name.starts_with("x-") && UNKEYED_REWRITE_FIELDS.contains(&name)
+}
 
 const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 
