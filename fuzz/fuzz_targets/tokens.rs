@@ -18,7 +18,13 @@ impl Crypto for StandIn {
     fn hmac_verify(&self, _: Hmac, _: &[u8], _: &[u8], tag: &[u8]) -> bool {
         tag.iter().all(|&b| b == 0)
     }
-    fn verify(&self, _: Signature, _: PublicKey<'_>, data: &[u8], _: &[u8]) -> Result<bool, String> {
+    fn verify(
+        &self,
+        _: Signature,
+        _: PublicKey<'_>,
+        data: &[u8],
+        _: &[u8],
+    ) -> Result<bool, String> {
         Ok(data.len() % 2 == 0)
     }
 }
@@ -40,7 +46,11 @@ fuzz_target!(|data: &[u8]| {
     let query = parts.next();
     let cookies = parts.next().map(str::to_owned);
     let authorization = parts.next().map(str::to_owned);
-    let header = |name: &str| (name == "authorization").then(|| authorization.clone()).flatten();
+    let header = |name: &str| {
+        (name == "authorization")
+            .then(|| authorization.clone())
+            .flatten()
+    };
     let url = match query {
         Some(q) => format!("https://cdn.example{path}?{q}"),
         None => format!("https://cdn.example{path}"),
