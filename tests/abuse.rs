@@ -1,6 +1,7 @@
-//! End-to-end: HTTP/2 abuse against a real `edge` process while an ordinary viewer keeps
-//! fetching on its own connection — rapid reset (CVE-2023-44487), PING, SETTINGS and
-//! CONTINUATION floods, written as raw frames. Every ordinary request must be served; the
+//! End-to-end: protocol abuse against a real `edge` process while an ordinary viewer keeps
+//! fetching on its own connection — HTTP/2 rapid reset (CVE-2023-44487), PING, SETTINGS
+//! and CONTINUATION floods written as raw frames, and a QUIC handshake flood from 400
+//! source ports. Every ordinary request must be served; the
 //! viewer's p99 during the attack against its baseline is printed (timing targets live in
 //! benchmarks, not in assertions: docs/reliability.md has the measured ratios).
 
@@ -190,4 +191,79 @@ async fn h2_floods_and_rapid_reset_leave_ordinary_viewers_served() {
     assert!(node.proc.pid() > 0);
     let a = clients::get(Proto::H3, &node.ca, &url, &[]).await;
     assert_eq!(a.status, 200);
+}
+
+/// One QUIC handshake from a new source port on 127.0.0.1: the endpoint and, when the node
+/// accepted it within 10 s, the connection.
+async fn quic_handshake(
+    addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+) -> (quinn::Endpoint, Option<quinn::Connection>) {
+    let mut tls = clients::tls_config(&ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connecting = endpoint.connect(addr, "localhost").unwrap();
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting).await;
+    (endpoint, conn.ok().and_then(Result::ok))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_handshake_flood_from_many_ports_leaves_other_viewers_served() {
+    let origin = Origin::start("o");
+    let node = node(&origin);
+    let url = node.url("/object/q?size=4096&cc=max-age%3D60");
+    // The viewer is another address (127.0.0.2): the attacker's own address hits the
+    // per-address cap, which is the point of the cap.
+    let viewer_addr: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let mut viewer = clients::H3Client::connect_from(viewer_addr, node.https, &node.ca).await;
+    assert_eq!(viewer.get(&url, &[]).await.status, 200);
+    // 400 handshakes from 400 source ports, all at once, each connection kept open.
+    let attempts: Vec<_> = (0..400)
+        .map(|_| tokio::spawn(quic_handshake(node.https, node.ca.clone())))
+        .collect();
+    // The viewer keeps fetching while the handshakes land.
+    let mut served = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let a = tokio::time::timeout(support::WAIT, viewer.get(&url, &[]))
+            .await
+            .expect("viewer timed out");
+        assert_eq!(a.status, 200);
+        served += 1;
+    }
+    let mut held = Vec::new();
+    let mut accepted = 0;
+    for a in attempts {
+        let (endpoint, conn) = a.await.unwrap();
+        accepted += usize::from(conn.is_some());
+        held.push((endpoint, conn));
+    }
+    eprintln!("QUIC flood: {accepted} of 400 handshakes completed (per-address cap 256); viewer served {served} requests meanwhile, none failed");
+    assert!(
+        accepted <= 256,
+        "the per-address cap did not hold: {accepted}"
+    );
+    // Released, the attacker's address is served again.
+    drop(held);
+    let again = tokio::time::timeout(Duration::from_secs(30), async {
+        while quic_handshake(node.https, node.ca.clone())
+            .await
+            .1
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        again.is_ok(),
+        "the attacker's address was never served again"
+    );
+    assert_eq!(
+        clients::get(Proto::H3, &node.ca, &url, &[]).await.status,
+        200
+    );
+    assert!(served >= 10);
 }
