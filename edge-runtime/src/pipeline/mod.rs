@@ -297,7 +297,7 @@ impl Pipeline {
     ) -> Result<Response<Body>, EdgeError> {
         if let Some(handler) = &self.route_handlers[index] {
             let response = handler.handle(req, conn.tls).await;
-            record.upstream = Some(Arc::from(handler.name.as_str()));
+            record.upstream = Some(handler.name.clone());
             return Ok(response);
         }
         let cacheable = self.route_caches[index].is_some()

@@ -28,7 +28,8 @@ pub struct HandlerSettings {
 }
 
 pub struct HttpHandler {
-    pub name: String,
+    /// Shared with every access-log record of its requests (no copy per request).
+    pub name: Arc<str>,
     pub sha256: String,
     pre: ProxyPre<HandlerState>,
     settings: HandlerSettings,
@@ -81,7 +82,7 @@ impl HttpHandler {
         let pre =
             ProxyPre::new(linker.instantiate_pre(component).map_err(wrong)?).map_err(wrong)?;
         Ok(HttpHandler {
-            name: name.to_owned(),
+            name: name.into(),
             sha256,
             pre,
             settings,
