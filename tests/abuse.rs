@@ -1,7 +1,8 @@
 //! End-to-end: protocol abuse against a real `edge` process while an ordinary viewer keeps
 //! fetching on its own connection — HTTP/2 rapid reset (CVE-2023-44487), PING, SETTINGS
 //! and CONTINUATION floods written as raw frames, and a QUIC handshake flood from 400
-//! source ports. Every ordinary request must be served; the
+//! source ports, and slow readers over HTTP/1.1 (tiny TCP window), HTTP/2 and HTTP/3
+//! (tiny flow-control windows). Every ordinary request must be served; the
 //! viewer's p99 during the attack against its baseline is printed (timing targets live in
 //! benchmarks, not in assertions: docs/reliability.md has the measured ratios).
 
@@ -269,4 +270,206 @@ async fn a_quic_handshake_flood_from_many_ports_leaves_other_viewers_served() {
         200
     );
     assert!(served >= 10);
+}
+
+/// The node for slow-read tests: a floor of 100 kB/s, judged over 2 s.
+fn slow_read_node(origin: &Origin) -> Node {
+    Node::start(&format!(
+        "[limits]\nmin_send_rate = 100000\nsend_rate_window_ms = 2000\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n",
+        origin.url
+    ))
+}
+
+const BIG: usize = 8_000_000;
+
+/// How a slow reader's download ended: how long it lasted and what it got.
+struct SlowRead {
+    lasted: Duration,
+    bytes: usize,
+}
+
+/// HTTP/1.1 over TLS from a socket with a tiny receive buffer, reading 512 bytes every
+/// 100 ms (~5 kB/s) — the slowhttptest slow-read pattern.
+async fn slow_h1(
+    node_addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+    path: String,
+) -> SlowRead {
+    use tokio::io::AsyncReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let tcp = socket.connect(node_addr).await.unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&ca, &[b"http/1.1"])));
+    let mut tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut bytes = 0;
+    let mut buf = [0u8; 512];
+    while started.elapsed() < Duration::from_secs(30) {
+        match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => bytes += n,
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    SlowRead {
+        lasted: started.elapsed(),
+        bytes,
+    }
+}
+
+/// HTTP/2 that keeps TCP flowing but grants 1 kB of stream window every 100 ms.
+async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
+    let tcp = tokio::net::TcpStream::connect(node).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&ca, &[b"h2"])));
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let started = Instant::now();
+    let (response, _) = send
+        .send_request(http::Request::get(url).body(()).unwrap(), true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let mut bytes = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        match tokio::time::timeout(Duration::from_secs(5), body.data()).await {
+            Ok(Some(Ok(chunk))) => {
+                bytes += chunk.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            _ => break,
+        }
+    }
+    SlowRead {
+        lasted: started.elapsed(),
+        bytes,
+    }
+}
+
+/// HTTP/3 with a 1 kB stream receive window, reading every 100 ms (~10 kB/s).
+async fn slow_h3(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
+    let mut tls = clients::tls_config(&ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(1024u32.into());
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint.connect(node, "localhost").unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let started = Instant::now();
+    let mut stream = send
+        .send_request(http::Request::get(url).body(()).unwrap())
+        .await
+        .unwrap();
+    let _ = stream.finish().await;
+    let mut bytes = 0;
+    if stream.recv_response().await.is_ok() {
+        while started.elapsed() < Duration::from_secs(30) {
+            match tokio::time::timeout(Duration::from_secs(5), stream.recv_data()).await {
+                Ok(Ok(Some(chunk))) => {
+                    bytes += bytes::Buf::remaining(&chunk);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => break,
+            }
+        }
+    }
+    SlowRead {
+        lasted: started.elapsed(),
+        bytes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_are_cut_off_over_h1_h2_h3_and_viewers_are_served() {
+    let origin = Origin::start("o");
+    let node = slow_read_node(&origin);
+    let big_path = format!("/object/big?size={BIG}&cc=max-age%3D60");
+    let big = node.url(&big_path);
+    let small = node.url("/object/s?size=4096&cc=max-age%3D60");
+    // A fast viewer of the big object is never mistaken for a slow one, on any protocol.
+    for proto in [Proto::H1, Proto::H2, Proto::H3] {
+        let a = clients::get(proto, &node.ca, &big, &[]).await;
+        assert_eq!((a.status.as_u16(), a.body.len()), (200, BIG), "{proto:?}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = tokio::spawn(viewer(small.clone(), node.ca.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (baseline, failed) = base.await.unwrap();
+    assert_eq!(failed, 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(viewer(small.clone(), node.ca.clone(), stop.clone()));
+    let mut attacks = Vec::new();
+    for _ in 0..4 {
+        attacks.push((
+            "h1",
+            tokio::spawn(slow_h1(node.https, node.ca.clone(), big_path.clone())),
+        ));
+        attacks.push((
+            "h2",
+            tokio::spawn(slow_h2(node.https, node.ca.clone(), big.clone())),
+        ));
+        attacks.push((
+            "h3",
+            tokio::spawn(slow_h3(node.https, node.ca.clone(), big.clone())),
+        ));
+    }
+    for (proto, attack) in attacks {
+        let slow = attack.await.unwrap();
+        eprintln!(
+            "slow {proto} reader cut off after {:?} with {} of {BIG} bytes",
+            slow.lasted, slow.bytes
+        );
+        assert!(
+            slow.bytes < BIG,
+            "a {proto} slow reader got the whole object"
+        );
+        // Judged after one 2 s window; the 30 s bound is the reader's own give-up time.
+        assert!(
+            slow.lasted < Duration::from_secs(15),
+            "a {proto} slow reader held its stream for {:?}",
+            slow.lasted
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (attacked, failed) = during.await.unwrap();
+    eprintln!(
+        "viewer p99: baseline {:?}, during slow reads {:?} ({} requests)",
+        p99(baseline),
+        p99(attacked.clone()),
+        attacked.len()
+    );
+    assert_eq!(failed, 0, "ordinary viewers failed during the slow reads");
+    // Still serving every protocol at full speed afterwards.
+    for proto in [Proto::H1, Proto::H2, Proto::H3] {
+        let a = clients::get(proto, &node.ca, &big, &[]).await;
+        assert_eq!((a.status.as_u16(), a.body.len()), (200, BIG), "{proto:?}");
+    }
 }

@@ -173,6 +173,9 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Bytes per second; 0 when the slow-read check is off.
+    pub min_send_rate: u64,
+    pub send_rate_window: Duration,
     pub tls_handshake_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub max_connections_per_ip: u32,
@@ -400,6 +403,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         ("max_uri_bytes", l.max_uri_bytes as u64),
         ("header_read_timeout_ms", l.header_read_timeout_ms),
         ("idle_timeout_ms", l.idle_timeout_ms),
+        ("send_rate_window_ms", l.send_rate_window_ms),
         ("tls_handshake_timeout_ms", l.tls_handshake_timeout_ms),
         (
             "max_concurrent_streams",
@@ -420,6 +424,8 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         max_uri_bytes: l.max_uri_bytes,
         header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+        min_send_rate: l.min_send_rate,
+        send_rate_window: Duration::from_millis(l.send_rate_window_ms),
         tls_handshake_timeout: Duration::from_millis(l.tls_handshake_timeout_ms),
         max_concurrent_streams: l.max_concurrent_streams,
         max_connections_per_ip: l.max_connections_per_ip,

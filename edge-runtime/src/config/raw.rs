@@ -211,6 +211,10 @@ pub struct RawLimits {
     pub max_uri_bytes: usize,
     pub header_read_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    /// Slow-read floor: a viewer that takes fewer bytes per second than this while the
+    /// node has more for it, over a whole `send_rate_window_ms`, is disconnected. 0: off.
+    pub min_send_rate: u64,
+    pub send_rate_window_ms: u64,
     pub tls_handshake_timeout_ms: u64,
     /// Concurrent streams per HTTP/2 or HTTP/3 connection.
     pub max_concurrent_streams: u32,
@@ -226,6 +230,8 @@ impl Default for RawLimits {
             max_uri_bytes: 8 * 1024,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            min_send_rate: 1024,
+            send_rate_window_ms: 20_000,
             tls_handshake_timeout_ms: 10_000,
             max_concurrent_streams: 128,
             max_connections_per_ip: 256,

@@ -6,8 +6,9 @@
 //! - [`tls`]: certificates from PEM files, chosen by SNI, and the demo's self-signed one.
 
 pub mod conn_limit;
-pub mod idle;
+pub mod h2_send;
 pub mod quic;
+pub mod stall;
 pub mod tcp;
 pub mod tls;
 

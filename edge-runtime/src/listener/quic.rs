@@ -1,5 +1,6 @@
 //! HTTP/3 on QUIC (quinn + h3): the same pipeline as TCP, on the same port number over UDP.
 
+use super::h2_send::MAX_SLICE;
 use super::Shared;
 use crate::config::Limits;
 use crate::pipeline::Conn;
@@ -157,9 +158,9 @@ async fn request(
     while let Some(frame) = body.frame().await {
         let sent = match frame {
             Ok(frame) => match frame.into_data() {
-                Ok(data) => send.send_data(data).await,
+                Ok(data) => send_paced(&mut send, data, &shared.limits).await,
                 Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => send.send_trailers(trailers).await,
+                    Ok(trailers) => send.send_trailers(trailers).await.map_err(SendError::H3),
                     Err(_) => Ok(()),
                 },
             },
@@ -171,9 +172,17 @@ async fn request(
                 return;
             }
         };
-        if let Err(e) = sent {
-            tracing::debug!(%client, error = %e, "h3 send failed");
-            return;
+        match sent {
+            Ok(()) => {}
+            Err(SendError::Slow) => {
+                tracing::debug!(%client, "h3 viewer reading below the minimum send rate");
+                send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                return;
+            }
+            Err(SendError::H3(e)) => {
+                tracing::debug!(%client, error = %e, "h3 send failed");
+                return;
+            }
         }
     }
     let _ = send.finish().await;
@@ -183,6 +192,37 @@ async fn request(
     if let Some(mut recv) = unread {
         recv.stop_sending(h3::error::Code::H3_NO_ERROR);
     }
+}
+
+enum SendError {
+    /// The viewer took less than the minimum send rate (slow read).
+    Slow,
+    H3(h3::error::StreamError),
+}
+
+/// Sends `data` in slices of at most [`MAX_SLICE`], each within the send-rate window plus
+/// its time at the minimum rate. Slow read over QUIC: the viewer's flow-control credit
+/// decides when a send completes; the floor is the same as TCP's (`stall.rs`). A cache
+/// hit is one chunk the size of the object, hence the slices (which share its buffer).
+async fn send_paced(
+    send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    mut data: Bytes,
+    limits: &Limits,
+) -> Result<(), SendError> {
+    while !data.is_empty() {
+        let slice = data.split_to(data.len().min(MAX_SLICE));
+        if limits.min_send_rate == 0 {
+            send.send_data(slice).await.map_err(SendError::H3)?;
+            continue;
+        }
+        let allowed = limits.send_rate_window
+            + std::time::Duration::from_secs(slice.len() as u64 / limits.min_send_rate);
+        match tokio::time::timeout(allowed, send.send_data(slice)).await {
+            Ok(sent) => sent.map_err(SendError::H3)?,
+            Err(_) => return Err(SendError::Slow),
+        }
+    }
+    Ok(())
 }
 
 type RecvStream = RequestStream<h3_quinn::RecvStream, Bytes>;

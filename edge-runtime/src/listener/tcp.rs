@@ -1,13 +1,15 @@
 //! HTTP/1.1 and HTTP/2 on TCP: TLS with ALPN, or plaintext HTTP/1.1 behind a CDN that
 //! terminates TLS. hyper serves the connection; every request goes to the pipeline.
 
-use super::idle::IdleTimeout;
+use super::h2_send::{self, StreamExecutor};
+use super::stall::{StallGuard, StallLimits};
 use super::Shared;
+use crate::config::Limits;
 use crate::pipeline::Conn;
 use http::header::ALT_SVC;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use origin::BoxError;
@@ -60,14 +62,17 @@ pub async fn serve(
 
 /// hyper connection builders, configured once with the limits.
 struct Builders {
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<StreamExecutor>,
+    http2: auto::Builder<StreamExecutor>,
 }
 
 impl Builders {
     fn new(shared: &Shared) -> Self {
         let limits = &shared.limits;
-        let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+        let executor = StreamExecutor {
+            limits: stall_limits(limits),
+        };
+        let mut http1 = auto::Builder::new(executor).http1_only();
         http1
             .http1()
             .timer(TokioTimer::new())
@@ -76,7 +81,7 @@ impl Builders {
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
-        let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        let mut http2 = auto::Builder::new(executor).http2_only();
         http2
             .http2()
             .timer(TokioTimer::new())
@@ -84,6 +89,14 @@ impl Builders {
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)));
         Builders { http1, http2 }
+    }
+}
+
+fn stall_limits(limits: &Limits) -> StallLimits {
+    StallLimits {
+        idle_timeout: limits.idle_timeout,
+        min_send_rate: limits.min_send_rate,
+        send_rate_window: limits.send_rate_window,
     }
 }
 
@@ -96,7 +109,7 @@ async fn connection(
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
-    let io = IdleTimeout::new(stream, shared.limits.idle_timeout);
+    let io = StallGuard::new(stream, stall_limits(&shared.limits));
     let Some(acceptor) = tls else {
         let _open = shared.metrics.connections.open("h1");
         serve_http(
@@ -133,7 +146,7 @@ async fn connection(
 async fn serve_http<IO>(
     io: IO,
     conn: Conn,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExecutor>,
     shared: Arc<Shared>,
     watcher: Watcher,
 ) where
@@ -145,7 +158,8 @@ async fn serve_http<IO>(
         let (shared, conn) = (shared.clone(), conn.clone());
         async move {
             let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
-            let mut response = shared.pipeline().handle(req, &conn).await;
+            let response = shared.pipeline().handle(req, &conn).await;
+            let mut response = response.map(h2_send::watch_body);
             // Only viewers on TLS can switch to h3; behind a TLS-terminating CDN the
             // plaintext listener's Alt-Svc would point viewers at the wrong place.
             if let (true, Some(alt_svc)) = (conn.tls, &shared.alt_svc) {
