@@ -473,3 +473,278 @@ async fn slow_readers_are_cut_off_over_h1_h2_h3_and_viewers_are_served() {
         assert_eq!((a.status.as_u16(), a.body.len()), (200, BIG), "{proto:?}");
     }
 }
+
+/// What a UDP relay saw: datagrams from a client forwarded to the node, and the node's
+/// answers, counted and dropped — what the node does for a spoofed source address.
+#[derive(Default)]
+struct Relayed {
+    client_bytes: std::sync::atomic::AtomicU64,
+    node_bytes: std::sync::atomic::AtomicU64,
+    node_datagrams: std::sync::atomic::AtomicU64,
+    /// Node datagrams that are QUIC v1 Retry packets (long header, type 0b11).
+    node_retries: std::sync::atomic::AtomicU64,
+}
+
+async fn black_hole_relay(
+    node: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    Arc<Relayed>,
+    tokio::task::JoinHandle<()>,
+) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(node).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let seen = Arc::new(Relayed::default());
+    let counts = seen.clone();
+    let task = tokio::spawn(async move {
+        let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+        loop {
+            tokio::select! {
+                Ok((n, _)) = front.recv_from(&mut a) => {
+                    counts.client_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = back.send(&a[..n]).await;
+                }
+                Ok(n) = back.recv(&mut b) => {
+                    counts.node_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    counts.node_datagrams.fetch_add(1, Ordering::Relaxed);
+                    if n > 0 && b[0] & 0xf0 == 0xf0 {
+                        counts.node_retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    });
+    (addr, seen, task)
+}
+
+/// `count` handshakes through `relay` that can never complete (the node's answers are
+/// dropped); each gives up after 4 s.
+fn spoofed_handshakes(
+    relay: std::net::SocketAddr,
+    ca: &std::path::Path,
+    count: usize,
+) -> (quinn::Endpoint, Vec<tokio::task::JoinHandle<()>>) {
+    let mut tls = clients::tls_config(ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let attempts = (0..count)
+        .map(|_| {
+            let connecting = endpoint.connect(relay, "localhost").unwrap();
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(Duration::from_secs(4), connecting).await;
+                assert!(!matches!(r, Ok(Ok(_))), "a black-holed handshake completed");
+            })
+        })
+        .collect();
+    (endpoint, attempts)
+}
+
+async fn quic_retries_metric(node: &Node) -> u64 {
+    let addr = node.proc.ready["admin_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let (status, text) = support::admin_request(
+        addr,
+        Some("abuse-admin-token-1234"),
+        "GET",
+        "/metrics",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix("edge_quic_retries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no edge_quic_retries_total in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_amplification_is_bounded_and_retry_validates_addresses_under_load() {
+    let origin = Origin::start("o");
+    let node = Node::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"abuse-admin-token-1234\"\n\n\
+         [limits]\nquic_retry_above = 8\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n",
+        origin.url
+    ));
+    let url = node.url("/object/r?size=4096&cc=max-age%3D60");
+    // Unloaded: a viewer is served with no Retry.
+    assert_eq!(
+        clients::get(Proto::H3, &node.ca, &url, &[]).await.status,
+        200
+    );
+    assert_eq!(quic_retries_metric(&node).await, 0);
+
+    // A spoofed source: the node's answers to an address that never replies stay within
+    // 3x what it received (RFC 9000 §8.1).
+    let (relay, seen, relay_task) = black_hole_relay(node.https).await;
+    let (_one, attempt) = spoofed_handshakes(relay, &node.ca, 1);
+    for a in attempt {
+        a.await.unwrap();
+    }
+    let (sent, got) = (
+        seen.client_bytes.load(Ordering::Relaxed),
+        seen.node_bytes.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "one spoofed handshake: the node got {sent} bytes and sent {got} ({:.2}x)",
+        got as f64 / sent as f64
+    );
+    assert!(
+        sent > 0 && got <= 3 * sent,
+        "amplification: {got} for {sent}"
+    );
+    relay_task.abort();
+
+    // Under load: 40 handshakes that never complete pile up; past 8 in progress, new
+    // clients get a Retry (a small packet: no amplification at all) ...
+    let (relay, seen, relay_task) = black_hole_relay(node.https).await;
+    let (_many, attempts) = spoofed_handshakes(relay, &node.ca, 40);
+    let piled_up = tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.node_retries.load(Ordering::Relaxed) < 32 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(piled_up.is_ok(), "no Retry under handshake load");
+    // ... and a real viewer, who echoes the token, is served meanwhile.
+    let t = Instant::now();
+    let a = clients::get(Proto::H3, &node.ca, &url, &[]).await;
+    assert_eq!(a.status, 200);
+    eprintln!(
+        "viewer served over h3 during the flood in {:?} (one Retry round trip)",
+        t.elapsed()
+    );
+    for a in attempts {
+        a.await.unwrap();
+    }
+    let (sent, got, retries) = (
+        seen.client_bytes.load(Ordering::Relaxed),
+        seen.node_bytes.load(Ordering::Relaxed),
+        seen.node_retries.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "40 spoofed handshakes: the node got {sent} bytes, sent {got} ({:.2}x), {retries} Retry packets",
+        got as f64 / sent as f64
+    );
+    assert!(got <= 3 * sent);
+    assert!(quic_retries_metric(&node).await >= 33);
+    relay_task.abort();
+}
+
+/// A QPACK field section of 10,000 one-byte references to the static table's
+/// `accept-encoding: gzip, deflate, br` (RFC 9204 §4.5.2): 10 kB on the wire, 640 kB
+/// decoded (RFC 9114 §4.2.2 counts name + value + 32 per field).
+fn qpack_bomb() -> Vec<u8> {
+    // Required Insert Count 0, Delta Base 0; :method GET (17), :scheme https (23), :path /
+    // (1), then :authority by static name reference (0) with a literal value.
+    let mut block = vec![0u8, 0u8, 0xc0 | 17, 0xc0 | 23, 0xc0 | 1, 0x50, 9];
+    block.extend_from_slice(b"localhost");
+    block.extend(std::iter::repeat_n(0xc0 | 31, 10_000));
+    // Frame type HEADERS, length as a two-byte varint (under 16,384).
+    let mut frame = vec![0x01, 0x40 | (block.len() >> 8) as u8, block.len() as u8];
+    frame.extend_from_slice(&block);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qpack_bombs_and_h3_stream_floods_leave_viewers_served() {
+    let origin = Origin::start("o");
+    let mut node = Node::start(&format!(
+        "[limits]\nheader_read_timeout_ms = 1000\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n",
+        origin.url
+    ));
+    let url = node.url("/object/h?size=4096&cc=max-age%3D60");
+    let h3 = clients::H3Client::connect(node.https, &node.ca).await;
+
+    // QPACK bomb: refused by its decoded size, not its wire size.
+    let (mut send, mut recv) = h3.conn.open_bi().await.unwrap();
+    send.write_all(&qpack_bomb()).await.unwrap();
+    send.finish().unwrap();
+    let response = tokio::time::timeout(support::WAIT, recv.read_to_end(64 * 1024))
+        .await
+        .unwrap();
+    // 431 (Huffman "431" after a static `:status` name reference), or the stream reset.
+    match response {
+        Ok(bytes) => assert!(
+            bytes.windows(3).any(|w| w == [0x69, 0x90, 0xff]),
+            "the bomb was answered with {bytes:?}"
+        ),
+        Err(e) => eprintln!("QPACK bomb: stream reset ({e})"),
+    }
+
+    // A HEADERS frame announcing 1 GiB, then silence: the stream is dropped once
+    // `header_read_timeout_ms` (1 s here) passes; flow control bounds what it could buffer.
+    let (mut send, mut recv) = h3.conn.open_bi().await.unwrap();
+    send.write_all(&[0x01, 0xc0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let ended = tokio::time::timeout(support::WAIT, recv.read_to_end(64 * 1024)).await;
+    assert!(ended.is_ok(), "a 1 GiB HEADERS frame was waited for");
+    eprintln!(
+        "1 GiB HEADERS frame: stream ended after {:?} ({:?})",
+        t.elapsed(),
+        ended.unwrap().map(|b| b.len())
+    );
+
+    // Stream flood: open a request stream, send its HEADERS, reset it at once — the
+    // HTTP/3 form of rapid reset — for 4 s on a fresh connection, while a viewer fetches.
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (baseline, _) = base.await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
+    let attacker = clients::H3Client::connect(node.https, &node.ca).await;
+    let headers = clients::h3_headers_frame(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", "/object/flood?size=100000&cc=no-store"),
+    ]);
+    let started = Instant::now();
+    let mut opened = 0u64;
+    while started.elapsed() < ATTACK {
+        let open = tokio::time::timeout(Duration::from_secs(1), attacker.conn.open_bi()).await;
+        let Ok(Ok((mut send, recv))) = open else {
+            break;
+        };
+        opened += 1;
+        let _ = send.write_all(&headers).await;
+        let _ = send.reset(0u32.into());
+        drop(recv);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (latencies, failures) = during.await.unwrap();
+    let counts = origin.direct("/counts?path=/object/flood").await;
+    eprintln!(
+        "h3 stream flood: {opened} streams opened and reset in {:.1?}; the origin saw {} requests; viewer {} requests, 0 failed, p99 {:?} (baseline {:?})",
+        started.elapsed(),
+        String::from_utf8_lossy(&counts).trim(),
+        latencies.len(),
+        p99(latencies.clone()),
+        p99(baseline)
+    );
+    assert_eq!(
+        failures, 0,
+        "ordinary requests failed during the h3 stream flood"
+    );
+    assert!(latencies.len() >= 10);
+    // Still serving h3 on a new connection, and on the one the bomb was sent on.
+    assert_eq!(
+        clients::get(Proto::H3, &node.ca, &url, &[]).await.status,
+        200
+    );
+    assert!(node.proc.child.try_wait().unwrap().is_none());
+}

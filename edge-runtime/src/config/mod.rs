@@ -179,6 +179,7 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     pub max_concurrent_streams: u32,
     pub max_connections_per_ip: u32,
+    pub quic_retry_above: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -429,6 +430,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         tls_handshake_timeout: Duration::from_millis(l.tls_handshake_timeout_ms),
         max_concurrent_streams: l.max_concurrent_streams,
         max_connections_per_ip: l.max_connections_per_ip,
+        quic_retry_above: l.quic_retry_above,
     };
 
     let mut tls = Vec::new();

@@ -220,6 +220,9 @@ pub struct RawLimits {
     pub max_concurrent_streams: u32,
     /// Open connections (TCP + QUIC) per client IP address.
     pub max_connections_per_ip: u32,
+    /// QUIC handshakes in progress above which a new client must first prove its address
+    /// with a Retry (one more round trip; RFC 9000 §8.1.2). 0: always.
+    pub quic_retry_above: u32,
 }
 
 impl Default for RawLimits {
@@ -235,6 +238,7 @@ impl Default for RawLimits {
             tls_handshake_timeout_ms: 10_000,
             max_concurrent_streams: 128,
             max_connections_per_ip: 256,
+            quic_retry_above: 64,
         }
     }
 }

@@ -11,6 +11,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use origin::{Body, BoxError};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,19 +45,37 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let handshaking = Arc::new(AtomicU32::new(0));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let client = incoming.remote_address();
+                // A flood of Initials (often from spoofed addresses, to reflect the
+                // handshake at a victim) piles up handshakes: past the threshold, a client
+                // must first echo a Retry token, which costs a spoofer everything and a
+                // real viewer one round trip. Quinn limits what the node sends to an
+                // unvalidated address to 3x what it received either way.
+                if !incoming.remote_address_validated()
+                    && handshaking.load(Ordering::Relaxed) >= shared.limits.quic_retry_above
+                {
+                    shared.metrics.connections.quic_retries.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
                 let Some(permit) = shared.per_ip.try_acquire(client.ip()) else {
                     tracing::debug!(%client, "QUIC connection refused: per-IP limit");
                     incoming.refuse();
                     continue;
                 };
                 let (shared, stop) = (shared.clone(), stop.clone());
+                let in_handshake = Handshake::start(&handshaking);
                 connections.spawn(async move {
-                    match incoming.await {
+                    let handshake = incoming.await;
+                    drop(in_handshake);
+                    match handshake {
                         Ok(conn) => connection(conn, client, shared, stop).await,
                         Err(e) => tracing::debug!(%client, error = %e, "QUIC handshake failed"),
                     }
@@ -71,6 +90,22 @@ pub async fn serve(
     endpoint.set_server_config(None);
     while connections.join_next().await.is_some() {}
     endpoint.wait_idle().await;
+}
+
+/// Counts a handshake in progress for as long as it lives.
+struct Handshake(Arc<AtomicU32>);
+
+impl Handshake {
+    fn start(count: &Arc<AtomicU32>) -> Handshake {
+        count.fetch_add(1, Ordering::Relaxed);
+        Handshake(count.clone())
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn connection(
@@ -100,10 +135,18 @@ async fn connection(
                 Ok(Some(resolver)) => {
                     let (shared, conn) = (shared.clone(), conn.clone());
                     requests.spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((req, stream)) => request(req, stream, &conn, &shared).await,
+                        // Slowloris over h3: a HEADERS frame that never completes (or
+                        // announces a gigabyte) holds the stream only this long; dropping
+                        // the resolver drops the stream.
+                        let head = tokio::time::timeout(
+                            shared.limits.header_read_timeout,
+                            resolver.resolve_request(),
+                        );
+                        match head.await {
+                            Ok(Ok((req, stream))) => request(req, stream, &conn, &shared).await,
                             // h3 has already answered 431 or reset the stream.
-                            Err(e) => tracing::debug!(%client, error = %e, "malformed h3 request"),
+                            Ok(Err(e)) => tracing::debug!(%client, error = %e, "malformed h3 request"),
+                            Err(_) => tracing::debug!(%client, "h3 request head not complete in time"),
                         }
                     });
                 }

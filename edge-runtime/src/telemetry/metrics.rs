@@ -64,6 +64,8 @@ pub struct Connections {
     pub h2: AtomicI64,
     pub h3: AtomicI64,
     pub accepted: AtomicU64,
+    /// QUIC Retry packets sent (address validation under handshake load).
+    pub quic_retries: AtomicU64,
 }
 
 impl Connections {
@@ -194,6 +196,11 @@ impl NodeMetrics {
             "connections_accepted",
             "Viewer connections accepted",
             ConstCounter::new(self.connections.accepted.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "quic_retries",
+            "QUIC Retry packets sent: new clients asked to prove their address while handshakes piled up",
+            ConstCounter::new(self.connections.quic_retries.load(Ordering::Relaxed)),
         );
         registry.register(
             "config_reloads",
