@@ -26,28 +26,13 @@ fn node(origin: &Origin) -> Node {
 }
 
 async fn tls_h2(node: &Node) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tcp = tokio::net::TcpStream::connect(node.https).await.unwrap();
-    let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&node.ca, &[b"h2"])));
-    connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
+    clients::raw_tls_alpn(node.https, &node.ca, b"h2").await
 }
 
-/// A raw frame: 9-byte header and payload (RFC 9113 §4.1).
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
+use clients::h2_frame as frame;
 
 /// The i-th frame (or frames) an attack writes.
 type FrameMaker = Box<dyn Fn(u32) -> Vec<u8> + Send + Sync>;
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A HEADERS block for `GET /` (HPACK: indexed :method GET, :scheme https, :path /, and a
 /// literal :authority).
@@ -68,7 +53,7 @@ async fn flood(node: &Node, next: impl Fn(u32) -> Vec<u8>) -> (u64, u32) {
     while Instant::now() < deadline && connections < 50 {
         connections += 1;
         let mut tls = tls_h2(node).await;
-        let mut start = PREFACE.to_vec();
+        let mut start = clients::H2_PREFACE.to_vec();
         start.extend_from_slice(&frame(0x4, 0, 0, &[]));
         if tls.write_all(&start).await.is_err() {
             continue;

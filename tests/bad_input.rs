@@ -339,3 +339,233 @@ async fn concurrent_stream_limits_are_advertised_and_enforced() {
     let tenth = tokio::time::timeout(support::WAIT, h3.conn.open_bi()).await;
     assert!(matches!(tenth, Ok(Ok(_))), "streams were not released");
 }
+
+/// Sends one raw HTTP/2 request (HEADERS with END_STREAM on stream 1) and returns the
+/// status the node answered with, or `None` when it reset the stream or the connection
+/// (refused at the protocol level). Frames are parsed only as far as needed.
+async fn raw_h2_status(node: &Node, fields: &[(&[u8], &[u8])]) -> Option<u16> {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let mut out = clients::H2_PREFACE.to_vec();
+    out.extend_from_slice(&clients::h2_frame(0x4, 0, 0, &[]));
+    out.extend_from_slice(&clients::h2_frame(
+        0x1,
+        0x5,
+        1,
+        &clients::hpack_literals(fields),
+    ));
+    tls.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if kind == 0x4 && flags & 1 == 0 {
+                // Acknowledge the node's SETTINGS, as a client must.
+                tls.write_all(&clients::h2_frame(0x4, 1, 0, &[]))
+                    .await
+                    .unwrap();
+            }
+            match (kind, stream) {
+                // HEADERS: hyper sends the status as an indexed static entry (RFC 7541
+                // App. A: 8 = 200, 12 = 400, 13 = 404) or a literal with name index 8.
+                (0x1, 1) => {
+                    let block = &buf[9..9 + len];
+                    return Some(match block[0] {
+                        0x88 => 200,
+                        0x8c => 400,
+                        0x8d => 404,
+                        _ => {
+                            let text = String::from_utf8_lossy(&block[2..5.min(block.len())]);
+                            text.parse().unwrap_or(0)
+                        }
+                    });
+                }
+                (0x3, 1) | (0x7, _) => return None,
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tls.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return None,
+            Err(_) => panic!("no answer to a raw h2 request"),
+        }
+    }
+}
+
+/// Sends one raw HTTP/3 request and returns the response bytes, or `None` when the
+/// stream was reset.
+async fn raw_h3(node: &Node, fields: &[(&[u8], &[u8])]) -> Option<Vec<u8>> {
+    let h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    let (mut send, mut recv) = h3.conn.open_bi().await.unwrap();
+    send.write_all(&clients::h3_headers_frame_bytes(fields))
+        .await
+        .unwrap();
+    let _ = send.finish();
+    tokio::time::timeout(support::WAIT, recv.read_to_end(64 * 1024))
+        .await
+        .expect("no answer to a raw h3 request")
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_and_control_characters_over_every_protocol() {
+    let origin = Origin::start("o1");
+    let node = node_with_limits(&origin);
+
+    // HTTP/1.1: raw bytes outside the grammar are refused with 400.
+    for (what, request) in [
+        (
+            "0xff in the target",
+            &b"GET /object/\xff\xfe HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        ),
+        (
+            "control character in the target",
+            b"GET /object/a\x01b HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+        (
+            "DEL in the target",
+            b"GET /object/a\x7fb HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+        ("0xff in Host", b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n"),
+        (
+            "NUL in a field value",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00b\r\n\r\n",
+        ),
+        (
+            "control character in a field value",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: a\x01b\r\n\r\n",
+        ),
+        (
+            "0xff in a field name",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-\xff: a\r\n\r\n",
+        ),
+    ] {
+        let response = raw(&node, request).await;
+        assert_eq!(clients::status_of(&response), 400, "{what}: {response}");
+    }
+    // What the grammar allows is served, and logged as valid JSON: percent-encoded bytes
+    // that are not UTF-8, and obs-text (0x80-0xff) in a field value (RFC 9110 §5.5).
+    let response = raw(
+        &node,
+        b"GET /object/%ff%fe?q=%c3%28 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: viewer \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(clients::status_of(&response), 200, "{response}");
+    let line = node.wait_for_access(|l| l["path"].as_str().is_some_and(|p| p.contains("%ff%fe")));
+    assert_eq!(line["status"], 200);
+
+    // HTTP/2 (RFC 9113 §8.2.1): a field value with NUL, CR, LF or other controls, or a
+    // `:path` outside the URI grammar, makes the request malformed: 400 or a stream reset.
+    let base: [(&[u8], &[u8]); 3] = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+    ];
+    for (what, extra) in [
+        (
+            "0xff in :path",
+            [(&b":path"[..], &b"/object/\xff\xfe"[..])].to_vec(),
+        ),
+        (
+            "control character in :path",
+            vec![(&b":path"[..], &b"/object/a\x01b"[..])],
+        ),
+        (
+            "LF in a field value",
+            vec![(b":path", b"/object/x"), (b"x-a", b"a\nb")],
+        ),
+        (
+            "NUL in a field value",
+            vec![(b":path", b"/object/x"), (b"x-a", b"a\x00b")],
+        ),
+        (
+            "upper case field name",
+            vec![(b":path", b"/object/x"), (b"X-A", b"b")],
+        ),
+    ] {
+        let fields: Vec<(&[u8], &[u8])> = base.iter().copied().chain(extra).collect();
+        let status = raw_h2_status(&node, &fields).await;
+        eprintln!("h2 {what}: {status:?}");
+        assert!(
+            matches!(status, None | Some(400)),
+            "h2 {what}: answered {status:?}"
+        );
+    }
+    let ok: Vec<(&[u8], &[u8])> = base
+        .iter()
+        .copied()
+        .chain([(&b":path"[..], &b"/object/%ff?q=%c3%28"[..])])
+        .collect();
+    assert_eq!(raw_h2_status(&node, &ok).await, Some(200));
+
+    // HTTP/3 (RFC 9114 §4.2, §4.3): the same rules.
+    let status_400 = [0x69, 0x90, 0xff];
+    for (what, extra) in [
+        (
+            "0xff in :path",
+            [(&b":path"[..], &b"/object/\xff\xfe"[..])].to_vec(),
+        ),
+        (
+            "control character in :path",
+            vec![(&b":path"[..], &b"/object/a\x01b"[..])],
+        ),
+        (
+            "LF in a field value",
+            vec![(b":path", b"/object/x"), (b"x-a", b"a\nb")],
+        ),
+        (
+            "NUL in a field value",
+            vec![(b":path", b"/object/x"), (b"x-a", b"a\x00b")],
+        ),
+    ] {
+        let fields: Vec<(&[u8], &[u8])> = base.iter().copied().chain(extra).collect();
+        let answer = raw_h3(&node, &fields).await;
+        eprintln!(
+            "h3 {what}: {}",
+            if answer.is_some() {
+                "answered"
+            } else {
+                "stream reset"
+            }
+        );
+        if let Some(bytes) = answer {
+            assert!(
+                bytes.windows(3).any(|w| w == status_400),
+                "h3 {what}: answered {bytes:?}"
+            );
+        }
+    }
+
+    // The control: a valid request written the same way is answered 200 (`:status` 200 is
+    // static entry 25, after the field section's two-byte prefix).
+    let ok: Vec<(&[u8], &[u8])> = base
+        .iter()
+        .copied()
+        .chain([(&b":path"[..], &b"/object/%ff?q=%c3%28"[..])])
+        .collect();
+    let answer = raw_h3(&node, &ok).await.expect("valid h3 request reset");
+    assert!(
+        answer.windows(3).any(|w| w == [0, 0, 0xc0 | 25]),
+        "{answer:?}"
+    );
+
+    // Nothing above reached the origin as a request or made the node fail.
+    assert!(!node
+        .access_log()
+        .iter()
+        .any(|l| l["status"].as_u64().is_some_and(|s| s >= 500)));
+    for proto in ALL {
+        let a = clients::get(proto, &node.ca, &node.url("/object/after?size=10"), &[]).await;
+        assert_eq!(a.status, 200, "{proto:?}");
+    }
+}

@@ -189,12 +189,47 @@ pub async fn raw_tls(
     addr: SocketAddr,
     ca: &Path,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca, &[b"http/1.1"])));
+    raw_tls_alpn(addr, ca, b"http/1.1").await
+}
+
+/// A raw TLS connection that negotiated `alpn` (`h2` for hand-written frames).
+pub async fn raw_tls_alpn(
+    addr: SocketAddr,
+    ca: &Path,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(ca, &[alpn])));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     connector
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .expect("TLS handshake")
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A raw HTTP/2 frame: 9-byte header and payload (RFC 9113 §4.1).
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK header block of literal fields without indexing, literal names (RFC 7541
+/// §6.2.2), so any bytes can be sent.
+pub fn hpack_literals(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        prefixed_int(&mut block, 0, 7, name.len());
+        block.extend_from_slice(name);
+        prefixed_int(&mut block, 0, 7, value.len());
+        block.extend_from_slice(value);
+    }
+    block
 }
 
 /// Writes `request` and reads until the server closes or `WAIT` passes; returns the text.
@@ -251,13 +286,22 @@ pub fn status_of(response: &str) -> u16 {
 /// An HTTP/3 HEADERS frame (RFC 9114 §7.2.2) whose field section uses only QPACK literal
 /// field lines with literal names (RFC 9204 §4.5.6), so no encoder state is needed.
 pub fn h3_headers_frame(fields: &[(&str, &str)]) -> Vec<u8> {
+    let fields: Vec<(&[u8], &[u8])> = fields
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect();
+    h3_headers_frame_bytes(&fields)
+}
+
+/// As [`h3_headers_frame`], with any bytes in names and values.
+pub fn h3_headers_frame_bytes(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
     // Required Insert Count 0, Delta Base 0 (RFC 9204 §4.5.1).
     let mut block = vec![0u8, 0u8];
     for (name, value) in fields {
         prefixed_int(&mut block, 0b0010_0000, 3, name.len());
-        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(name);
         prefixed_int(&mut block, 0, 7, value.len());
-        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(value);
     }
     let mut frame = Vec::new();
     quic_varint(&mut frame, 0x01);
