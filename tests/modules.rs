@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::clients::{self, Answer, Proto, ALL};
-use support::{edge_bin, edge_cli, keygen, read_log, Node, Origin};
+use support::{edge_bin, edge_cli, keygen, Node, Origin};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;
@@ -75,30 +75,12 @@ async fn admin(
     support::admin_request(admin_addr(node), Some(TOKEN), method, path, extra, body).await
 }
 
-/// Log lines (JSON) from the node whose message is `message`.
-fn log_events(node: &Node, message: &str) -> Vec<serde_json::Value> {
-    read_log(&node.log)
-        .into_iter()
-        .filter(|l| l["message"] == message)
-        .collect()
-}
-
 fn wait_for_event(
     node: &Node,
     message: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + support::WAIT;
-    while Instant::now() < deadline {
-        if let Some(e) = log_events(node, message).into_iter().find(|e| pred(e)) {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "no `{message}` event; log:\n{}",
-        std::fs::read_to_string(&node.log).unwrap_or_default()
-    );
+    node.wait_for_log(|l| l["message"] == message && pred(l))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,6 +188,17 @@ impl Node {
 
     /// As [`Node::start_with`], with extra environment variables for the process.
     pub fn start_full(config: &str, server_extra: &str, env: &[(&str, &str)]) -> Node {
+        Node::start_wrapped(config, server_extra, env, &[])
+    }
+
+    /// As [`Node::start_full`], run through `wrapper` (a command that ends by executing
+    /// its arguments in the same process, e.g. `unshare ... sh -c '...; exec "$@"'`).
+    pub fn start_wrapped(
+        config: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = edge_runtime::listener::tls::generate_self_signed(
             dir.path(),
@@ -203,7 +214,14 @@ impl Node {
         let config_path = dir.path().join("edge.toml");
         std::fs::write(&config_path, text).unwrap();
         let log = dir.path().join("edge.log");
-        let mut cmd = Command::new(edge_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(edge_bin());
+                cmd
+            }
+            None => Command::new(edge_bin()),
+        };
         cmd.args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -238,15 +256,25 @@ impl Node {
 
     /// Waits (bounded) for an access-log line that satisfies `pred`.
     pub fn wait_for_access(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        self.wait_for_log(|l| l["target"] == "access" && pred(l))
+    }
+
+    /// Waits (bounded) for a log line with this message.
+    pub fn wait_for_event(&self, message: &str) -> serde_json::Value {
+        self.wait_for_log(|l| l["message"] == message)
+    }
+
+    /// Waits (bounded) for any log line (JSON) that satisfies `pred`.
+    pub fn wait_for_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
-            if let Some(line) = self.access_log().into_iter().find(|l| pred(l)) {
+            if let Some(line) = read_log(&self.log).into_iter().find(|l| pred(l)) {
                 return line;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "no matching access-log line; log:\n{}",
+            "no matching log line; log:\n{}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
