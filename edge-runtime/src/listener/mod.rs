@@ -7,6 +7,7 @@
 
 pub mod conn_limit;
 pub mod h2_send;
+pub mod linger;
 pub mod quic;
 pub mod stall;
 pub mod tcp;
@@ -31,6 +32,8 @@ pub struct Shared {
     pub metrics: Arc<NodeMetrics>,
     /// Set when the node starts draining: readiness answers 503 from then on.
     pub draining: AtomicBool,
+    /// TCP connections closed but still reading what their viewers send (linger.rs).
+    pub lingering: Arc<linger::Lingering>,
 }
 
 impl Shared {
@@ -47,6 +50,7 @@ impl Shared {
             alt_svc,
             metrics,
             draining: AtomicBool::new(false),
+            lingering: Arc::default(),
         }
     }
 

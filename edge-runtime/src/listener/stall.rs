@@ -27,18 +27,18 @@ pub struct StallLimits {
 /// viewer has not taken: a graceful close would leave up to a send buffer (4 MiB here) to
 /// trickle out for as long as the slow reader likes.
 pub trait ResetOnClose {
-    fn reset_on_close(&self);
+    fn reset_on_close(&mut self);
 }
 
-impl ResetOnClose for tokio::net::TcpStream {
-    fn reset_on_close(&self) {
-        let _ = self.set_zero_linger();
+impl ResetOnClose for super::linger::LingeringTcp {
+    fn reset_on_close(&mut self) {
+        super::linger::LingeringTcp::reset_on_close(self);
     }
 }
 
 #[cfg(test)]
 impl ResetOnClose for tokio::io::DuplexStream {
-    fn reset_on_close(&self) {}
+    fn reset_on_close(&mut self) {}
 }
 
 const IDLE: &str = "connection idle";

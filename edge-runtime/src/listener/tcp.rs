@@ -2,6 +2,7 @@
 //! terminates TLS. hyper serves the connection; every request goes to the pipeline.
 
 use super::h2_send::{self, StreamExecutor};
+use super::linger::LingeringTcp;
 use super::stall::{StallGuard, StallLimits};
 use super::Shared;
 use crate::config::Limits;
@@ -58,6 +59,7 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    shared.lingering.wait_idle().await;
 }
 
 /// hyper connection builders, configured once with the limits.
@@ -109,6 +111,7 @@ async fn connection(
     watcher: Watcher,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = LingeringTcp::new(stream, shared.lingering.clone());
     let io = StallGuard::new(stream, stall_limits(&shared.limits));
     let Some(acceptor) = tls else {
         let _open = shared.metrics.connections.open("h1");
