@@ -733,3 +733,76 @@ async fn qpack_bombs_and_h3_stream_floods_leave_viewers_served() {
     );
     assert!(node.proc.child.try_wait().unwrap().is_none());
 }
+
+/// One slowloris connection: half a request head, then a header byte every 300 ms.
+/// Returns how long the node kept it open (bounded by 15 s).
+async fn slowloris(addr: std::net::SocketAddr, ca: std::path::PathBuf) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut tls = clients::raw_tls(addr, &ca).await;
+    let started = Instant::now();
+    if tls
+        .write_all(b"GET /object/s HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .is_err()
+    {
+        return started.elapsed();
+    }
+    let mut buf = [0u8; 256];
+    while started.elapsed() < Duration::from_secs(15) {
+        match tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf)).await {
+            // Closed (or answered 408 and then closed).
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => {
+                if tls.write_all(b"a").await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_at_scale_is_cut_off_and_viewers_are_served() {
+    let origin = Origin::start("o");
+    let node = Node::start(&format!(
+        "[limits]\nheader_read_timeout_ms = 2000\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n",
+        origin.url
+    ));
+    let url = node.url("/object/v?size=4096&cc=max-age%3D60");
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (baseline, _) = base.await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
+    let attackers: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(slowloris(node.https, node.ca.clone())))
+        .collect();
+    let mut held = Vec::new();
+    for a in attackers {
+        held.push(a.await.unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (latencies, failures) = during.await.unwrap();
+    held.sort();
+    let longest = *held.last().unwrap();
+    let ratio = p99(latencies.clone()).as_secs_f64() / p99(baseline.clone()).as_secs_f64().max(1e-4);
+    eprintln!(
+        "slowloris x200 trickling a byte every 300 ms: held {:?} to {longest:?} (header_read_timeout 2 s); viewer {} requests, {failures} failed, p99 {:?} ({ratio:.1}x baseline {:?})",
+        held[0],
+        latencies.len(),
+        p99(latencies.clone()),
+        p99(baseline)
+    );
+    assert_eq!(failures, 0, "ordinary requests failed during slowloris");
+    assert!(
+        longest < Duration::from_secs(10),
+        "a slowloris connection was held {longest:?}"
+    );
+    assert!(latencies.len() >= 10);
+}

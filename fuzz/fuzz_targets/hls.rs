@@ -8,7 +8,9 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((plan, input)) = common::split(data) else { return };
+    let Some((plan, input)) = common::split(data) else {
+        return;
+    };
     if let Ok(out) = rewrite(Kind::Hls, input, &plan, 1 << 20) {
         if let Some(body) = out.body {
             let text = std::str::from_utf8(&body).expect("output is UTF-8");

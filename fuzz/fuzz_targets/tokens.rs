@@ -25,7 +25,7 @@ impl Crypto for StandIn {
         data: &[u8],
         _: &[u8],
     ) -> Result<bool, String> {
-        Ok(data.len() % 2 == 0)
+        Ok(data.len().is_multiple_of(2))
     }
 }
 

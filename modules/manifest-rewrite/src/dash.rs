@@ -77,6 +77,11 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         Some(rest) => ("\u{FEFF}", rest),
         None => ("", text),
     };
+    // The reader would skip a second one too, and every position would be off by its
+    // three bytes (found by the dash fuzz target). Only one may start a document.
+    if text.starts_with('\u{FEFF}') {
+        return Err(RewriteError::at(1, "a second byte order mark"));
+    }
     let mut reader = Reader::from_str(text);
     let mut edits: Vec<Edit> = Vec::new();
     let mut stack: Vec<Frame<'_>> = Vec::new();
@@ -439,6 +444,10 @@ mod tests {
             ("", "no MPD"),
             ("<MPD/><MPD/>", "second root"),
             ("<MPD><BaseURL>a&bogus;</BaseURL></MPD>", ""),
+            (
+                "\u{FEFF}\u{FEFF}<MPD><BaseURL>a</BaseURL></MPD>",
+                "second byte order mark",
+            ),
         ];
         for (input, reason) in cases {
             match run(r#"{"append_query":"t=1"}"#, input) {
