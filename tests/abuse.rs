@@ -791,7 +791,8 @@ async fn slowloris_at_scale_is_cut_off_and_viewers_are_served() {
     let (latencies, failures) = during.await.unwrap();
     held.sort();
     let longest = *held.last().unwrap();
-    let ratio = p99(latencies.clone()).as_secs_f64() / p99(baseline.clone()).as_secs_f64().max(1e-4);
+    let ratio =
+        p99(latencies.clone()).as_secs_f64() / p99(baseline.clone()).as_secs_f64().max(1e-4);
     eprintln!(
         "slowloris x200 trickling a byte every 300 ms: held {:?} to {longest:?} (header_read_timeout 2 s); viewer {} requests, {failures} failed, p99 {:?} ({ratio:.1}x baseline {:?})",
         held[0],
