@@ -569,3 +569,81 @@ async fn invalid_utf8_and_control_characters_over_every_protocol() {
         assert_eq!(a.status, 200, "{proto:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_bodies_get_413_over_every_protocol() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&format!(
+        "[limits]\nmax_request_body_bytes = 1000\n\n\
+         [origins.media]\nprimary = \"{}\"\nretries = 0\n\n\
+         [[routes]]\nprefix = \"/\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n",
+        origin.url
+    ));
+    let echo_count = || async {
+        let counts = origin.direct("/counts?path=/echo").await;
+        String::from_utf8_lossy(&counts).trim().to_owned()
+    };
+    // HTTP/1.1, declared: refused before a byte of the body is read or sent on.
+    let mut big =
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    big.extend_from_slice(&[b'x'; 5000]);
+    let answer = raw(&node, &big).await;
+    assert_eq!(clients::status_of(&answer), 413, "{answer}");
+    assert!(answer.contains("over the limit of 1000 bytes"), "{answer}");
+    assert_eq!(
+        echo_count().await,
+        "0",
+        "a declared oversized body reached the origin"
+    );
+
+    // HTTP/1.1, chunked: counted as it streams; at the limit it passes, one byte over
+    // fails with 413 (the origin request is abandoned).
+    let chunked = |sizes: &[usize]| {
+        let mut r =
+            b"POST /echo-body HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for &n in sizes {
+            r.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            r.extend_from_slice(&vec![b'y'; n]);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    };
+    let at_limit = raw(&node, &chunked(&[400, 600])).await;
+    assert_eq!(clients::status_of(&at_limit), 200, "{at_limit}");
+    assert!(at_limit.contains("\"length\":1000"), "{at_limit}");
+    let over = raw(&node, &chunked(&[400, 400, 400])).await;
+    assert_eq!(clients::status_of(&over), 413, "{over}");
+
+    // HTTP/2 and HTTP/3: DATA frames without a Content-Length (`/echo-body` reads the
+    // whole body before it answers).
+    let tls = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let (mut h2, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = http::Request::post(node.url("/echo-body"))
+        .body(())
+        .unwrap();
+    let (response, mut body) = h2.send_request(request, false).unwrap();
+    let _ = body.send_data(bytes::Bytes::from(vec![b'z'; 5000]), true);
+    let status = tokio::time::timeout(support::WAIT, response)
+        .await
+        .expect("no h2 answer")
+        .unwrap()
+        .status();
+    assert_eq!(status, 413);
+    let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    let a = h3
+        .send_body("POST", &node.url("/echo-body"), &[b'w'; 5000])
+        .await;
+    assert_eq!(a.status, 413);
+    let a = h3
+        .send_body("POST", &node.url("/echo-body"), &[b'w'; 999])
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(String::from_utf8_lossy(&a.body).contains("\"length\":999"));
+    let line = node.wait_for_access(|l| l["status"] == 413);
+    assert_eq!(line["error_side"], "client");
+}

@@ -162,6 +162,27 @@ impl H3Client {
         }
     }
 
+    /// Sends a request with a body (no `Content-Length`: DATA frames only) and reads the
+    /// whole answer.
+    pub async fn send_body(&mut self, method: &str, url: &str, body: &[u8]) -> Answer {
+        let req = Request::builder().method(method).uri(url).body(()).unwrap();
+        let mut stream = self.send.send_request(req).await.expect("h3 send");
+        // The node may answer (and stop our side) before the body is all sent.
+        let _ = stream.send_data(Bytes::copy_from_slice(body)).await;
+        let _ = stream.finish().await;
+        let response = stream.recv_response().await.expect("h3 response");
+        let mut all = BytesMut::new();
+        while let Ok(Some(mut chunk)) = stream.recv_data().await {
+            all.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let (parts, ()) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: all.freeze(),
+        }
+    }
+
     /// Sends a GET and returns the stream, for tests that read the response slowly.
     pub async fn start(
         &mut self,

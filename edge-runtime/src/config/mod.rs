@@ -171,6 +171,7 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
+    pub max_request_body_bytes: u64,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// Bytes per second; 0 when the slow-read check is off.
@@ -402,6 +403,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
     for (key, value) in [
         ("max_headers", l.max_headers as u64),
         ("max_uri_bytes", l.max_uri_bytes as u64),
+        ("max_request_body_bytes", l.max_request_body_bytes),
         ("header_read_timeout_ms", l.header_read_timeout_ms),
         ("idle_timeout_ms", l.idle_timeout_ms),
         ("send_rate_window_ms", l.send_rate_window_ms),
@@ -423,6 +425,7 @@ fn validate(raw: RawConfig, dir: &Path) -> Result<Config, Unlocated> {
         max_header_bytes: l.max_header_bytes,
         max_headers: l.max_headers,
         max_uri_bytes: l.max_uri_bytes,
+        max_request_body_bytes: l.max_request_body_bytes,
         header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(l.idle_timeout_ms),
         min_send_rate: l.min_send_rate,

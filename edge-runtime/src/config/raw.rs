@@ -209,6 +209,8 @@ pub struct RawLimits {
     pub max_headers: usize,
     /// Bytes of the request target.
     pub max_uri_bytes: usize,
+    /// Bytes of a viewer's request body (413 beyond).
+    pub max_request_body_bytes: u64,
     pub header_read_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     /// Slow-read floor: a viewer that takes fewer bytes per second than this while the
@@ -231,6 +233,7 @@ impl Default for RawLimits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            max_request_body_bytes: 64 * 1024 * 1024,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             min_send_rate: 1024,

@@ -12,6 +12,7 @@
 //!
 //! See `docs/pipeline.md` for the phase chart.
 
+mod body_limit;
 mod error;
 mod route;
 
@@ -71,6 +72,7 @@ pub struct Pipeline {
     modules: Option<Arc<ModuleHost>>,
     cache: Arc<Cache>,
     max_uri_bytes: usize,
+    max_request_body_bytes: u64,
     access_log: bool,
     metrics: Arc<NodeMetrics>,
     /// Each route's name as a metric label, by route index; `-` for no route.
@@ -146,6 +148,7 @@ impl Pipeline {
             modules,
             cache,
             max_uri_bytes: config.limits.max_uri_bytes,
+            max_request_body_bytes: config.limits.max_request_body_bytes,
             access_log: config.logging.access_log,
             metrics,
             route_labels: config
@@ -235,6 +238,15 @@ impl Pipeline {
                 "request target must be an absolute path",
             ));
         }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limit = self.max_request_body_bytes;
+        if let Some(len) = declared.filter(|&len| len > limit) {
+            return Err(EdgeError::BodyTooLarge { len, limit });
+        }
+        let req = req.map(|body| body_limit::limit(body, limit));
         let index = {
             let host = request_host(&req)?;
             let route = self
@@ -347,23 +359,33 @@ impl Pipeline {
             .filter(|_| !req.method().is_safe())
             .map(|rc| (host.clone().into_owned(), rc.key.clone()));
         let target = req.uri().clone();
-        // A viewer body that breaks (a bad chunk size) fails the origin request too: that
-        // is the viewer's error (400), not the origin's (502).
-        let viewer_body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = viewer_body_failed.clone();
+        // A viewer body that breaks (a bad chunk size) or passes the size cap fails the
+        // origin request too: that is the viewer's error (400 or 413), not the origin's
+        // (502). The body's error is kept to tell which.
+        let viewer_body_error = Arc::new(std::sync::Mutex::new(None::<EdgeError>));
+        let slot = viewer_body_error.clone();
         let req = req.map(|body| {
             body.map_err(move |e| {
-                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                let error = match e.downcast_ref::<body_limit::BodyTooLarge>() {
+                    Some(too_large) => EdgeError::BodyTooLarge {
+                        len: too_large.limit + 1,
+                        limit: too_large.limit,
+                    },
+                    None => EdgeError::BadRequest("the request body is malformed"),
+                };
+                if let Ok(mut slot) = slot.lock() {
+                    slot.get_or_insert(error);
+                }
                 e
             })
             .boxed_unsync()
         });
         let answer = match origin.send(req, &conn.forwarded, started).await {
             Ok(answer) => answer,
-            Err(_) if viewer_body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
-                return Err(EdgeError::BadRequest("the request body is malformed"));
+            Err(e) => {
+                let viewer = viewer_body_error.lock().ok().and_then(|mut s| s.take());
+                return Err(viewer.unwrap_or_else(|| e.into()));
             }
-            Err(e) => return Err(e.into()),
         };
         if let Some((host, key_spec)) = invalidate {
             let status = answer.response.status();
