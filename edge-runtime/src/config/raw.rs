@@ -237,7 +237,7 @@ impl Default for RawLimits {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             min_send_rate: 1024,
-            send_rate_window_ms: 20_000,
+            send_rate_window_ms: 60_000,
             tls_handshake_timeout_ms: 10_000,
             max_concurrent_streams: 128,
             max_connections_per_ip: 256,
