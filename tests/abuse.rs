@@ -99,6 +99,17 @@ async fn viewer(
     (latencies, failures)
 }
 
+/// One second of the viewer's requests before an attack: the latencies to compare with.
+async fn baseline(url: &str, ca: &std::path::Path) -> Vec<Duration> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = tokio::spawn(viewer(url.to_owned(), ca.to_path_buf(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (latencies, failed) = base.await.unwrap();
+    assert_eq!(failed, 0, "the viewer failed before any attack");
+    latencies
+}
+
 fn p99(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[(v.len() * 99 / 100).min(v.len() - 1)]
@@ -109,13 +120,7 @@ async fn h2_floods_and_rapid_reset_leave_ordinary_viewers_served() {
     let origin = Origin::start("o");
     let mut node = node(&origin);
     let url = node.url("/object/v?size=4096&cc=max-age%3D60");
-    let baseline_stop = Arc::new(AtomicBool::new(false));
-    let base = tokio::spawn(viewer(url.clone(), node.ca.clone(), baseline_stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    baseline_stop.store(true, Ordering::Relaxed);
-    let (baseline, failed) = base.await.unwrap();
-    assert_eq!(failed, 0);
-    let baseline_p99 = p99(baseline);
+    let baseline_p99 = p99(baseline(&url, &node.ca).await);
 
     let attacks: Vec<(&str, FrameMaker)> = vec![
         (
@@ -402,12 +407,7 @@ async fn slow_readers_are_cut_off_over_h1_h2_h3_and_viewers_are_served() {
         let a = clients::get(proto, &node.ca, &big, &[]).await;
         assert_eq!((a.status.as_u16(), a.body.len()), (200, BIG), "{proto:?}");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let base = tokio::spawn(viewer(small.clone(), node.ca.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (baseline, failed) = base.await.unwrap();
-    assert_eq!(failed, 0);
+    let baseline = baseline(&small, &node.ca).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(viewer(small.clone(), node.ca.clone(), stop.clone()));
@@ -684,11 +684,7 @@ async fn qpack_bombs_and_h3_stream_floods_leave_viewers_served() {
 
     // Stream flood: open a request stream, send its HEADERS, reset it at once — the
     // HTTP/3 form of rapid reset — for 4 s on a fresh connection, while a viewer fetches.
-    let stop = Arc::new(AtomicBool::new(false));
-    let base = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (baseline, _) = base.await.unwrap();
+    let baseline = baseline(&url, &node.ca).await;
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
     let attacker = clients::H3Client::connect(node.https, &node.ca).await;
@@ -772,11 +768,7 @@ async fn slowloris_at_scale_is_cut_off_and_viewers_are_served() {
         origin.url
     ));
     let url = node.url("/object/v?size=4096&cc=max-age%3D60");
-    let stop = Arc::new(AtomicBool::new(false));
-    let base = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (baseline, _) = base.await.unwrap();
+    let baseline = baseline(&url, &node.ca).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(viewer(url.clone(), node.ca.clone(), stop.clone()));
