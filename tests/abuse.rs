@@ -315,7 +315,8 @@ async fn slow_h1(
     }
 }
 
-/// HTTP/2 that keeps TCP flowing but grants 1 kB of stream window every 100 ms.
+/// HTTP/2 that keeps TCP flowing but grants 1 kB of stream window every 200 ms (~5 kB/s:
+/// a 16 KiB slice takes 3.2 s, over the 2 s window).
 async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
     let tcp = tokio::net::TcpStream::connect(node).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&ca, &[b"h2"])));
@@ -341,7 +342,7 @@ async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String
         match tokio::time::timeout(Duration::from_secs(5), body.data()).await {
             Ok(Some(Ok(chunk))) => {
                 bytes += chunk.len();
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 let _ = body.flow_control().release_capacity(chunk.len());
             }
             _ => break,
@@ -353,7 +354,7 @@ async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String
     }
 }
 
-/// HTTP/3 with a 1 kB stream receive window, reading every 100 ms (~10 kB/s).
+/// HTTP/3 with a 1 kB stream receive window, reading every 200 ms (~5 kB/s).
 async fn slow_h3(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
     let mut tls = clients::tls_config(&ca, &[b"h3"]);
     tls.enable_early_data = false;
@@ -383,7 +384,7 @@ async fn slow_h3(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String
             match tokio::time::timeout(Duration::from_secs(5), stream.recv_data()).await {
                 Ok(Ok(Some(chunk))) => {
                     bytes += bytes::Buf::remaining(&chunk);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 _ => break,
             }
@@ -798,4 +799,119 @@ async fn slowloris_at_scale_is_cut_off_and_viewers_are_served() {
         "a slowloris connection was held {longest:?}"
     );
     assert!(latencies.len() >= 10);
+}
+
+/// Eight downloads sharing one connection's slow link, each read at ~4 kB/s (32 kB/s
+/// together), under a 10 kB/s floor over 5 s: each 16 KiB slice arrives within its
+/// allowance (the window plus its time at the floor, 6.6 s), so none is cut (h2 and h3).
+/// The floor on h2/h3 is per slice, not a per-stream average — steady slow streams stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_downloads_sharing_a_slow_link_are_not_cut() {
+    const SIZE: usize = 32 * 1024;
+    let origin = Origin::start("o");
+    let node = Node::start(&format!(
+        "[limits]\nmin_send_rate = 10000\nsend_rate_window_ms = 5000\n\n\
+         [origins.media]\nprimary = \"{}\"\n\n[[routes]]\nprefix = \"/\"\norigin = \"media\"\n",
+        origin.url
+    ));
+    let url = node.url(&format!("/object/shared?size={SIZE}&cc=max-age%3D60"));
+    assert_eq!(
+        clients::get(Proto::H1, &node.ca, &url, &[]).await.status,
+        200
+    );
+
+    // HTTP/2: 400 bytes of stream window, released every 100 ms per stream.
+    let tcp = tokio::net::TcpStream::connect(node.https).await.unwrap();
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&node.ca, &[b"h2"])));
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(400)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let h2_downloads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut send = send.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (response, _) = send
+                    .send_request(http::Request::get(url).body(()).unwrap(), true)
+                    .unwrap();
+                let mut body = response.await.unwrap().into_body();
+                let mut got = 0;
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.expect("h2 stream cut");
+                    got += chunk.len();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                got
+            })
+        })
+        .collect();
+
+    // HTTP/3: a 400-byte stream receive window, read every 100 ms.
+    let mut tls = clients::tls_config(&node.ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(400u32.into());
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let quic_conn = endpoint
+        .connect(node.https, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut driver, h3_send) = h3::client::new(h3_quinn::Connection::new(quic_conn))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let h3_downloads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut send = h3_send.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut stream = send
+                    .send_request(http::Request::get(url).body(()).unwrap())
+                    .await
+                    .unwrap();
+                let _ = stream.finish().await;
+                stream.recv_response().await.unwrap();
+                let mut got = 0;
+                while let Some(chunk) = stream.recv_data().await.expect("h3 stream cut") {
+                    got += bytes::Buf::remaining(&chunk);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                got
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    for (proto, downloads) in [("h2", h2_downloads), ("h3", h3_downloads)] {
+        for d in downloads {
+            let got = tokio::time::timeout(Duration::from_secs(60), d)
+                .await
+                .expect("download hung")
+                .unwrap();
+            assert_eq!(got, SIZE, "{proto}");
+        }
+    }
+    eprintln!(
+        "8 + 8 parallel slow downloads completed in {:?}",
+        started.elapsed()
+    );
+    drop(endpoint);
 }

@@ -7,10 +7,15 @@
 //! hyper runs each HTTP/2 stream as a task on the executor it is given. [`StreamExecutor`]
 //! wraps those tasks in a [`Watched`] future that shares a [`SendClock`] (through a task
 //! local) with the response body, which [`watch_body`] wraps as the pipeline hands it over:
-//! every chunk handed to hyper sets a deadline (the send-rate window plus the chunk's time
-//! at the minimum rate), every request for the next chunk clears it. A task past its
-//! deadline is dropped, which resets the stream (RST_STREAM CANCEL) and frees the origin
-//! stream behind it.
+//! every slice (≤ 16 KiB) handed to hyper sets a deadline (the send-rate window plus the
+//! slice's time at the minimum rate), every request for the next one clears it. hyper asks
+//! for the next slice as soon as the last one is buffered and then waits for window with
+//! it in hand, so a deadline really covers "the previous slice went out and there is
+//! window for more". A connection shares one [`ConnProgress`]: a stream is cut only when
+//! its own deadline passed *and* no stream of its connection handed over a slice for a
+//! whole window — several downloads sharing a slow link keep each other alive, a starved
+//! stream on an otherwise idle connection does not. A task cut this way is dropped, which
+//! resets the stream (RST_STREAM CANCEL) and frees the origin stream behind it.
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
@@ -32,20 +37,44 @@ fn now_ms() -> u64 {
     EPOCH.elapsed().as_millis() as u64 + 1
 }
 
+/// When any stream of a connection last handed a slice over (HTTP/2 and HTTP/3).
+#[derive(Default)]
+pub struct ConnProgress {
+    last_ms: AtomicU64,
+}
+
+impl ConnProgress {
+    pub fn touch(&self) {
+        self.last_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// When the connection counts as stalled, as milliseconds since [`EPOCH`].
+    fn quiet_deadline_ms(&self, window: Duration) -> u64 {
+        self.last_ms.load(Ordering::Acquire) + window.as_millis() as u64
+    }
+
+    /// As an instant, for HTTP/3's sends.
+    pub fn quiet_deadline(&self, window: Duration) -> Instant {
+        *EPOCH + Duration::from_millis(self.quiet_deadline_ms(window))
+    }
+}
+
 /// Shared by a stream's task and its response body.
 pub struct SendClock {
     limits: StallLimits,
     deadline_ms: AtomicU64,
+    conn: Arc<ConnProgress>,
 }
 
 tokio::task_local! {
     static CLOCK: Arc<SendClock>;
 }
 
-/// The executor hyper's HTTP/2 server spawns stream tasks on.
-#[derive(Clone, Copy)]
+/// The executor hyper's HTTP/2 server spawns stream tasks on; one per connection.
+#[derive(Clone)]
 pub struct StreamExecutor {
     pub limits: StallLimits,
+    pub conn: Arc<ConnProgress>,
 }
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
@@ -61,6 +90,7 @@ where
         let clock = Arc::new(SendClock {
             limits: self.limits,
             deadline_ms: AtomicU64::new(0),
+            conn: self.conn.clone(),
         });
         tokio::spawn(Watched {
             inner: Box::pin(fut),
@@ -89,11 +119,13 @@ impl<F: Future> Future for Watched<F> {
         {
             return Poll::Ready(());
         }
-        let deadline = this.clock.deadline_ms.load(Ordering::Acquire);
-        if deadline == 0 {
+        let own = this.clock.deadline_ms.load(Ordering::Acquire);
+        if own == 0 {
             this.timer = None;
             return Poll::Pending;
         }
+        let window = this.clock.limits.send_rate_window;
+        let deadline = own.max(this.clock.conn.quiet_deadline_ms(window));
         let at = *EPOCH + Duration::from_millis(deadline);
         match &mut this.timer {
             Some((armed, sleep)) if *armed != deadline => {
@@ -106,9 +138,8 @@ impl<F: Future> Future for Watched<F> {
         let Some((_, sleep)) = &mut this.timer else {
             return Poll::Pending;
         };
-        if sleep.as_mut().poll(cx).is_ready()
-            && this.clock.deadline_ms.load(Ordering::Acquire) == deadline
-        {
+        // Both parts were read in this poll: a fired timer means neither moved since.
+        if sleep.as_mut().poll(cx).is_ready() {
             tracing::debug!("h2 viewer reading below the minimum send rate: stream reset");
             return Poll::Ready(());
         }
@@ -130,10 +161,12 @@ pub fn watch_body(body: Body) -> Body {
     }
 }
 
-/// The most handed to hyper at once. A cache hit is one chunk the size of the object, and
-/// the deadline for one chunk grows with its size: slices keep it near the window.
-/// Slicing `Bytes` shares the buffer, it copies nothing.
-pub const MAX_SLICE: usize = 64 * 1024;
+/// The most handed to hyper (or to one HTTP/3 `send_data`) at once. A cache hit is one
+/// chunk the size of the object; a slice's deadline grows with its size, and only handed
+/// slices count as the connection's progress, so small slices keep both close to the
+/// window: a slow but steady viewer (several streams sharing a slow link) is seen
+/// progressing within every window. Slicing `Bytes` shares the buffer, it copies nothing.
+pub const MAX_SLICE: usize = 16 * 1024;
 
 struct WatchedBody {
     inner: Body,
@@ -149,6 +182,7 @@ impl WatchedBody {
             limits.send_rate_window + Duration::from_secs(len as u64 / limits.min_send_rate.max(1));
         let deadline = now_ms() + allowance.as_millis() as u64;
         self.clock.deadline_ms.store(deadline, Ordering::Release);
+        self.clock.conn.touch();
     }
 
     fn slice(&mut self, mut data: Bytes) -> Frame<Bytes> {

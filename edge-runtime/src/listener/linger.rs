@@ -4,7 +4,9 @@
 //! reset, and a reset makes the viewer's kernel throw away response bytes it has received
 //! but the viewer has not read yet: the end of a download is lost. So a connection the
 //! node is done with is half-closed (FIN) and what the viewer still sends is read and
-//! discarded until it closes its side, for at most [`LINGER`]. A drain waits for these.
+//! discarded until it closes its side (nginx's `lingering_timeout` and `lingering_time`:
+//! [`LINGER_QUIET`] without a byte, [`LINGER`] in all). A drain waits for these; the
+//! viewer's per-address connection slot is held until the socket is really closed.
 //!
 //! A connection cut for stalling (`stall.rs`) is reset on purpose and never lingers.
 
@@ -18,8 +20,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::conn_limit::ConnPermit;
+
 /// The longest a closed connection waits for the viewer to close its side.
-pub const LINGER: Duration = Duration::from_secs(5);
+pub const LINGER: Duration = Duration::from_secs(30);
+
+/// ... and for the next byte from it: a viewer still reading the tail of a download keeps
+/// sending (WINDOW_UPDATEs, ACK-only segments do not count), one that is done goes quiet.
+pub const LINGER_QUIET: Duration = Duration::from_secs(5);
 
 /// Beyond this many lingering connections, a close is immediate: lingering must not
 /// become a way to hold the node's sockets.
@@ -76,14 +84,17 @@ pub struct LingeringTcp {
     stream: Option<TcpStream>,
     lingering: Arc<Lingering>,
     reset: bool,
+    /// The viewer's per-address slot, released when the socket closes.
+    permit: Option<ConnPermit>,
 }
 
 impl LingeringTcp {
-    pub fn new(stream: TcpStream, lingering: Arc<Lingering>) -> Self {
+    pub fn new(stream: TcpStream, lingering: Arc<Lingering>, permit: Option<ConnPermit>) -> Self {
         LingeringTcp {
             stream: Some(stream),
             lingering,
             reset: false,
+            permit,
         }
     }
 
@@ -116,9 +127,10 @@ impl Drop for LingeringTcp {
         let Some(entered) = self.lingering.enter() else {
             return;
         };
+        let permit = self.permit.take();
         runtime.spawn(async move {
             linger(stream).await;
-            drop(entered);
+            drop((entered, permit));
         });
     }
 }
@@ -127,7 +139,7 @@ async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = stream.read(&mut sink).await {
+        while let Ok(Ok(n)) = tokio::time::timeout(LINGER_QUIET, stream.read(&mut sink)).await {
             if n == 0 {
                 break;
             }
@@ -207,7 +219,7 @@ mod tests {
         let sent = answer.clone();
         let node = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut conn = LingeringTcp::new(tcp, tracker);
+            let mut conn = LingeringTcp::new(tcp, tracker, None);
             // Give the viewer's bytes time to arrive, unread.
             let mut first = [0u8; 1];
             conn.read_exact(&mut first).await.unwrap();
@@ -237,7 +249,7 @@ mod tests {
         let lingering = Arc::new(Lingering::default());
         let _viewer = TcpStream::connect(addr).await.unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut conn = LingeringTcp::new(tcp, lingering.clone());
+        let mut conn = LingeringTcp::new(tcp, lingering.clone(), None);
         conn.reset_on_close();
         drop(conn);
         assert_eq!(lingering.count.load(Ordering::Acquire), 0);

@@ -1,6 +1,6 @@
 //! HTTP/3 on QUIC (quinn + h3): the same pipeline as TCP, on the same port number over UDP.
 
-use super::h2_send::MAX_SLICE;
+use super::h2_send::{ConnProgress, MAX_SLICE};
 use super::Shared;
 use crate::config::Limits;
 use crate::pipeline::Conn;
@@ -126,6 +126,7 @@ async fn connection(
         }
     };
     let conn = Arc::new(Conn::new(client, true));
+    let progress = Arc::new(ConnProgress::default());
     let _open = shared.metrics.connections.open("h3");
     let mut requests = JoinSet::new();
     let mut draining = false;
@@ -133,7 +134,7 @@ async fn connection(
         tokio::select! {
             accepted = h3_conn.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    let (shared, conn) = (shared.clone(), conn.clone());
+                    let (shared, conn, progress) = (shared.clone(), conn.clone(), progress.clone());
                     requests.spawn(async move {
                         // Slowloris over h3: a HEADERS frame that never completes (or
                         // announces a gigabyte) holds the stream only this long; dropping
@@ -143,7 +144,7 @@ async fn connection(
                             resolver.resolve_request(),
                         );
                         match head.await {
-                            Ok(Ok((req, stream))) => request(req, stream, &conn, &shared).await,
+                            Ok(Ok((req, stream))) => request(req, stream, &conn, &shared, &progress).await,
                             // h3 has already answered 431 or reset the stream.
                             Ok(Err(e)) => tracing::debug!(%client, error = %e, "malformed h3 request"),
                             Err(_) => tracing::debug!(%client, "h3 request head not complete in time"),
@@ -185,6 +186,7 @@ async fn request(
     stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
     conn: &Conn,
     shared: &Shared,
+    progress: &ConnProgress,
 ) {
     let client = conn.client;
     let (mut send, recv) = stream.split();
@@ -201,7 +203,7 @@ async fn request(
     while let Some(frame) = body.frame().await {
         let sent = match frame {
             Ok(frame) => match frame.into_data() {
-                Ok(data) => send_paced(&mut send, data, &shared.limits).await,
+                Ok(data) => send_paced(&mut send, data, &shared.limits, progress).await,
                 Err(frame) => match frame.into_trailers() {
                     Ok(trailers) => send.send_trailers(trailers).await.map_err(SendError::H3),
                     Err(_) => Ok(()),
@@ -243,14 +245,16 @@ enum SendError {
     H3(h3::error::StreamError),
 }
 
-/// Sends `data` in slices of at most [`MAX_SLICE`], each within the send-rate window plus
-/// its time at the minimum rate. Slow read over QUIC: the viewer's flow-control credit
-/// decides when a send completes; the floor is the same as TCP's (`stall.rs`). A cache
-/// hit is one chunk the size of the object, hence the slices (which share its buffer).
+/// Sends `data` in slices of at most [`MAX_SLICE`]. Slow read over QUIC: the viewer's
+/// flow-control credit decides when a send completes. As on HTTP/2 (h2_send.rs), a slice
+/// may take the send-rate window plus its time at the minimum rate, and is cut only when,
+/// besides, no stream of the connection delivered a slice for a whole window. A cache hit
+/// is one chunk the size of the object, hence the slices (which share its buffer).
 async fn send_paced(
     send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
     mut data: Bytes,
     limits: &Limits,
+    progress: &ConnProgress,
 ) -> Result<(), SendError> {
     while !data.is_empty() {
         let slice = data.split_to(data.len().min(MAX_SLICE));
@@ -258,11 +262,23 @@ async fn send_paced(
             send.send_data(slice).await.map_err(SendError::H3)?;
             continue;
         }
-        let allowed = limits.send_rate_window
+        let own = tokio::time::Instant::now()
+            + limits.send_rate_window
             + std::time::Duration::from_secs(slice.len() as u64 / limits.min_send_rate);
-        match tokio::time::timeout(allowed, send.send_data(slice)).await {
-            Ok(sent) => sent.map_err(SendError::H3)?,
-            Err(_) => return Err(SendError::Slow),
+        let sending = send.send_data(slice);
+        tokio::pin!(sending);
+        loop {
+            let deadline = own.max(progress.quiet_deadline(limits.send_rate_window));
+            match tokio::time::timeout_at(deadline, &mut sending).await {
+                Ok(sent) => {
+                    sent.map_err(SendError::H3)?;
+                    progress.touch();
+                    break;
+                }
+                // Another stream delivered meanwhile: wait on.
+                Err(_) if progress.quiet_deadline(limits.send_rate_window) > deadline => {}
+                Err(_) => return Err(SendError::Slow),
+            }
         }
     }
     Ok(())

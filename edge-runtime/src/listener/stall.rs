@@ -2,10 +2,14 @@
 //! count:
 //!
 //! - **idle**: no bytes moved in either direction for `idle_timeout`;
-//! - **slow read**: the node has bytes for the viewer (a write would block) but the viewer
-//!   took fewer than `min_send_rate` bytes per second over a whole `send_rate_window`.
-//!   Without this a viewer that shrinks its TCP window and reads a byte at a time holds a
-//!   connection, its buffers and an origin stream forever while looking active.
+//! - **slow read**: while the viewer is the bottleneck — the node has bytes for it and a
+//!   write blocks — it took fewer than `min_send_rate` bytes per second, over a whole
+//!   `send_rate_window` of such blocked time. Only blocked time counts: keep-alive gaps and
+//!   waits on a slow origin are nobody's fault. Without this a viewer that shrinks its TCP
+//!   window and reads a byte at a time holds a connection, its buffers and an origin
+//!   stream forever while looking active. Such a connection is reset (its unsent bytes
+//!   dropped); an idle one is closed normally, since the kernel may still be delivering
+//!   what was written.
 
 use std::future::Future;
 use std::io;
@@ -56,11 +60,13 @@ pub struct StallGuard<T> {
     /// busy connection pays nothing per I/O call. A connection is closed after between
     /// one and two timeouts of silence.
     active: bool,
-    /// Armed by the first write that blocks; judged when it fires.
+    /// The current blocked write started here (`None`: not blocked).
+    blocked_since: Option<Instant>,
+    /// Blocked time and bytes written since the last judgement.
+    blocked_for: Duration,
+    sent: u64,
+    /// Fires when blocked time would reach the window during the current block.
     window_timer: Option<Pin<Box<Sleep>>>,
-    sent_in_window: u64,
-    /// The last write attempt blocked (the viewer is the bottleneck, not the origin).
-    blocked: bool,
     /// Why the connection was judged stalled. Sticky: hyper may see the first error on
     /// its read side, note it and keep writing; every later call fails the same way.
     stalled: Option<&'static str>,
@@ -73,9 +79,10 @@ impl<T: ResetOnClose> StallGuard<T> {
             limits,
             idle_timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             active: false,
+            blocked_since: None,
+            blocked_for: Duration::ZERO,
+            sent: 0,
             window_timer: None,
-            sent_in_window: 0,
-            blocked: false,
             stalled: None,
         }
     }
@@ -98,28 +105,54 @@ impl<T: ResetOnClose> StallGuard<T> {
         }
         if let Some(timer) = &mut self.window_timer {
             if timer.as_mut().poll(cx).is_ready() {
-                let floor = self
-                    .limits
-                    .min_send_rate
-                    .saturating_mul(self.limits.send_rate_window.as_secs().max(1));
-                let slow = self.blocked && self.sent_in_window < floor;
                 self.window_timer = None;
-                if slow {
-                    tracing::debug!(
-                        sent = self.sent_in_window,
-                        window = ?self.limits.send_rate_window,
-                        "viewer reading below the minimum send rate"
-                    );
-                    return Poll::Ready(self.stall(SLOW_READ));
+                if let Some(since) = self.blocked_since {
+                    let blocked = self.blocked_for + since.elapsed();
+                    if self.judge(blocked) {
+                        return Poll::Ready(self.stall(SLOW_READ));
+                    }
+                    // Judged fine: a new measurement starts within this block.
+                    self.blocked_since = Some(Instant::now());
+                    self.arm_window(cx);
                 }
             }
         }
         Poll::Pending
     }
 
+    /// After `blocked` of blocked time (at least a window): below the floor? Resets the
+    /// measurement either way.
+    fn judge(&mut self, blocked: Duration) -> bool {
+        let floor = u128::from(self.limits.min_send_rate) * blocked.as_millis() / 1000;
+        let slow = u128::from(self.sent) < floor;
+        if slow {
+            tracing::debug!(
+                sent = self.sent,
+                ?blocked,
+                "viewer reading below the minimum send rate"
+            );
+        }
+        self.sent = 0;
+        self.blocked_for = Duration::ZERO;
+        slow
+    }
+
+    fn arm_window(&mut self, cx: &mut Context<'_>) {
+        let left = self
+            .limits
+            .send_rate_window
+            .saturating_sub(self.blocked_for);
+        let mut timer = Box::pin(tokio::time::sleep(left));
+        // Registers the waker; a zero wait is judged on the next poll.
+        let _ = timer.as_mut().poll(cx);
+        self.window_timer = Some(timer);
+    }
+
     fn stall(&mut self, why: &'static str) -> io::Error {
         self.stalled = Some(why);
-        self.inner.reset_on_close();
+        if why == SLOW_READ {
+            self.inner.reset_on_close();
+        }
         stalled(why)
     }
 
@@ -128,18 +161,26 @@ impl<T: ResetOnClose> StallGuard<T> {
         self.stalled.map(stalled)
     }
 
-    fn write_blocked(&mut self) {
-        self.blocked = true;
-        if self.window_timer.is_none() && self.limits.min_send_rate > 0 {
-            self.sent_in_window = 0;
-            self.window_timer = Some(Box::pin(tokio::time::sleep(self.limits.send_rate_window)));
+    fn write_blocked(&mut self, cx: &mut Context<'_>) {
+        if self.limits.min_send_rate == 0 || self.blocked_since.is_some() {
+            return;
         }
+        self.blocked_since = Some(Instant::now());
+        self.arm_window(cx);
     }
 
     fn wrote(&mut self, n: usize) {
         self.active = true;
-        self.blocked = false;
-        self.sent_in_window = self.sent_in_window.saturating_add(n as u64);
+        self.sent = self.sent.saturating_add(n as u64);
+        if let Some(since) = self.blocked_since.take() {
+            self.window_timer = None;
+            self.blocked_for += since.elapsed();
+            if self.blocked_for >= self.limits.send_rate_window && self.judge(self.blocked_for) {
+                // The bytes were written; the next call fails.
+                self.stalled = Some(SLOW_READ);
+                self.inner.reset_on_close();
+            }
+        }
     }
 }
 
@@ -173,7 +214,7 @@ impl<T: AsyncWrite + ResetOnClose + Unpin> StallGuard<T> {
     ) -> Poll<io::Result<usize>> {
         match r {
             Poll::Pending => {
-                self.write_blocked();
+                self.write_blocked(cx);
                 match self.poll_stall(cx) {
                     Poll::Ready(e) => Poll::Ready(Err(e)),
                     Poll::Pending => Poll::Pending,
@@ -298,6 +339,28 @@ mod tests {
     async fn a_slow_but_sufficient_viewer_is_served_in_full() {
         // 200 bytes per 100 ms = 2000 B/s: slow, blocked all the time, but above the floor.
         send_to_reader(200).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_gaps_do_not_count_against_the_viewer() {
+        // A short blocked fetch, nearly a window of silence, then a fetch read at twice
+        // the floor: only blocked time is measured, so nothing is judged slow.
+        let (a, mut b) = tokio::io::duplex(1024);
+        let mut guard = StallGuard::new(a, limits(600, 1000, 5));
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 200];
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        });
+        guard.write_all(&[1u8; 2048]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(4900)).await;
+        guard.write_all(&[2u8; 32 * 1024]).await.unwrap();
+        reader.abort();
     }
 
     #[tokio::test(start_paused = true)]

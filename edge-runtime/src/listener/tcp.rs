@@ -1,6 +1,7 @@
 //! HTTP/1.1 and HTTP/2 on TCP: TLS with ALPN, or plaintext HTTP/1.1 behind a CDN that
 //! terminates TLS. hyper serves the connection; every request goes to the pipeline.
 
+use super::conn_limit::ConnPermit;
 use super::h2_send::{self, StreamExecutor};
 use super::linger::LingeringTcp;
 use super::stall::{StallGuard, StallLimits};
@@ -43,10 +44,7 @@ pub async fn serve(
                     };
                     let (shared, builders, tls) = (shared.clone(), builders.clone(), tls.clone());
                     let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        connection(stream, client, tls, shared, builders, watcher).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(connection(stream, client, tls, shared, builders, watcher, permit));
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) => {
@@ -65,14 +63,16 @@ pub async fn serve(
 /// hyper connection builders, configured once with the limits.
 struct Builders {
     http1: auto::Builder<StreamExecutor>,
-    http2: auto::Builder<StreamExecutor>,
+    limits: Limits,
 }
 
 impl Builders {
     fn new(shared: &Shared) -> Self {
         let limits = &shared.limits;
+        // HTTP/1.1 spawns no stream tasks; the executor is never used.
         let executor = StreamExecutor {
             limits: stall_limits(limits),
+            conn: Arc::default(),
         };
         let mut http1 = auto::Builder::new(executor).http1_only();
         http1
@@ -83,6 +83,20 @@ impl Builders {
             .max_buf_size(limits.max_header_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true);
+        Builders {
+            http1,
+            limits: limits.clone(),
+        }
+    }
+
+    /// One per HTTP/2 connection: its streams share the connection's send progress
+    /// (h2_send.rs).
+    fn http2(&self) -> auto::Builder<StreamExecutor> {
+        let limits = &self.limits;
+        let executor = StreamExecutor {
+            limits: stall_limits(limits),
+            conn: Arc::default(),
+        };
         let mut http2 = auto::Builder::new(executor).http2_only();
         http2
             .http2()
@@ -90,7 +104,7 @@ impl Builders {
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        Builders { http1, http2 }
+        http2
     }
 }
 
@@ -109,9 +123,10 @@ async fn connection(
     shared: Arc<Shared>,
     builders: Arc<Builders>,
     watcher: Watcher,
+    permit: ConnPermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let stream = LingeringTcp::new(stream, shared.lingering.clone());
+    let stream = LingeringTcp::new(stream, shared.lingering.clone(), Some(permit));
     let io = StallGuard::new(stream, stall_limits(&shared.limits));
     let Some(acceptor) = tls else {
         let _open = shared.metrics.connections.open("h1");
@@ -138,7 +153,13 @@ async fn connection(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let builder = if h2 { &builders.http2 } else { &builders.http1 };
+    let http2;
+    let builder = if h2 {
+        http2 = builders.http2();
+        &http2
+    } else {
+        &builders.http1
+    };
     let _open = shared
         .metrics
         .connections

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use origin::{Body, BoxError};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,22 +18,28 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// Wraps `body` so that it fails once more than `limit` bytes went through.
-pub fn limit(body: Body, limit: u64) -> Body {
+/// Wraps `body` so that it fails once more than `limit` bytes went through. The flag
+/// turns true when it does, for readers that only see "the body failed" (a module
+/// reading it first).
+pub fn limit(body: Body, limit: u64) -> (Body, Arc<AtomicBool>) {
+    let exceeded = Arc::new(AtomicBool::new(false));
     if HttpBody::is_end_stream(&body) {
-        return body;
+        return (body, exceeded);
     }
-    Body::new(Limited {
+    let body = Body::new(Limited {
         inner: body,
         left: limit,
         limit,
-    })
+        exceeded: exceeded.clone(),
+    });
+    (body, exceeded)
 }
 
 struct Limited {
     inner: Body,
     left: u64,
     limit: u64,
+    exceeded: Arc<AtomicBool>,
 }
 
 impl HttpBody for Limited {
@@ -47,6 +55,7 @@ impl HttpBody for Limited {
             if let Some(data) = frame.data_ref() {
                 let len = data.len() as u64;
                 if len > self.left {
+                    self.exceeded.store(true, Ordering::Relaxed);
                     let limit = self.limit;
                     return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                 }
@@ -80,12 +89,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_at_the_limit_passes_and_one_byte_more_fails() {
-        let at = limit(chunks(&[400, 600]), 1000).collect().await.unwrap();
-        assert_eq!(at.to_bytes().len(), 1000);
-        let over = limit(chunks(&[400, 601]), 1000)
-            .collect()
-            .await
-            .unwrap_err();
-        assert!(over.downcast_ref::<BodyTooLarge>().is_some(), "{over}");
+        let (at, exceeded) = limit(chunks(&[400, 600]), 1000);
+        assert_eq!(at.collect().await.unwrap().to_bytes().len(), 1000);
+        assert!(!exceeded.load(Ordering::Relaxed));
+        let (over, exceeded) = limit(chunks(&[400, 601]), 1000);
+        let error = over.collect().await.unwrap_err();
+        assert!(error.downcast_ref::<BodyTooLarge>().is_some(), "{error}");
+        assert!(exceeded.load(Ordering::Relaxed));
     }
 }

@@ -36,6 +36,7 @@ use origin::Origin;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -246,7 +247,9 @@ impl Pipeline {
         if let Some(len) = declared.filter(|&len| len > limit) {
             return Err(EdgeError::BodyTooLarge { len, limit });
         }
-        let req = req.map(|body| body_limit::limit(body, limit));
+        let (parts, body) = req.into_parts();
+        let (body, body_over_limit) = body_limit::limit(body, limit);
+        let req = Request::from_parts(parts, body);
         let index = {
             let host = request_host(&req)?;
             let route = self
@@ -270,9 +273,16 @@ impl Pipeline {
                 // A request with no body (a GET, an empty h1 body, END_STREAM on h2/h3)
                 // is not read: nothing to lend, no body to rebuild.
                 if bound > 0 && !http_body::Body::is_end_stream(&body) {
-                    let (seen, more, forward) = read_request_body(body, bound)
-                        .await
-                        .ok_or(EdgeError::BadRequest("request body ended early"))?;
+                    let Some((seen, more, forward)) = read_request_body(body, bound).await else {
+                        return Err(if body_over_limit.load(Ordering::Relaxed) {
+                            EdgeError::BodyTooLarge {
+                                len: limit + 1,
+                                limit,
+                            }
+                        } else {
+                            EdgeError::BadRequest("request body ended early")
+                        });
+                    };
                     body = forward;
                     lent = Some((seen, more));
                 }
