@@ -530,14 +530,8 @@ fn spoofed_handshakes(
 }
 
 async fn quic_retries_metric(node: &Node) -> u64 {
-    let addr = node.proc.ready["admin_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
     let (status, text) = support::admin_request(
-        addr,
+        node.admin_addr(),
         Some("abuse-admin-token-1234"),
         "GET",
         "/metrics",

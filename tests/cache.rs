@@ -345,12 +345,7 @@ async fn truncated_origin_body_is_never_cached() {
 async fn purge_by_url_prefix_and_surrogate_key_through_the_admin_api() {
     let origin = Origin::start("o");
     let node = cached_node(&origin, "");
-    let admin: std::net::SocketAddr = node.proc.ready["admin_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let admin = node.admin_addr();
     let paths = [
         "/object/p1?cc=max-age%3D600",
         "/object/dir/p2?cc=max-age%3D600",

@@ -385,12 +385,7 @@ async fn an_untrusted_origin_certificate_is_a_clear_502_until_its_ca_is_configur
         ),
     );
     std::fs::write(&config_path, config).unwrap();
-    let admin: std::net::SocketAddr = node.proc.ready["admin_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let admin = node.admin_addr();
     let t = Instant::now();
     let (status, body) =
         support::admin_request(admin, Some(TOKEN), "POST", "/reload", &[], b"").await;

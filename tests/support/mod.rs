@@ -242,6 +242,16 @@ impl Node {
         }
     }
 
+    /// The admin listener's address (the config must have an `[admin]` table).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.proc.ready["admin_url"]
+            .as_str()
+            .expect("no admin listener")
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.https.port())
     }
