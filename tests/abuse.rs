@@ -315,23 +315,57 @@ async fn slow_h1(
     }
 }
 
-/// HTTP/2 that keeps TCP flowing but grants 1 kB of stream window every 200 ms (~5 kB/s:
-/// a 16 KiB slice takes 3.2 s, over the 2 s window).
-async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
-    let tcp = tokio::net::TcpStream::connect(node).await.unwrap();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&ca, &[b"h2"])));
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut send, conn) = h2::client::Builder::new()
-        .initial_window_size(1024)
+/// An HTTP/2 connection whose streams start with `window` bytes of flow-control window
+/// (released by the test as it reads).
+async fn h2_with_window(
+    node: std::net::SocketAddr,
+    ca: &std::path::Path,
+    window: u32,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tls = clients::raw_tls_alpn(node, ca, b"h2").await;
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(window)
         .handshake::<_, bytes::Bytes>(tls)
         .await
         .unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    send
+}
+
+/// An HTTP/3 connection with a `window`-byte stream receive window; keep the endpoint.
+async fn h3_with_window(
+    node: std::net::SocketAddr,
+    ca: &std::path::Path,
+    window: u32,
+) -> (
+    quinn::Endpoint,
+    h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+) {
+    let mut tls = clients::tls_config(ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window(window.into());
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint.connect(node, "localhost").unwrap().await.unwrap();
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    (endpoint, send)
+}
+
+/// HTTP/2 that keeps TCP flowing but grants 1 kB of stream window every 200 ms (~5 kB/s:
+/// a 16 KiB slice takes 3.2 s, over the 2 s window).
+async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
+    let mut send = h2_with_window(node, &ca, 1024).await;
     let started = Instant::now();
     let (response, _) = send
         .send_request(http::Request::get(url).body(()).unwrap(), true)
@@ -356,22 +390,7 @@ async fn slow_h2(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String
 
 /// HTTP/3 with a 1 kB stream receive window, reading every 200 ms (~5 kB/s).
 async fn slow_h3(node: std::net::SocketAddr, ca: std::path::PathBuf, url: String) -> SlowRead {
-    let mut tls = clients::tls_config(&ca, &[b"h3"]);
-    tls.enable_early_data = false;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut transport = quinn::TransportConfig::default();
-    transport.stream_receive_window(1024u32.into());
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let conn = endpoint.connect(node, "localhost").unwrap().await.unwrap();
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
+    let (_endpoint, mut send) = h3_with_window(node, &ca, 1024).await;
     let started = Instant::now();
     let mut stream = send
         .send_request(http::Request::get(url).body(()).unwrap())
@@ -815,21 +834,7 @@ async fn parallel_downloads_sharing_a_slow_link_are_not_cut() {
     );
 
     // HTTP/2: 400 bytes of stream window, released every 100 ms per stream.
-    let tcp = tokio::net::TcpStream::connect(node.https).await.unwrap();
-    let connector =
-        tokio_rustls::TlsConnector::from(Arc::new(clients::tls_config(&node.ca, &[b"h2"])));
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(400)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = h2_with_window(node.https, &node.ca, 400).await;
     let h2_downloads: Vec<_> = (0..8)
         .map(|_| {
             let mut send = send.clone();
@@ -852,26 +857,7 @@ async fn parallel_downloads_sharing_a_slow_link_are_not_cut() {
         .collect();
 
     // HTTP/3: a 400-byte stream receive window, read every 100 ms.
-    let mut tls = clients::tls_config(&node.ca, &[b"h3"]);
-    tls.enable_early_data = false;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut transport = quinn::TransportConfig::default();
-    transport.stream_receive_window(400u32.into());
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    let quic_conn = endpoint
-        .connect(node.https, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut driver, h3_send) = h3::client::new(h3_quinn::Connection::new(quic_conn))
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
+    let (endpoint, h3_send) = h3_with_window(node.https, &node.ca, 400).await;
     let h3_downloads: Vec<_> = (0..8)
         .map(|_| {
             let mut send = h3_send.clone();

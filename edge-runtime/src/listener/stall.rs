@@ -87,10 +87,6 @@ impl<T: ResetOnClose> StallGuard<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     /// Called whenever the inner I/O is pending, which registers the timers' wakers.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         if let Some(why) = self.stalled {
