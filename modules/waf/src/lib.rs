@@ -15,6 +15,7 @@ pub mod ftw;
 pub mod injection;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod request;
 pub mod ruleset;
 pub mod seclang;

@@ -143,6 +143,8 @@ pub struct Link {
     pub multi_match: bool,
     pub setvars: Vec<SetVar>,
     pub ctls: Vec<Ctl>,
+    /// Set when a literal prefilter can rule this link out (see `prefilter`).
+    pub prefilter: Option<crate::prefilter::Slot>,
 }
 
 #[derive(Debug)]
@@ -189,6 +191,8 @@ pub struct RuleSet {
     pub(crate) skip_after: [Vec<usize>; 5],
     pub engine: EngineMode,
     pub body: BodyConfig,
+    /// The literal prefilters of the `@rx` links that have one.
+    pub(crate) prefilters: crate::prefilter::Prefilters,
     /// Rules dropped because they did not compile (with `skip_errors`) and accepted
     /// directives or actions that have no effect here.
     pub warnings: Vec<Problem>,
@@ -206,6 +210,28 @@ impl RuleSet {
         })
     }
 
+    /// The same rules with every link evaluated in full (no literal prefilter): what the
+    /// prefilter must never differ from, for tests and measurements.
+    pub fn without_prefilters(mut self) -> RuleSet {
+        for item in self.phases.iter_mut().flatten() {
+            if let Item::Rule(rule) = item {
+                rule.links.iter_mut().for_each(|l| l.prefilter = None);
+            }
+        }
+        self.prefilters = Default::default();
+        self
+    }
+
+    /// How many links a literal prefilter can rule out, and in how many groups.
+    pub fn prefiltered(&self) -> (usize, usize) {
+        let links = self
+            .rules()
+            .flat_map(|r| &r.links)
+            .filter(|l| l.prefilter.is_some())
+            .count();
+        (links, self.prefilters.groups.len())
+    }
+
     /// Loads `entries` (files, in order) with the `Include`s they make.
     pub fn load(
         source: &dyn RuleSource,
@@ -219,6 +245,7 @@ impl RuleSet {
                 skip_after: Default::default(),
                 engine: EngineMode::On,
                 body: BodyConfig::default(),
+                prefilters: Default::default(),
                 warnings: Vec::new(),
             },
             defaults: Default::default(),
@@ -243,6 +270,14 @@ impl RuleSet {
             e
         }));
         set.resolve_skips();
+        set.prefilters = crate::prefilter::build(&mut set.phases).map_err(|message| LoadError {
+            errors: vec![Problem {
+                file: String::new(),
+                line: 0,
+                rule_id: None,
+                message,
+            }],
+        })?;
         Ok(set)
     }
 
@@ -695,6 +730,7 @@ impl Loader<'_> {
                 multi_match: a.multi_match,
                 setvars: a.setvars.clone(),
                 ctls: a.ctls.clone(),
+                prefilter: None,
             })
         };
 

@@ -6,6 +6,7 @@ use crate::action::{self, Ctl, Disruptive, EngineMode, Flow, IdRange, SetVar};
 use crate::body::{self, FilePart, MultipartFlags, Pair};
 use crate::macros::{MacroVar, Resolve, Template};
 use crate::operator::number;
+use crate::prefilter::{Slot, Source};
 use crate::request::Request;
 use crate::ruleset::{in_ranges, BodyLimitAction, Item, Link, Rule, RuleSet};
 use crate::seclang::RawTarget;
@@ -142,6 +143,18 @@ struct Transaction<'r> {
     /// Transformed values by (address, length, transformation list); `None`: unchanged.
     /// Emptied when the body processor replaces the request's data.
     transform_cache: RefCell<TransformCache>,
+    /// Per prefilter group, which of its links may match in this phase (computed when a
+    /// phase first reaches one of them).
+    prefilter_hits: RefCell<Vec<GroupHits>>,
+}
+
+/// What a prefilter group's scans of the request found so far.
+#[derive(Clone, Default)]
+struct GroupHits {
+    /// The sources scanned (a bit set of `Source`).
+    scanned: u32,
+    /// The slots whose factors occur in some value of those sources.
+    slots: Vec<u64>,
 }
 
 /// (address, length, transformation list) → the transformed value, `None` when unchanged.
@@ -295,7 +308,22 @@ impl<'r> Transaction<'r> {
                 would_interrupt: None,
                 allowed: false,
             },
-            transform_cache: RefCell::new(FastMap::default()),
+            // A benign request fills a few hundred entries: no growth on the way.
+            transform_cache: RefCell::new(FastMap::with_capacity_and_hasher(
+                512,
+                Default::default(),
+            )),
+            prefilter_hits: RefCell::new(
+                rules
+                    .prefilters
+                    .groups
+                    .iter()
+                    .map(|g| GroupHits {
+                        scanned: 0,
+                        slots: vec![0; g.slots.div_ceil(64)],
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -414,6 +442,11 @@ impl<'r> Transaction<'r> {
 
     fn phase(&mut self, phase: u8) {
         let items = &self.rules.phases[phase as usize - 1];
+        // The body processor ran between the phases: the request's values are new.
+        for hits in self.prefilter_hits.borrow_mut().iter_mut() {
+            hits.scanned = 0;
+            hits.slots.fill(0);
+        }
         let mut i = 0;
         while i < items.len() {
             if self.state.allowed || self.state.interruption.is_some() {
@@ -483,6 +516,13 @@ impl<'r> Transaction<'r> {
             }
             return true;
         };
+        if let Some(slot) = link.prefilter {
+            if !self.may_match(slot) {
+                // None of the link's factors is in any request value: no value can match,
+                // which is what evaluating it would find, without its side effects.
+                return false;
+            }
+        }
         let mut captures = Vec::new();
         // The operator reads the values as they are before any of this link's setvars
         // run, as ModSecurity collects a variable's values before it runs the operator.
@@ -549,6 +589,85 @@ impl<'r> Transaction<'r> {
         matched
     }
 
+    /// Whether the prefiltered link in `slot` can match: the scans of the sources it reads
+    /// (each once per phase and transformation list) found one of its factors.
+    fn may_match(&self, slot: Slot) -> bool {
+        let at = slot.group as usize;
+        let group = &self.rules.prefilters.groups[at];
+        let mut hits = std::mem::take(&mut self.prefilter_hits.borrow_mut()[at]);
+        for source in slot.sources() {
+            if hits.scanned & (1 << source as u8) != 0 {
+                continue;
+            }
+            hits.scanned |= 1 << source as u8;
+            let complete = self.each_source_value(source, &mut |value| {
+                let t = self.transformed_stable(group.chain, &group.transforms, value);
+                group.scan(source, t.bytes(), &mut hits.slots);
+            });
+            if !complete {
+                hits.slots.fill(u64::MAX);
+            }
+        }
+        let s = slot.slot as usize;
+        let may = hits.slots[s / 64] & (1 << (s % 64)) != 0;
+        self.prefilter_hits.borrow_mut()[at] = hits;
+        may
+    }
+
+    /// Every value of `source`, borrowed from the request as `each_member` yields it (so the
+    /// transformation cache, keyed by address, is shared with the rules). False when a value
+    /// could not be borrowed: the scan is then incomplete and rules out nothing.
+    fn each_source_value<'s>(&'s self, source: Source, emit: &mut dyn FnMut(&'s [u8])) -> bool {
+        let d = &self.data;
+        let values = |list: &'s [Pair], emit: &mut dyn FnMut(&'s [u8])| {
+            list.iter().for_each(|(_, v)| emit(v))
+        };
+        let names = |list: &'s [Pair], emit: &mut dyn FnMut(&'s [u8])| {
+            list.iter().for_each(|(k, _)| emit(k))
+        };
+        let scalar = |c: Collection, emit: &mut dyn FnMut(&'s [u8])| match self.scalar(c) {
+            Some(Cow::Borrowed(v)) => {
+                emit(v);
+                true
+            }
+            Some(Cow::Owned(_)) => false,
+            // `each_member` yields an empty value for a missing one.
+            None => {
+                emit(b"");
+                true
+            }
+        };
+        match source {
+            Source::GetValues => values(&d.args_get_inspected, emit),
+            Source::GetNames => names(&d.args_get_inspected, emit),
+            Source::PostValues => values(&d.args_post, emit),
+            Source::PostNames => names(&d.args_post, emit),
+            Source::CookieValues => values(&d.cookies, emit),
+            Source::CookieNames => names(&d.cookies, emit),
+            Source::HeaderValues => d.req.headers.iter().for_each(|(_, v)| emit(v)),
+            Source::HeaderNames => d.req.headers.iter().for_each(|(k, _)| emit(k.as_bytes())),
+            Source::FileNames => d.files.iter().for_each(|f| emit(&f.file_name)),
+            Source::FileFieldNames => d.files.iter().for_each(|f| emit(&f.field_name)),
+            Source::PartHeaders => values(&d.part_headers, emit),
+            Source::Xml => {
+                if let Some(xml) = &d.xml {
+                    emit(&xml.text);
+                    values(&xml.attributes, emit);
+                }
+            }
+            Source::Uri => return scalar(Collection::RequestUri, emit),
+            Source::UriRaw => return scalar(Collection::RequestUriRaw, emit),
+            Source::Filename => return scalar(Collection::RequestFilename, emit),
+            Source::Basename => return scalar(Collection::RequestBasename, emit),
+            Source::RequestLine => return scalar(Collection::RequestLine, emit),
+            Source::Method => return scalar(Collection::RequestMethod, emit),
+            Source::Protocol => return scalar(Collection::RequestProtocol, emit),
+            Source::QueryString => return scalar(Collection::QueryString, emit),
+            Source::RequestBody => return scalar(Collection::RequestBody, emit),
+        }
+        true
+    }
+
     /// `v` through the link's transformations, from the request's cache when another rule
     /// already ran the same list on the same value (CRS runs `t:urlDecodeUni`,
     /// `t:htmlEntityDecode`, `t:lowercase`... over the same arguments in hundreds of rules).
@@ -558,9 +677,10 @@ impl<'r> Transaction<'r> {
         if link.transforms.is_empty() {
             return Transformed::Borrowed(&v.value);
         }
-        let stable = matches!(v.value, Cow::Borrowed(_))
-            && !v.count
-            && !matches!(
+        // Only values borrowed from the request stay put; TX and MATCHED_VAR change as
+        // rules run.
+        let volatile = v.count
+            || matches!(
                 v.collection,
                 Collection::Tx
                     | Collection::MatchedVar
@@ -568,20 +688,36 @@ impl<'r> Transaction<'r> {
                     | Collection::MatchedVarName
                     | Collection::MatchedVarsNames
             );
-        if !stable {
-            return match transform_all(&link.transforms, &v.value) {
+        match &v.value {
+            Cow::Borrowed(value) if !volatile => {
+                self.transformed_stable(link.chain, &link.transforms, value)
+            }
+            other => match transform_all(&link.transforms, other) {
                 Cow::Borrowed(b) => Transformed::Borrowed(b),
                 Cow::Owned(o) => Transformed::Owned(o),
-            };
+            },
         }
-        let key = (v.value.as_ptr() as usize, v.value.len(), link.chain);
+    }
+
+    /// A value borrowed from the request through `transforms` (numbered `chain`), from the
+    /// request's cache when it was transformed so before.
+    fn transformed_stable<'v>(
+        &self,
+        chain: u32,
+        transforms: &[crate::transform::Transform],
+        value: &'v [u8],
+    ) -> Transformed<'v> {
+        if transforms.is_empty() {
+            return Transformed::Borrowed(value);
+        }
+        let key = (value.as_ptr() as usize, value.len(), chain);
         if let Some(cached) = self.transform_cache.borrow().get(&key) {
             return match cached {
-                None => Transformed::Borrowed(&v.value),
+                None => Transformed::Borrowed(value),
                 Some(shared) => Transformed::Shared(shared.clone()),
             };
         }
-        let (out, entry) = match transform_all(&link.transforms, &v.value) {
+        let (out, entry) = match transform_all(transforms, value) {
             Cow::Borrowed(b) => (Transformed::Borrowed(b), None),
             Cow::Owned(o) => {
                 let shared: Rc<[u8]> = o.into();

@@ -1,0 +1,125 @@
+//! The rule engine natively, in a loop: CRS v4 at paranoia level 1 on a player's segment
+//! request, for profiling the engine without the Wasm host
+//! (`cargo run --release -p edge-module-waf --example eval_loop -- [SECONDS] [--no-prefilter]`; run it under
+//! `perf record` to see where an evaluation spends its time).
+
+use edge_module_waf::config::Config;
+use edge_module_waf::{evaluate, Request};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn crs_config() -> String {
+    let crs = Path::new(env!("CARGO_MANIFEST_DIR")).join("crs");
+    let mut rules = serde_json::Map::new();
+    let mut names: Vec<_> = std::fs::read_dir(crs.join("rules"))
+        .expect("crs rules")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for p in names {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        rules.insert(name, std::fs::read_to_string(&p).expect("rule file").into());
+    }
+    serde_json::json!({
+        "setup": std::fs::read_to_string(crs.join("crs-setup.conf.example")).expect("setup"),
+        "rules": rules,
+        "mode": "blocking",
+        "paranoia": 1,
+    })
+    .to_string()
+}
+
+/// The player's segment request of `bench/run.sh --only waf-h1-1k` (the waf bench's has one
+/// argument, this one five), and a 4 KiB form POST.
+fn requests() -> Vec<(&'static str, Request)> {
+    let segment = segment_request();
+    let mut bench = segment.clone();
+    bench.uri = "/object/seg-00042.m4s?cc=max-age%3D3600&size=1024&ct=video%2Fmp4&exp=1767225600&token=3f2a9c4e7b1d8f60a5e2c9b47d13f8e6a0b5c2d9e4f7a1b3c6d8e0f2a4b6c8d0".into();
+    let mut form = segment.clone();
+    form.method = "POST".into();
+    form.uri = "/api/comments".into();
+    form.headers.push((
+        "content-type".into(),
+        b"application/x-www-form-urlencoded".to_vec(),
+    ));
+    let mut body = String::new();
+    let mut i = 0;
+    while body.len() < 4096 {
+        body.push_str(&format!("field{i}=Some+ordinary+text+a+viewer+typed+{i}&"));
+        i += 1;
+    }
+    body.truncate(4096);
+    form.body = body.into_bytes();
+    vec![
+        ("segment GET, 1 argument", segment),
+        ("segment GET, 5 arguments (bench/run.sh)", bench),
+        ("POST, 4 KiB form", form),
+    ]
+}
+
+fn segment_request() -> Request {
+    let headers = [
+        ("host", "cdn.example.com"),
+        (
+            "user-agent",
+            "AppleCoreMedia/1.0.0.21A329 (iPhone; U; CPU OS 17_0 like Mac OS X; en_us)",
+        ),
+        ("accept", "*/*"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("accept-encoding", "identity"),
+        (
+            "x-playback-session-id",
+            "3F7A2C1E-9B4D-4E2A-8C6F-1D2E3F4A5B6C",
+        ),
+    ];
+    Request {
+        method: "GET".into(),
+        uri: "/vod/movie/720p/segment_00042.m4s?token=exp%3D1795685752~acl%3D%2Fvod%2F*~hmac%3D0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: "192.0.2.1".into(),
+        unique_id: "loop".into(),
+        ..Request::default()
+    }
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let full = std::env::args().any(|a| a == "--no-prefilter");
+    let rules = Config::parse(&crs_config())
+        .expect("config")
+        .compile()
+        .expect("CRS compiles");
+    let (links, groups) = rules.prefiltered();
+    println!("prefilter: {links} links in {groups} groups");
+    let rules = if full {
+        rules.without_prefilters()
+    } else {
+        rules
+    };
+    for (name, request) in requests() {
+        let verdict = evaluate(&rules, &request);
+        assert!(
+            verdict.interruption.is_none(),
+            "{name}: {:?}",
+            verdict.matches
+        );
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < until {
+            for _ in 0..10 {
+                std::hint::black_box(evaluate(&rules, &request));
+            }
+            n += 10;
+        }
+        let each = started.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("{name}: {n} evaluations, {each:.1} µs each");
+    }
+}
