@@ -4,7 +4,8 @@
 //! handle table) and its `on-request` hook, in route order, until one answers. The
 //! instances live until the response phase: `on-response` in reverse order, then the
 //! body transforms of modules that declared the response's media type. Dropping the run
-//! tears the instances down.
+//! tears the instances down, except resident ones that ran every hook cleanly: they go
+//! back to their route entry's pool for the next request.
 //!
 //! A module that traps, runs past its deadline or outgrows its memory fails the request
 //! (`fail-closed`: 500) or is skipped as if it were absent (`fail-open`: its partial
@@ -61,9 +62,15 @@ struct Entry {
     /// The config instances get: deployed data under the route's config, by data
     /// generation (0: none).
     merged: Mutex<(u64, Arc<str>)>,
-    /// Idle instances of a resident module, initialised with this entry's config. The
-    /// lock is held to pop or push, never across a call.
-    pool: Mutex<Vec<Live>>,
+    /// Idle instances of a resident module, initialised with this entry's config.
+    pool: Arc<Pool>,
+}
+
+/// Idle resident instances of one route entry. The lock is held to pop or push, never
+/// across a call.
+struct Pool {
+    slot: Arc<Slot>,
+    idle: Mutex<Vec<Live>>,
 }
 
 /// Idle resident instances kept per route entry; more are dropped after use.
@@ -92,23 +99,29 @@ impl Entry {
         }
         merged.clone()
     }
+}
 
+impl Pool {
     /// An idle instance of the current version and data, if one is pooled.
-    fn take_pooled(&self, version: &Arc<ModuleVersion>, generation: u64) -> Option<Live> {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+    fn take(&self, version: &Arc<ModuleVersion>, generation: u64) -> Option<Live> {
+        let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Instances of older data are dropped; with a canary running, instances of both
         // live versions are pooled, so take one of the version this request runs.
         pool.retain(|l| l.generation == generation);
         let at = pool.iter().rposition(|l| l.version.id == version.id)?;
-        Some(pool.swap_remove(at))
+        let mut live = pool.swap_remove(at);
+        // Clean again only once this request's hooks have run.
+        live.clean = false;
+        Some(live)
     }
 
+    /// Keeps an instance that finished its request cleanly for the next one.
     fn give_back(&self, live: Live) {
         let current = self.slot.data().map_or(0, |d| d.generation);
         if live.generation != current || !self.slot.is_live(&live.version) {
             return;
         }
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Instances of a version no longer live (a deploy, rollback or ended canary) are
         // dropped here rather than kept until the next take.
         if pool.len() >= RESIDENT_POOL_MAX {
@@ -141,6 +154,10 @@ struct Live {
     store: Store<ModuleState>,
     hooks: Module,
     version: Arc<ModuleVersion>,
+    /// A resident instance's pool: where it goes back once its request is over, if
+    /// every hook it ran for it succeeded (`clean`).
+    home: Option<Arc<Pool>>,
+    clean: bool,
     /// A resident instance's `init` succeeded.
     initialised: bool,
     /// The module data generation its config was made with (0: none).
@@ -191,10 +208,13 @@ impl Chain {
             entries: modules
                 .into_iter()
                 .map(|(slot, config)| Entry {
+                    pool: Arc::new(Pool {
+                        slot: slot.clone(),
+                        idle: Mutex::new(Vec::new()),
+                    }),
                     slot,
                     merged: Mutex::new((0, config.clone())),
                     config,
-                    pool: Mutex::new(Vec::new()),
                 })
                 .collect(),
             on_error,
@@ -254,7 +274,7 @@ impl Chain {
             let call_started = Instant::now();
             let (generation, config) = entry.config();
             let pooled = if version.resident {
-                entry.take_pooled(&version, generation)
+                entry.pool.take(&version, generation)
             } else {
                 None
             };
@@ -264,6 +284,9 @@ impl Chain {
                     .await
                     .map(|mut live| {
                         live.generation = generation;
+                        if version.resident {
+                            live.home = Some(entry.pool.clone());
+                        }
                         live
                     }),
             };
@@ -308,21 +331,18 @@ impl Chain {
                         .map(Step::Answer)
                 }
             });
-            // A resident instance goes back to the pool after a clean call: it has no
-            // response hooks, so `continue` means the same as `done`.
-            let result = match (result, version.resident) {
-                (Ok(step), true) => {
-                    entry.give_back(live);
-                    match step {
-                        Step::Keep => Ok(Step::Finished),
-                        other => Ok(other),
-                    }
+            // A resident instance goes back to the pool after a clean call when it has
+            // nothing to do on the response; otherwise after its response hooks.
+            let result = match result {
+                Ok(Step::Keep) => {
+                    run.live.push(live);
+                    Ok(Step::Keep)
                 }
-                (result, _) => {
-                    if let Ok(Step::Keep) = result {
-                        run.live.push(live);
+                other => {
+                    if let (Ok(_), Some(home)) = (&other, live.home.clone()) {
+                        home.give_back(live);
                     }
-                    result
+                    other
                 }
             };
             match result {
@@ -376,6 +396,18 @@ impl Chain {
     }
 }
 
+impl Drop for ChainRun {
+    /// Resident instances that ran their response hooks cleanly go back to their pool;
+    /// every other instance is torn down.
+    fn drop(&mut self) {
+        for live in self.live.drain(..) {
+            if let (true, Some(home)) = (live.clean, live.home.clone()) {
+                home.give_back(live);
+            }
+        }
+    }
+}
+
 impl ChainRun {
     /// Response hooks in reverse order, then body transforms. `head` is whether the
     /// viewer's request was HEAD (no body to transform).
@@ -397,7 +429,11 @@ impl ChainRun {
             let live = &mut self.live[i];
             let (result, req_back, resp_back) = live.call_on_response(request, view).await;
             (request, view) = (req_back, resp_back);
+            // Its request is over unless a transform follows (which clears this again if it
+            // fails).
+            self.live[i].clean = result.is_ok();
             if let Err(failure) = result {
+                self.live[i].clean = false;
                 let version = self.live[i].version.clone();
                 self.report(&version, "on-response", &failure, services);
                 match snapshot {
@@ -470,6 +506,7 @@ impl ChainRun {
                 },
                 Err(failure) => failure,
             };
+            self.live[i].clean = false;
             let version = self.live[i].version.clone();
             self.report(&version, "transform-body", &failure, services);
             match self.on_error {
@@ -533,6 +570,8 @@ async fn instantiate(
             version: version.clone(),
             initialised: false,
             generation: 0,
+            home: None,
+            clean: false,
         }),
         Err(e) => Err(classify(&store, e, FailureKind::Instantiate)),
     }
@@ -970,5 +1009,109 @@ mod tests {
         assert_eq!(bad_status.kind, FailureKind::BadResponse);
         let framing = immediate_response(200, &[("content-length".into(), "1".into())], vec![]);
         assert!(framing.is_err());
+    }
+
+    /// A resident module that answers `continue` (rate-limit adding its `RateLimit`
+    /// fields) gets its response hook, then its instance serves the next request; an
+    /// instance whose request ended before its response hooks is not reused.
+    #[test]
+    fn resident_instances_run_their_response_hooks_then_go_back_to_the_pool() {
+        use crate::ratelimit::{PolicyConfig, RateLimits};
+        use crate::wasm::engine::EngineSettings;
+        use crate::wasm::metrics::ModuleMetrics;
+        use crate::wasm::registry::{HostSettings, ModuleLimits};
+        use crate::wasm::{ModuleHost, Source};
+
+        let limits = ModuleLimits {
+            budget: Duration::from_millis(1000),
+            memory_bytes: 16 << 20,
+        };
+        let services = Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(&[PolicyConfig {
+                name: "viewer".into(),
+                period: Duration::from_secs(3600),
+                burst: 10,
+                max_keys: 100,
+            }])),
+            metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
+        });
+        let host = ModuleHost::new(
+            HostSettings {
+                engine: EngineSettings {
+                    max_instances: 8,
+                    max_memory_bytes: limits.memory_bytes,
+                },
+                cache_dir: None,
+                trusted_keys: Default::default(),
+                max_module_bytes: 32 << 20,
+                default_limits: limits,
+            },
+            services.clone(),
+        )
+        .expect("engine");
+        host.load(
+            "rate-limit",
+            edge_module_artifacts::standard::RATE_LIMIT,
+            Source::Standard,
+            limits,
+        )
+        .expect("load");
+        let chain = Chain::new(
+            "test",
+            OnError::FailClosed,
+            vec![(
+                host.slot("rate-limit").expect("slot"),
+                r#"{"headers":true,"rules":[{"policy":"viewer","key":["ip"]}]}"#.into(),
+            )],
+        );
+        let idle = || chain.entries[0].pool.idle.lock().unwrap().len();
+        let request = || async {
+            let mut parts = http::Request::get("https://cdn.example.com/seg.ts")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let client = IpAddr::from([192, 0, 2, 1]);
+            let (run, outcome) = chain
+                .on_request(
+                    &services,
+                    &mut parts,
+                    None,
+                    "cdn.example.com".into(),
+                    client,
+                    true,
+                )
+                .await;
+            assert!(matches!(outcome, Outcome::Continue));
+            run
+        };
+
+        // Loading checks a resident module's `init` on a runtime of its own.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for remaining in (7..=9).rev() {
+                let run = request().await;
+                // The instance stays with its request until the response.
+                assert_eq!(idle(), 0);
+                let (resp, _) = run
+                    .on_response(Response::new(origin::body::empty()), false, &services)
+                    .await;
+                // One instance serves every request, each with its own answer.
+                let field = resp.headers()["ratelimit"].to_str().unwrap();
+                assert!(
+                    field.starts_with(&format!("\"viewer\";r={remaining};")),
+                    "{field}"
+                );
+                assert_eq!(idle(), 1);
+            }
+            // A request that ends before its response (the viewer went away): its instance
+            // may hold state for that response, so it is torn down.
+            drop(request().await);
+            assert_eq!(idle(), 0);
+        });
     }
 }

@@ -143,8 +143,10 @@ pub trait Module {
     /// Bytes of the viewer's request body to read before [`Module::on_request`]
     /// (`Request::body`); 0 for none.
     const REQUEST_BODY_BYTES: u32 = 0;
-    /// Instances are kept across requests and [`Module::init`] runs once per instance;
-    /// only [`Module::on_request`] is called.
+    /// Instances are kept across requests and [`Module::init`] runs once per instance.
+    /// The hooks are called as for any module; an instance serves one request at a time
+    /// and keeps its memory, so per-request state in globals must be reset by
+    /// [`Module::on_request`].
     const RESIDENT: bool = false;
 
     /// Resident modules: runs once per instance before its first request.

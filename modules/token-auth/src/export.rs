@@ -4,7 +4,7 @@
 use crate::{parse_ip, Config, Crypto, Hmac, Lazy, PublicKey, Reason, Signature};
 use edge_module_sdk::crypto::{self as host, HmacAlgorithm, SignatureAlgorithm};
 use edge_module_sdk::{export_module, log, metrics, Action, Module, Request, Response};
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 struct TokenAuth;
 
@@ -53,77 +53,39 @@ impl Crypto for HostCrypto {
 }
 
 thread_local! {
-    /// The session cookie to set on the response (the instance lives for one request).
+    /// The session cookie to set on this request's response: set by `on_request`, taken by
+    /// `on_response`, cleared when the next request starts.
     static SESSION_COOKIE: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-fn config() -> Config {
-    match Config::parse(&edge_module_sdk::bindings::edge::module::config::get()) {
-        Ok(config) => config,
-        // A config error fails the request; the route's `on_error` decides how.
-        Err(e) => panic!("{e}"),
-    }
+    /// The route's config, parsed once per instance by `init` (the module is resident).
+    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
 }
 
 impl Module for TokenAuth {
     const NAME: &'static str = "token-auth";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // Every segment request of a protected route comes here: the instance (and its parsed
+    // keys) is kept across requests. Nothing of a viewer's request outlives it but the
+    // session cookie, which the next request clears first.
+    const RESIDENT: bool = true;
+
+    fn init() -> Result<(), String> {
+        let config = Config::parse(&edge_module_sdk::bindings::edge::module::config::get())?;
+        CONFIG.with(|c| {
+            let _ = c.set(config);
+        });
+        Ok(())
+    }
 
     fn on_request(req: &Request) -> Action {
-        let config = config();
-        let path = req.path();
-        let query = req.query();
-        let header = |name: &str| req.header(name);
-        let request = crate::Request {
-            url: Lazy::new(|| Some(req.url())),
-            path: &path,
-            query: query.as_deref(),
-            cookies: Lazy::new(|| {
-                let all = req.header_all("cookie");
-                (!all.is_empty()).then(|| all.join("; "))
-            }),
-            client_ip: parse_ip(&req.client_addr()),
-            header: &header,
-        };
-        let now = edge_module_sdk::clock::now_ms() / 1000;
-        match config.verify(&request, &HostCrypto, now) {
-            Ok(verified) => {
-                req.set_context("token.format", verified.format.name());
-                if let Some(subject) = &verified.subject {
-                    req.set_context("token.subject", subject);
-                }
-                if let Some(query) = &verified.query {
-                    req.set_context("token.query", query);
-                }
-                match config.session_cookie(&verified, &request, &HostCrypto, now) {
-                    Some(cookie) => {
-                        SESSION_COOKIE.with(|c| *c.borrow_mut() = Some(cookie));
-                        Action::Continue
-                    }
-                    // Nothing to add to the response: skip the response hook.
-                    None => Action::Done,
-                }
-            }
-            Err(failure) => {
-                let format = failure.format.map_or("-", |f| f.name());
-                log::info(&format!(
-                    "token refused: reason={} format={format} {}",
-                    failure.reason, failure.detail
-                ));
-                metrics::counter_add(failure.reason.code(), 1);
-                if failure.reason == Reason::Missing && config.wants_bearer() {
-                    return Action::respond_with(
-                        401,
-                        &[
-                            ("content-type", "text/plain; charset=utf-8"),
-                            ("www-authenticate", "Bearer realm=\"edge\""),
-                        ],
-                        b"unauthorized\n",
-                    );
-                }
-                Action::respond(403, "forbidden\n")
-            }
-        }
+        SESSION_COOKIE.with(|c| c.borrow_mut().take());
+        CONFIG.with(|config| match config.get() {
+            Some(config) => verify(config, req),
+            // `init` runs first or the node would not call this; refuse rather than pass.
+            None => Action::respond(
+                500,
+                "500 Internal Server Error: token-auth not initialised\n",
+            ),
+        })
     }
 
     fn on_response(_req: &Request, resp: &Response) {
@@ -131,6 +93,63 @@ impl Module for TokenAuth {
             if let Err(e) = resp.append_header("set-cookie", &cookie) {
                 log::warn(&e);
             }
+        }
+    }
+}
+
+/// Checks the request's token against the route's config.
+fn verify(config: &Config, req: &Request) -> Action {
+    let path = req.path();
+    let query = req.query();
+    let header = |name: &str| req.header(name);
+    let request = crate::Request {
+        url: Lazy::new(|| Some(req.url())),
+        path: &path,
+        query: query.as_deref(),
+        cookies: Lazy::new(|| {
+            let all = req.header_all("cookie");
+            (!all.is_empty()).then(|| all.join("; "))
+        }),
+        client_ip: parse_ip(&req.client_addr()),
+        header: &header,
+    };
+    let now = edge_module_sdk::clock::now_ms() / 1000;
+    match config.verify(&request, &HostCrypto, now) {
+        Ok(verified) => {
+            req.set_context("token.format", verified.format.name());
+            if let Some(subject) = &verified.subject {
+                req.set_context("token.subject", subject);
+            }
+            if let Some(query) = &verified.query {
+                req.set_context("token.query", query);
+            }
+            match config.session_cookie(&verified, &request, &HostCrypto, now) {
+                Some(cookie) => {
+                    SESSION_COOKIE.with(|c| *c.borrow_mut() = Some(cookie));
+                    Action::Continue
+                }
+                // Nothing to add to the response: skip the response hook.
+                None => Action::Done,
+            }
+        }
+        Err(failure) => {
+            let format = failure.format.map_or("-", |f| f.name());
+            log::info(&format!(
+                "token refused: reason={} format={format} {}",
+                failure.reason, failure.detail
+            ));
+            metrics::counter_add(failure.reason.code(), 1);
+            if failure.reason == Reason::Missing && config.wants_bearer() {
+                return Action::respond_with(
+                    401,
+                    &[
+                        ("content-type", "text/plain; charset=utf-8"),
+                        ("www-authenticate", "Bearer realm=\"edge\""),
+                    ],
+                    b"unauthorized\n",
+                );
+            }
+            Action::respond(403, "forbidden\n")
         }
     }
 }
