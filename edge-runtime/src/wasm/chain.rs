@@ -492,7 +492,7 @@ impl ChainRun {
         for i in transformers {
             let live = &mut self.live[i];
             let (result, req_back, resp_back) =
-                live.call_transform(request, view, bytes.to_vec()).await;
+                live.call_transform(request, view, &bytes).await;
             (request, view) = (req_back, resp_back);
             let failure = match result {
                 Ok(Ok(Some(new))) => {
@@ -656,7 +656,7 @@ impl Live {
         &mut self,
         request: RequestView,
         response: ResponseView,
-        body: Vec<u8>,
+        body: &[u8],
     ) -> (
         Result<Result<Option<Vec<u8>>, String>, Failure>,
         RequestView,
@@ -671,7 +671,7 @@ impl Live {
                 &mut self.store,
                 Resource::new_borrow(req.rep()),
                 Resource::new_borrow(resp.rep()),
-                &body,
+                body,
             )
             .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));

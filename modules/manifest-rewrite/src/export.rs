@@ -3,16 +3,19 @@
 
 use crate::{parse_config, rewrite, Config, Kind, OnMalformed, Plan, RewriteError, Viewer};
 use edge_module_sdk::{export_module, log, metrics, Action, Module, Request, Response};
+use std::cell::OnceCell;
 
 struct ManifestRewrite;
 
-fn config() -> Config {
-    match parse_config(&edge_module_sdk::bindings::edge::module::config::get()) {
-        Ok(config) => config,
-        // The node checks this table when the route loads; a config that still fails
-        // here must not pass silently.
-        Err(e) => panic!("module config: {e}"),
-    }
+thread_local! {
+    /// The route's config, parsed once per instance by `init` (the module is resident).
+    static CONFIG: OnceCell<Config> = const { OnceCell::new() };
+}
+
+/// Runs `f` with the route's config; `None` when `init` has not run (the node always
+/// runs it first).
+fn with_config<R>(f: impl FnOnce(&Config) -> R) -> Option<R> {
+    CONFIG.with(|c| c.get().map(f))
 }
 
 fn plan(config: &Config, req: &Request) -> Plan {
@@ -37,13 +40,31 @@ impl Module for ManifestRewrite {
     /// The node's own bound; the route's `max_bytes` (smaller) is applied here, so that
     /// a manifest over it gets the route's `on_malformed` answer.
     const MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
+    // Every manifest request of its routes comes here: the instance and its parsed config
+    // are kept across requests. It keeps nothing of a request: the plan is rebuilt from
+    // the request in each hook.
+    const RESIDENT: bool = true;
+
+    fn init() -> Result<(), String> {
+        let config = parse_config(&edge_module_sdk::bindings::edge::module::config::get())
+            .map_err(|e| format!("module config: {e}"))?;
+        CONFIG.with(|c| {
+            let _ = c.set(config);
+        });
+        Ok(())
+    }
 
     fn on_request(req: &Request) -> Action {
-        if plan(&config(), req).is_empty() {
+        match with_config(|config| plan(config, req).is_empty()) {
             // Nothing to change for this viewer: no transform, the body streams through.
-            return Action::Done;
+            Some(true) => Action::Done,
+            Some(false) => Action::Continue,
+            // `init` runs first or the node would not call this; refuse rather than pass.
+            None => Action::respond(
+                500,
+                "500 Internal Server Error: manifest-rewrite not initialised\n",
+            ),
         }
-        Action::Continue
     }
 
     fn transform_body(
@@ -51,28 +72,38 @@ impl Module for ManifestRewrite {
         resp: &Response,
         body: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, String> {
-        let config = config();
-        let content_type = resp.header("content-type");
-        let media_type = content_type
-            .as_deref()
-            .map(|t| t.split(';').next().unwrap_or("").trim());
-        let path = req.path();
-        let Some(kind) = Kind::detect(media_type, &path, &body) else {
-            return Ok(None);
-        };
-        let plan = plan(&config, req);
-        match rewrite(kind, &body, &plan, config.max_bytes) {
-            Ok(out) => {
-                let Some(new) = out.body else { return Ok(None) };
-                if out.per_viewer {
-                    // The output carries this viewer's token: no shared cache may keep it.
-                    let _ = resp.set_header("cache-control", "private, no-store");
-                }
-                metrics::counter_add("rewritten", 1);
-                Ok(Some(new))
+        with_config(|config| transform(config, req, resp, body))
+            .unwrap_or_else(|| Err("manifest-rewrite not initialised".into()))
+    }
+}
+
+/// Rewrites one manifest body for this viewer.
+fn transform(
+    config: &Config,
+    req: &Request,
+    resp: &Response,
+    body: Vec<u8>,
+) -> Result<Option<Vec<u8>>, String> {
+    let content_type = resp.header("content-type");
+    let media_type = content_type
+        .as_deref()
+        .map(|t| t.split(';').next().unwrap_or("").trim());
+    let path = req.path();
+    let Some(kind) = Kind::detect(media_type, &path, &body) else {
+        return Ok(None);
+    };
+    let plan = plan(config, req);
+    match rewrite(kind, &body, &plan, config.max_bytes) {
+        Ok(out) => {
+            let Some(new) = out.body else { return Ok(None) };
+            if out.per_viewer {
+                // The output carries this viewer's token: no shared cache may keep it.
+                let _ = resp.set_header("cache-control", "private, no-store");
             }
-            Err(e) => Ok(malformed(&config, resp, &path, &e)),
+            metrics::counter_add("rewritten", 1);
+            Ok(Some(new))
         }
+        Err(e) => Ok(malformed(config, resp, &path, &e)),
     }
 }
 
