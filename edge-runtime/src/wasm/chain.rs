@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use origin::Body;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
@@ -155,8 +155,10 @@ struct Live {
     hooks: Module,
     version: Arc<ModuleVersion>,
     /// A resident instance's pool: where it goes back once its request is over, if
-    /// every hook it ran for it succeeded (`clean`).
-    home: Option<Arc<Pool>>,
+    /// every hook it ran for it succeeded (`clean`). Weak: idle instances live in the
+    /// pool, and a reload drops the pool with its route.
+    home: Option<Weak<Pool>>,
+    /// Between calls, and every hook of this request so far succeeded.
     clean: bool,
     /// A resident instance's `init` succeeded.
     initialised: bool,
@@ -285,7 +287,7 @@ impl Chain {
                     .map(|mut live| {
                         live.generation = generation;
                         if version.resident {
-                            live.home = Some(entry.pool.clone());
+                            live.home = Some(Arc::downgrade(&entry.pool));
                         }
                         live
                     }),
@@ -339,7 +341,7 @@ impl Chain {
                     Ok(Step::Keep)
                 }
                 other => {
-                    if let (Ok(_), Some(home)) = (&other, live.home.clone()) {
+                    if let (Ok(_), Some(home)) = (&other, live.home()) {
                         home.give_back(live);
                     }
                     other
@@ -347,7 +349,7 @@ impl Chain {
             };
             match result {
                 Ok(Step::Keep) => {}
-                // The instance is dropped now: no response hook, no transform.
+                // Finished with this request: dropped, or back in its pool if resident.
                 Ok(Step::Finished) => {}
                 Ok(Step::Answer(response)) => {
                     if response.status().as_u16() >= 400 {
@@ -401,7 +403,7 @@ impl Drop for ChainRun {
     /// every other instance is torn down.
     fn drop(&mut self) {
         for live in self.live.drain(..) {
-            if let (true, Some(home)) = (live.clean, live.home.clone()) {
+            if let (true, Some(home)) = (live.clean, live.home()) {
                 home.give_back(live);
             }
         }
@@ -429,11 +431,9 @@ impl ChainRun {
             let live = &mut self.live[i];
             let (result, req_back, resp_back) = live.call_on_response(request, view).await;
             (request, view) = (req_back, resp_back);
-            // Its request is over unless a transform follows (which clears this again if it
-            // fails).
+            // Its request is over unless a transform follows.
             self.live[i].clean = result.is_ok();
             if let Err(failure) = result {
-                self.live[i].clean = false;
                 let version = self.live[i].version.clone();
                 self.report(&version, "on-response", &failure, services);
                 match snapshot {
@@ -491,8 +491,11 @@ impl ChainRun {
         let original = bytes.clone();
         for i in transformers {
             let live = &mut self.live[i];
-            let (result, req_back, resp_back) =
-                live.call_transform(request, view, &bytes).await;
+            // A call cut short (the viewer went away while it ran) leaves the instance
+            // unusable: clean again only once it returned.
+            live.clean = false;
+            let (result, req_back, resp_back) = live.call_transform(request, view, &bytes).await;
+            self.live[i].clean = result.as_ref().is_ok_and(|r| r.is_ok());
             (request, view) = (req_back, resp_back);
             let failure = match result {
                 Ok(Ok(Some(new))) => {
@@ -506,7 +509,6 @@ impl ChainRun {
                 },
                 Err(failure) => failure,
             };
-            self.live[i].clean = false;
             let version = self.live[i].version.clone();
             self.report(&version, "transform-body", &failure, services);
             match self.on_error {
@@ -596,6 +598,11 @@ fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: Failure
 }
 
 impl Live {
+    /// The pool of a resident instance, while its route is loaded.
+    fn home(&self) -> Option<Arc<Pool>> {
+        self.home.as_ref()?.upgrade()
+    }
+
     async fn call_init(&mut self) -> Result<(), Failure> {
         self.store.set_epoch_deadline(INIT_TICKS);
         let result = self
@@ -1112,6 +1119,15 @@ mod tests {
             // may hold state for that response, so it is torn down.
             drop(request().await);
             assert_eq!(idle(), 0);
+            request()
+                .await
+                .on_response(Response::new(origin::body::empty()), false, &services)
+                .await;
+            assert_eq!(idle(), 1);
         });
+        // A reload drops the route's chain: its pool and idle instances go with it.
+        let pool = Arc::downgrade(&chain.entries[0].pool);
+        drop(chain);
+        assert!(pool.upgrade().is_none(), "the pool outlived its chain");
     }
 }
