@@ -76,6 +76,11 @@ struct Pool {
 /// Idle resident instances kept per route entry; more are dropped after use.
 const RESIDENT_POOL_MAX: usize = 64;
 
+/// Idle instances kept per resident module across all its route entries: with
+/// `wasm.max_instances` at its default of 1,000, the four resident standard modules can
+/// never hold more than half of the engine's instances idle, however many routes use them.
+pub(crate) const RESIDENT_MODULE_IDLE_MAX: usize = 128;
+
 /// Time a resident module's `init` may take (compiling a rule set), in epoch ticks.
 pub(crate) const INIT_TICKS: u64 = 30_000;
 
@@ -105,11 +110,16 @@ impl Pool {
     /// An idle instance of the current version and data, if one is pooled.
     fn take(&self, version: &Arc<ModuleVersion>, generation: u64) -> Option<Live> {
         let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pool.len();
         // Instances of older data are dropped; with a canary running, instances of both
         // live versions are pooled, so take one of the version this request runs.
         pool.retain(|l| l.generation == generation);
-        let at = pool.iter().rposition(|l| l.version.id == version.id)?;
-        let mut live = pool.swap_remove(at);
+        let taken = pool
+            .iter()
+            .rposition(|l| l.version.id == version.id)
+            .map(|at| pool.swap_remove(at));
+        self.counted(before, pool.len());
+        let mut live = taken?;
         // Clean again only once this request's hooks have run.
         live.clean = false;
         Some(live)
@@ -122,14 +132,36 @@ impl Pool {
             return;
         }
         let mut pool = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pool.len();
         // Instances of a version no longer live (a deploy, rollback or ended canary) are
         // dropped here rather than kept until the next take.
         if pool.len() >= RESIDENT_POOL_MAX {
             pool.retain(|l| self.slot.is_live(&l.version));
         }
-        if pool.len() < RESIDENT_POOL_MAX {
+        // Idle instances hold slots of the engine's instance pool that fresh instances
+        // need: bounded per entry, and per module across all its routes.
+        if pool.len() < RESIDENT_POOL_MAX
+            && self.slot.idle.load(Ordering::Relaxed) < RESIDENT_MODULE_IDLE_MAX
+        {
             pool.push(live);
         }
+        self.counted(before, pool.len());
+    }
+
+    /// Keeps the module's count of idle instances in step with this pool.
+    fn counted(&self, before: usize, after: usize) {
+        if after > before {
+            self.slot.idle.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.slot.idle.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map_or(0, |p| p.len());
+        self.slot.idle.fetch_sub(idle, Ordering::Relaxed);
     }
 }
 
@@ -1125,9 +1157,13 @@ mod tests {
                 .await;
             assert_eq!(idle(), 1);
         });
+        // The module counts its idle instances across routes (its bound).
+        let slot = host.slot("rate-limit").expect("slot");
+        assert_eq!(slot.idle.load(Ordering::Relaxed), 1);
         // A reload drops the route's chain: its pool and idle instances go with it.
         let pool = Arc::downgrade(&chain.entries[0].pool);
         drop(chain);
         assert!(pool.upgrade().is_none(), "the pool outlived its chain");
+        assert_eq!(slot.idle.load(Ordering::Relaxed), 0);
     }
 }

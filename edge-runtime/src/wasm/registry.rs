@@ -129,6 +129,8 @@ pub struct Slot {
     has_canary: AtomicBool,
     canary: RwLock<Option<Arc<Canary>>>,
     last_canary: Mutex<Option<Ended>>,
+    /// Idle resident instances of this module in all route entries' pools.
+    pub(crate) idle: std::sync::atomic::AtomicUsize,
 }
 
 impl Slot {
@@ -149,6 +151,7 @@ impl Slot {
             has_canary: AtomicBool::new(false),
             canary: RwLock::new(None),
             last_canary: Mutex::new(None),
+            idle: Default::default(),
         }
     }
 
