@@ -29,23 +29,9 @@ const LIMITS: ModuleLimits = ModuleLimits {
 /// The route's config as the node builds it from `setup_file` and `rules_dir`.
 fn crs_config() -> String {
     let crs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../modules/waf/crs");
-    let mut rules = serde_json::Map::new();
-    let mut names: Vec<_> = std::fs::read_dir(crs.join("rules"))
-        .expect("crs rules")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    for p in names {
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        rules.insert(name, std::fs::read_to_string(&p).expect("rule file").into());
-    }
-    serde_json::json!({
-        "setup": std::fs::read_to_string(crs.join("crs-setup.conf.example")).expect("setup"),
-        "rules": rules,
-        "mode": "blocking",
-        "paranoia": 1,
-    })
-    .to_string()
+    edge_module_waf::config::crs_route_config(&crs, 1)
+        .expect("CRS files")
+        .to_string()
 }
 
 struct Case {

@@ -10,23 +10,9 @@ use std::time::{Duration, Instant};
 
 fn crs_config() -> String {
     let crs = Path::new(env!("CARGO_MANIFEST_DIR")).join("crs");
-    let mut rules = serde_json::Map::new();
-    let mut names: Vec<_> = std::fs::read_dir(crs.join("rules"))
-        .expect("crs rules")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    names.sort();
-    for p in names {
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        rules.insert(name, std::fs::read_to_string(&p).expect("rule file").into());
-    }
-    serde_json::json!({
-        "setup": std::fs::read_to_string(crs.join("crs-setup.conf.example")).expect("setup"),
-        "rules": rules,
-        "mode": "blocking",
-        "paranoia": 1,
-    })
-    .to_string()
+    edge_module_waf::config::crs_route_config(&crs, 1)
+        .expect("CRS files")
+        .to_string()
 }
 
 /// The player's segment request of `bench/run.sh --only waf-h1-1k` (the waf bench's has one

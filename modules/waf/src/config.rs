@@ -156,6 +156,32 @@ impl Config {
     }
 }
 
+/// The config a route gives the module for the Core Rule Set as shipped in `crs_dir`
+/// (`crs-setup.conf.example` as the setup, every `.conf` and `.data` file of `rules/`),
+/// blocking at `paranoia`: what the tests, benchmarks and profiling runs evaluate. Add
+/// keys (`media_exclusions`...) to the object before serialising it.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn crs_route_config(
+    crs_dir: &std::path::Path,
+    paranoia: u8,
+) -> std::io::Result<serde_json::Value> {
+    let setup = std::fs::read_to_string(crs_dir.join("crs-setup.conf.example"))?;
+    let mut rules = BTreeMap::new();
+    for entry in std::fs::read_dir(crs_dir.join("rules"))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.ends_with(".conf") || name.ends_with(".data") {
+            rules.insert(name.into_owned(), std::fs::read_to_string(&path)?);
+        }
+    }
+    Ok(serde_json::json!({
+        "setup": setup,
+        "rules": rules,
+        "mode": "blocking",
+        "paranoia": paranoia,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@
 use edge_module_waf::config::Config;
 use edge_module_waf::{evaluate, Request, RuleSet};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One corpus line.
@@ -122,23 +121,8 @@ fn corpus() -> Vec<Line> {
 /// CRS as a route loads it: `crs-setup.conf.example` as the setup, every file of `rules/`,
 /// blocking mode, paranoia level 1; with or without the media exclusion package.
 fn crs_pl1(media_exclusions: bool) -> RuleSet {
-    let crs = waf_dir().join("crs");
-    let setup = std::fs::read_to_string(crs.join("crs-setup.conf.example")).unwrap();
-    let mut rules = BTreeMap::new();
-    for entry in std::fs::read_dir(crs.join("rules")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".conf") || name.ends_with(".data") {
-            rules.insert(name, std::fs::read_to_string(&path).unwrap());
-        }
-    }
-    let json = serde_json::json!({
-        "setup": setup,
-        "rules": rules,
-        "mode": "blocking",
-        "paranoia": 1,
-        "media_exclusions": media_exclusions,
-    });
+    let mut json = edge_module_waf::config::crs_route_config(&waf_dir().join("crs"), 1).unwrap();
+    json["media_exclusions"] = media_exclusions.into();
     Config::parse(&json.to_string())
         .unwrap()
         .compile()
