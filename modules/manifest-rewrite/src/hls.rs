@@ -443,6 +443,16 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
                 order.uri();
                 let uri = line.text.trim_ascii();
                 let at = offset_of(uri);
+                if plan.only_appends_query(uri) {
+                    // The common case, a segment URI that gets the viewer's token: the
+                    // unchanged span runs on through the URI, then the query follows.
+                    out.push_str(&text[copied..at + uri.len()]);
+                    out.push('?');
+                    out.push_str(&plan.query);
+                    copied = at + uri.len();
+                    changed = true;
+                    continue;
+                }
                 let mark = out.len();
                 out.push_str(&text[copied..at]);
                 if plan.write_uri(&mut out, uri) {

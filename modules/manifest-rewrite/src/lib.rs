@@ -466,6 +466,18 @@ impl Plan {
             && self.steering.is_none()
     }
 
+    /// Whether mapping `uri` (anywhere in an HLS playlist) only appends `?` and the query:
+    /// a relative reference with no query or fragment of its own, and no base URL to
+    /// apply. What `uri::write_mapped` would then write, found without writing.
+    fn only_appends_query(&self, uri: &str) -> bool {
+        !self.query.is_empty()
+            && self.base_url.is_none()
+            && !uri.is_empty()
+            && memchr::memchr2(b'?', b'#', uri.as_bytes()).is_none()
+            && !uri.starts_with("//")
+            && uri::scheme(uri).is_none()
+    }
+
     /// The new form of a URI the player will fetch, `None` when it stays as it is, with
     /// the parts of the plan that apply where it sits.
     fn map_uri(&self, original: &str, scope: uri::Scope) -> Option<String> {
@@ -523,6 +535,43 @@ pub fn rewrite(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HLS fast path for the common case writes what the general mapping writes.
+    #[test]
+    fn the_query_only_shortcut_writes_what_the_general_mapping_writes() {
+        let plan = parse_config(r#"{"append_query":"t=1"}"#)
+            .unwrap()
+            .plan(&Viewer {
+                host: Some("cdn.example.com"),
+                path: "/v/index.m3u8",
+                ..Default::default()
+            });
+        let uris = [
+            "seg_1.ts",
+            "a/b/c.ts",
+            "../x.ts",
+            "/abs/x.ts",
+            "x.ts?y=1",
+            "x.ts#f",
+            "https://cdn.example.com/x.ts",
+            "//cdn.example.com/x.ts",
+            "skd://key-id",
+            "data:text/plain,x",
+            "a:b",
+            "t=0.ts",
+        ];
+        for uri in uris {
+            let mut general = String::new();
+            let mapped = uri::write_mapped(&plan, &mut general, uri, uri::Scope::ALL);
+            if plan.only_appends_query(uri) {
+                assert!(mapped, "{uri}");
+                assert_eq!(general, format!("{uri}?t=1"), "{uri}");
+            }
+        }
+        assert!(plan.only_appends_query("seg_1.ts"));
+        assert!(!plan.only_appends_query("x.ts?y=1"));
+        assert!(!plan.only_appends_query("https://cdn.example.com/x.ts"));
+    }
 
     #[test]
     fn kinds_by_type_extension_and_content() {

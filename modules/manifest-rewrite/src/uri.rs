@@ -50,7 +50,7 @@ pub fn is_absolute_http(s: &str) -> bool {
 }
 
 /// The scheme of an absolute URI (`https`, `data`, `skd`), `None` for a relative reference.
-fn scheme(s: &str) -> Option<&str> {
+pub(crate) fn scheme(s: &str) -> Option<&str> {
     let bytes = s.as_bytes();
     if !bytes.first()?.is_ascii_alphabetic() {
         return None;
