@@ -365,7 +365,9 @@ pub struct Group {
 
 #[derive(Debug)]
 struct Scanner {
-    automaton: AhoCorasick,
+    /// `None` when the automaton could not be built (past the crate's size limits): the
+    /// source then rules nothing out. A speed aid never refuses a rule set.
+    automaton: Option<AhoCorasick>,
     /// The slot of each automaton pattern.
     pattern_slot: Vec<u32>,
     /// Every slot reading this source: what a value the scan cannot judge (non-ASCII) marks.
@@ -380,11 +382,14 @@ impl Group {
             return;
         };
         let mut mark = |slot: u32| hits[slot as usize / 64] |= 1 << (slot % 64);
-        if !Factors::sound_for(value) {
-            scanner.slots.iter().for_each(|&s| mark(s));
-            return;
-        }
-        for m in scanner.automaton.find_overlapping_iter(value) {
+        let automaton = match &scanner.automaton {
+            Some(a) if Factors::sound_for(value) => a,
+            _ => {
+                scanner.slots.iter().for_each(|&s| mark(s));
+                return;
+            }
+        };
+        for m in automaton.find_overlapping_iter(value) {
             mark(scanner.pattern_slot[m.pattern().as_usize()]);
         }
     }
@@ -451,7 +456,7 @@ fn link_factors(link: &Link) -> Option<(Factors, u32)> {
 }
 
 /// Gives every link that can be prefiltered its slot, and builds the groups' automata.
-pub fn build(phases: &mut [Vec<Item>]) -> Result<Prefilters, String> {
+pub fn build(phases: &mut [Vec<Item>]) -> Prefilters {
     #[derive(Default)]
     struct Building {
         patterns: Vec<Vec<u8>>,
@@ -503,35 +508,28 @@ pub fn build(phases: &mut [Vec<Item>]) -> Result<Prefilters, String> {
     }
     let groups = groups
         .into_iter()
-        .map(|g| {
-            let scanners = g
+        .map(|g| Group {
+            scanners: g
                 .sources
                 .into_iter()
                 .map(|b| {
-                    if b.slots.is_empty() {
-                        return Ok(None);
-                    }
-                    let automaton = AhoCorasickBuilder::new()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::Standard)
-                        .build(&b.patterns)
-                        .map_err(|e| format!("prefilter does not build: {e}"))?;
-                    Ok(Some(Scanner {
-                        automaton,
+                    (!b.slots.is_empty()).then(|| Scanner {
+                        automaton: AhoCorasickBuilder::new()
+                            .ascii_case_insensitive(true)
+                            .match_kind(MatchKind::Standard)
+                            .build(&b.patterns)
+                            .ok(),
                         pattern_slot: b.pattern_slot,
                         slots: b.slots,
-                    }))
+                    })
                 })
-                .collect::<Result<Vec<_>, String>>()?;
-            Ok(Group {
-                transforms: g.transforms,
-                chain: g.chain,
-                slots: g.slots as usize,
-                scanners,
-            })
+                .collect(),
+            transforms: g.transforms,
+            chain: g.chain,
+            slots: g.slots as usize,
         })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Prefilters { groups })
+        .collect();
+    Prefilters { groups }
 }
 
 #[cfg(test)]
@@ -595,5 +593,40 @@ mod tests {
                 "{pattern}: {f:?} not in {value}"
             );
         }
+    }
+
+    /// A source whose automaton could not be built, or a non-ASCII value, rules out none
+    /// of the links reading it.
+    #[test]
+    fn what_cannot_be_scanned_rules_nothing_out() {
+        let scanner = |automaton: Option<AhoCorasick>| Scanner {
+            automaton,
+            pattern_slot: vec![0],
+            slots: vec![0, 1],
+        };
+        let group = |automaton: Option<AhoCorasick>| Group {
+            transforms: Vec::new(),
+            chain: 0,
+            slots: 2,
+            scanners: Source::ALL
+                .iter()
+                .map(|&s| (s == Source::GetValues).then(|| scanner(automaton.clone())))
+                .collect(),
+        };
+        let built = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(["select"])
+            .ok();
+        let mut hits = [0u64];
+        group(built.clone()).scan(Source::GetValues, b"plain", &mut hits);
+        assert_eq!(hits[0], 0, "no factor: nothing may match");
+        group(built.clone()).scan(Source::GetValues, b"a SELECT b", &mut hits);
+        assert_eq!(hits[0], 0b01);
+        let mut hits = [0u64];
+        group(built).scan(Source::GetValues, "caf\u{e9}".as_bytes(), &mut hits);
+        assert_eq!(hits[0], 0b11, "non-ASCII: every slot may match");
+        let mut hits = [0u64];
+        group(None).scan(Source::GetValues, b"plain", &mut hits);
+        assert_eq!(hits[0], 0b11, "no automaton: every slot may match");
     }
 }

@@ -270,14 +270,7 @@ impl RuleSet {
             e
         }));
         set.resolve_skips();
-        set.prefilters = crate::prefilter::build(&mut set.phases).map_err(|message| LoadError {
-            errors: vec![Problem {
-                file: String::new(),
-                line: 0,
-                rule_id: None,
-                message,
-            }],
-        })?;
+        set.prefilters = crate::prefilter::build(&mut set.phases);
         Ok(set)
     }
 
