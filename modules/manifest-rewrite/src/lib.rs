@@ -157,7 +157,12 @@ impl Filter {
             let denied = codecs.split(',').map(str::trim).any(|c| {
                 self.deny_codecs
                     .iter()
-                    .any(|d| c.len() >= d.len() && c[..d.len()].eq_ignore_ascii_case(d))
+                    // Bytes, not `str` slicing: a codec string may hold any UTF-8.
+                    .any(|d| {
+                        c.as_bytes()
+                            .get(..d.len())
+                            .is_some_and(|head| head.eq_ignore_ascii_case(d.as_bytes()))
+                    })
             });
             if denied {
                 return false;
@@ -571,6 +576,20 @@ mod tests {
         assert!(plan.only_appends_query("seg_1.ts"));
         assert!(!plan.only_appends_query("x.ts?y=1"));
         assert!(!plan.only_appends_query("https://cdn.example.com/x.ts"));
+    }
+
+    /// A codec list may hold any UTF-8 (found by the `dash` fuzz target: a BOM inside
+    /// `avc1`); the prefix match must never split a character.
+    #[test]
+    fn codec_filter_takes_codec_lists_with_any_utf8() {
+        let filter = Filter {
+            deny_codecs: vec!["hvc1".into(), "avc".into()],
+            ..Filter::default()
+        };
+        assert!(filter.keeps(None, None, Some("a\u{feff}vc1.4d401e")));
+        assert!(filter.keeps(None, None, Some("\u{e9}\u{e9}, mp4a.40.2")));
+        assert!(!filter.keeps(None, None, Some("mp4a.40.2, HVC1.2.4.L123")));
+        assert!(!filter.keeps(None, None, Some("avc1.4d401e")));
     }
 
     #[test]
