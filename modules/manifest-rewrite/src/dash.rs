@@ -234,7 +234,10 @@ fn close<'a>(
 ) -> Result<(), RewriteError> {
     if URL_ELEMENTS.contains(&frame.name) && frame.content < content_end {
         let raw = &text[frame.content..content_end];
-        if !raw.contains("<!") {
+        // A URL is the element's whole text. One holding markup (a comment, CDATA, a child
+        // element) is left as it is: its text is not one URL, and an edit to a child could
+        // otherwise change what a second pass sees (found by the dash fuzz target).
+        if !raw.contains('<') {
             let value = unescape(raw).map_err(|e| {
                 RewriteError::at(line_of(text, frame.start), format!("<{}>: {e}", frame.name))
             })?;
@@ -426,6 +429,21 @@ mod tests {
         assert!(out.contains("<BaseURL>https://cdn2.example/vod/a/p0/</BaseURL>"));
         assert!(out.contains("<PatchLocation ttl=\"60\">https://cdn2.example/vod/a/patch.mpp<"));
         assert!(out.contains("media=\"v-$RepresentationID$-$Number%05d$.m4s\""));
+    }
+
+    /// A URL element with markup inside keeps its text; its children are still rewritten,
+    /// and the output rewrites again without error.
+    #[test]
+    fn url_elements_holding_markup_keep_their_text() {
+        let input = r#"<MPD><PatchLocation>p.mpp?a=1&amp;b=2<SegmentURL media="&lt;!x.ts"/>tail</PatchLocation><BaseURL>b/<!-- c --></BaseURL></MPD>"#;
+        let config = r#"{"append_query":"t=1&u=2"}"#;
+        let out = run(config, input).unwrap().unwrap();
+        assert_eq!(
+            out,
+            input.replace("&lt;!x.ts\"", "&lt;!x.ts?t=1&amp;u=2\"")
+        );
+        // The token is there already: a second pass changes nothing.
+        assert_eq!(run(config, &out).unwrap().unwrap(), out);
     }
 
     #[test]
