@@ -438,10 +438,7 @@ mod tests {
         let input = r#"<MPD><PatchLocation>p.mpp?a=1&amp;b=2<SegmentURL media="&lt;!x.ts"/>tail</PatchLocation><BaseURL>b/<!-- c --></BaseURL></MPD>"#;
         let config = r#"{"append_query":"t=1&u=2"}"#;
         let out = run(config, input).unwrap().unwrap();
-        assert_eq!(
-            out,
-            input.replace("&lt;!x.ts\"", "&lt;!x.ts?t=1&amp;u=2\"")
-        );
+        assert_eq!(out, input.replace("&lt;!x.ts\"", "&lt;!x.ts?t=1&amp;u=2\""));
         // The token is there already: a second pass changes nothing.
         assert_eq!(run(config, &out).unwrap().unwrap(), out);
     }
