@@ -435,6 +435,7 @@ module = "waf"
 [routes.modules.config]
 rules_dir = "{v1}"
 media_exclusions = false
+before = 'SecAction "id:2001,phase:1,pass,nolog"'
 "#,
         public = public.trim(),
         origin = origin.url,
@@ -531,6 +532,43 @@ media_exclusions = false
         "{err}"
     );
     assert_eq!(status("worse").await, 403);
+
+    // v4 compiles on its own (the bundle tool takes it) but not under this route's config,
+    // whose `before` already defines rule 2001: the node checks the data merged over each
+    // route's config, as the route will run it, and refuses it naming the route.
+    write("v4/rules.conf", &rule("bad", 2001));
+    let clash = dir.path().join("v4.json");
+    let (code, out, err) = edge(
+        &[
+            "waf",
+            "bundle",
+            "--rules",
+            &dir.path().join("v4").to_string_lossy(),
+            "--out",
+            clash.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = edge(
+        &[
+            "module",
+            "sign",
+            "--key",
+            key.to_str().unwrap(),
+            clash.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = deploy(clash.to_str().unwrap().to_owned()).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("route ") && err.contains("duplicate rule id 2001"),
+        "{err}"
+    );
+    assert_eq!(status("worse").await, 403);
+    assert_eq!(status("bad").await, 200);
 
     // Signed, but not a JSON object: refused with the reason, v2 keeps serving.
     let junk = dir.path().join("junk.json");

@@ -245,16 +245,18 @@ impl Admin {
             Ok(b) => b,
             Err(r) => return r,
         };
+        let route_configs = self.shared.pipeline().module_configs(&name);
         let deployed = tokio::task::spawn_blocking(move || {
             if data {
-                host.deploy_data(&name, &bytes, &signature).map(|d| {
-                    serde_json::json!({
-                        "name": name,
-                        "data_generation": d.generation,
-                        "sha256": d.sha256,
-                        "bytes": d.json.len(),
+                host.deploy_data(&name, &bytes, &signature, &route_configs)
+                    .map(|d| {
+                        serde_json::json!({
+                            "name": name,
+                            "data_generation": d.generation,
+                            "sha256": d.sha256,
+                            "bytes": d.json.len(),
+                        })
                     })
-                })
             } else {
                 host.deploy(&name, &bytes, &signature).map(|version| {
                     serde_json::json!({

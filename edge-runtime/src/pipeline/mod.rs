@@ -171,6 +171,21 @@ impl Pipeline {
         self.modules.as_ref()
     }
 
+    /// Each route's own config for `module`, by route label: what deployed data for the
+    /// module is merged over.
+    pub fn module_configs(&self, module: &str) -> Vec<(String, Arc<str>)> {
+        self.route_chains
+            .iter()
+            .zip(&self.route_labels)
+            .filter_map(|(chain, label)| Some((chain.as_ref()?, label)))
+            .flat_map(|(chain, label)| {
+                chain
+                    .configs_of(module)
+                    .map(move |config| (label.to_string(), config.clone()))
+            })
+            .collect()
+    }
+
     pub async fn handle(&self, req: Request<Body>, conn: &Conn) -> Response<Body> {
         let started = Instant::now();
         let mut record = AccessRecord::new(&req, conn.client);

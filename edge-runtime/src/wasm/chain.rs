@@ -94,16 +94,21 @@ impl Entry {
         };
         let mut merged = self.merged.lock().unwrap_or_else(|p| p.into_inner());
         if merged.0 != data.generation {
-            let mut doc: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&self.config).unwrap_or_default();
-            let deployed: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&data.json).unwrap_or_default();
-            doc.extend(deployed);
-            let text = serde_json::Value::Object(doc).to_string();
-            *merged = (data.generation, text.into());
+            *merged = (data.generation, with_data(&self.config, &data.json).into());
         }
         merged.clone()
     }
+}
+
+/// A route's config for a module with deployed data over it: the data's top-level keys
+/// replace the config's.
+pub(crate) fn with_data(config: &str, data: &str) -> String {
+    let mut doc: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(config).unwrap_or_default();
+    let deployed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(data).unwrap_or_default();
+    doc.extend(deployed);
+    serde_json::Value::Object(doc).to_string()
 }
 
 impl Pool {
@@ -237,6 +242,14 @@ enum Step {
 }
 
 impl Chain {
+    /// The route's own config for each use of `module` in this chain.
+    pub fn configs_of<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| e.slot.name == module)
+            .map(|e| &e.config)
+    }
+
     pub fn new(route: &str, on_error: OnError, modules: Vec<(Arc<Slot>, Arc<str>)>) -> Self {
         Chain {
             entries: modules

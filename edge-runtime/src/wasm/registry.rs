@@ -427,13 +427,17 @@ impl ModuleHost {
     }
 
     /// Verifies and installs data for `name` (a rule set): a signed JSON object. A resident
-    /// module first starts an instance with it (`init`, as a route would): data it refuses
-    /// is rejected with its reason, and the data that was serving stays. Blocking.
+    /// module first starts an instance with it merged over each of `route_configs` (the
+    /// routes' own configs for the module, by route label), as those routes will (`init`;
+    /// with the data alone when no route uses the module): data it refuses for any route
+    /// is rejected with the route and the module's reason, and the data that was serving
+    /// stays. Blocking.
     pub fn deploy_data(
         &self,
         name: &str,
         bytes: &[u8],
         signature_b64: &str,
+        route_configs: &[(String, Arc<str>)],
     ) -> Result<Arc<ModuleData>, WasmError> {
         let rejected = |reason: String| WasmError::DataRejected {
             module: name.to_owned(),
@@ -451,15 +455,27 @@ impl ModuleHost {
         }
         let version = slot.current();
         if version.resident {
-            init_check(
-                &self.engine,
-                &version.pre,
-                name,
-                slot.limits,
-                &self.services,
-                text,
-            )
-            .map_err(rejected)?;
+            let check = |config: &str| {
+                init_check(
+                    &self.engine,
+                    &version.pre,
+                    name,
+                    slot.limits,
+                    &self.services,
+                    config,
+                )
+            };
+            if route_configs.is_empty() {
+                check(text).map_err(rejected)?;
+            }
+            for (at, (route, config)) in route_configs.iter().enumerate() {
+                // Routes sharing a config (a rule set compiles in seconds) are checked once.
+                if route_configs[..at].iter().any(|(_, seen)| seen == config) {
+                    continue;
+                }
+                check(&super::chain::with_data(config, text))
+                    .map_err(|reason| rejected(format!("route {route}: {reason}")))?;
+            }
         }
         let data = Arc::new(ModuleData {
             generation: self.next_id.fetch_add(1, Ordering::Relaxed),
