@@ -245,7 +245,11 @@ impl Admin {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let route_configs = self.shared.pipeline().module_configs(&name);
+        let route_configs = if data {
+            self.shared.pipeline().module_configs(&name)
+        } else {
+            Vec::new()
+        };
         let deployed = tokio::task::spawn_blocking(move || {
             if data {
                 host.deploy_data(&name, &bytes, &signature, &route_configs)

@@ -38,11 +38,13 @@ pub fn endpoint(
     // arrives between two reads; what overflows is lost and shrinks their congestion
     // windows. The kernel caps these at net.core.[rw]mem_max; less is fine.
     let sock = socket2::SockRef::from(&socket);
-    if let Err(e) = sock
-        .set_recv_buffer_size(UDP_BUFFER_BYTES)
-        .and_then(|()| sock.set_send_buffer_size(UDP_BUFFER_BYTES))
-    {
-        tracing::debug!(error = %e, "UDP socket buffer size not set");
+    for (way, set) in [
+        ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
+        ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
+    ] {
+        if let Err(e) = set {
+            tracing::debug!(error = %e, "UDP {way} buffer size not set");
+        }
     }
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -197,8 +199,8 @@ async fn connection(
 }
 
 /// Boxed: a request's state machine (the pipeline's and h3's) is ~13 KB, and a request
-/// task holding it inline copies it on every spawn and hand-off (~4 % of the CPU of a
-/// 1 KiB cache hit).
+/// task holding it inline copied it several times on its way into the task and out
+/// (memmove fell from ~11 % to ~6 % of the samples of a 1 KiB h3 cache hit).
 fn request<'a>(
     req: http::Request<()>,
     stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,

@@ -431,7 +431,8 @@ impl ModuleHost {
     /// routes' own configs for the module, by route label), as those routes will (`init`;
     /// with the data alone when no route uses the module): data it refuses for any route
     /// is rejected with the route and the module's reason, and the data that was serving
-    /// stays. Blocking.
+    /// stays. Blocking. (A config reload does not check deployed data against new route
+    /// configs: a route that refuses it fails its requests per its `on_error`.)
     pub fn deploy_data(
         &self,
         name: &str,
@@ -468,13 +469,15 @@ impl ModuleHost {
             if route_configs.is_empty() {
                 check(text).map_err(rejected)?;
             }
-            for (at, (route, config)) in route_configs.iter().enumerate() {
-                // Routes sharing a config (a rule set compiles in seconds) are checked once.
-                if route_configs[..at].iter().any(|(_, seen)| seen == config) {
-                    continue;
+            // Routes that run the same merged config (a rule set compiles in seconds) are
+            // checked once.
+            let mut checked = std::collections::HashSet::new();
+            for (route, config) in route_configs {
+                let merged = super::chain::with_data(config, text);
+                if checked.insert(sha256_hex(merged.as_bytes())) {
+                    check(&merged)
+                        .map_err(|reason| rejected(format!("route {route}: {reason}")))?;
                 }
-                check(&super::chain::with_data(config, text))
-                    .map_err(|reason| rejected(format!("route {route}: {reason}")))?;
             }
         }
         let data = Arc::new(ModuleData {

@@ -234,10 +234,18 @@ fn close<'a>(
 ) -> Result<(), RewriteError> {
     if URL_ELEMENTS.contains(&frame.name) && frame.content < content_end {
         let raw = &text[frame.content..content_end];
-        // A URL is the element's whole text. One holding markup (a comment, CDATA, a child
-        // element) is left as it is: its text is not one URL, and an edit to a child could
-        // otherwise change what a second pass sees (found by the dash fuzz target).
-        if !raw.contains('<') {
+        // An element holding markup (a comment, CDATA, a child element) is left as it is:
+        // splicing around markup is not safe, and an edit to a child could otherwise change
+        // what a second pass sees (found by the dash fuzz target). Such a BaseURL may still
+        // point anywhere, so what is below it is treated as foreign: no token, no new base.
+        if raw.contains('<') {
+            if frame.name == "BaseURL" {
+                if let Some(parent) = stack.last_mut() {
+                    parent.based = true;
+                    parent.foreign = true;
+                }
+            }
+        } else {
             let value = unescape(raw).map_err(|e| {
                 RewriteError::at(line_of(text, frame.start), format!("<{}>: {e}", frame.name))
             })?;
@@ -432,10 +440,11 @@ mod tests {
     }
 
     /// A URL element with markup inside keeps its text; its children are still rewritten,
-    /// and the output rewrites again without error.
+    /// and the output rewrites again without error. What is below such a BaseURL gets no
+    /// token: it may point at a third party.
     #[test]
     fn url_elements_holding_markup_keep_their_text() {
-        let input = r#"<MPD><PatchLocation>p.mpp?a=1&amp;b=2<SegmentURL media="&lt;!x.ts"/>tail</PatchLocation><BaseURL>b/<!-- c --></BaseURL></MPD>"#;
+        let input = r#"<MPD><PatchLocation>p.mpp?a=1&amp;b=2<SegmentURL media="&lt;!x.ts"/>tail</PatchLocation><Period><BaseURL>https://third.party/v/<!-- c --></BaseURL><SegmentList><SegmentURL media="s1.m4s"/></SegmentList></Period></MPD>"#;
         let config = r#"{"append_query":"t=1&u=2"}"#;
         let out = run(config, input).unwrap().unwrap();
         assert_eq!(out, input.replace("&lt;!x.ts\"", "&lt;!x.ts?t=1&amp;u=2\""));

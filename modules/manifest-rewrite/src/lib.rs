@@ -347,6 +347,19 @@ impl Config {
         if self.max_bytes == 0 {
             return Err(bad("max_bytes", "must be at least 1".into()));
         }
+        let filters = std::iter::once(("".to_string(), &self.filter)).chain(
+            self.device_classes
+                .iter()
+                .map(|(class, f)| (format!("device_classes.{class}."), f)),
+        );
+        for (at, filter) in filters {
+            if let Some(i) = filter.deny_codecs.iter().position(|c| c.trim().is_empty()) {
+                return Err(bad(
+                    &format!("{at}deny_codecs[{i}]"),
+                    "an empty codec would drop every rendition".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -635,6 +648,11 @@ mod tests {
             (r#"{"live_window_s":-1}"#, "live_window_s"),
             (r#"{"device_query":"d"}"#, "device_classes"),
             (r#"{"max_bytes":0}"#, "max_bytes"),
+            (r#"{"deny_codecs":["hvc1"," "]}"#, "deny_codecs[1]"),
+            (
+                r#"{"device_query":"d","device_classes":{"tv":{"deny_codecs":[""]}}}"#,
+                "device_classes.tv.deny_codecs[0]",
+            ),
         ];
         for (json, key) in cases {
             let err = parse_config(json).unwrap_err();
