@@ -180,10 +180,7 @@ async fn serve_http<IO>(
     let client = conn.client;
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let (shared, conn) = (shared.clone(), conn.clone());
-        // Boxed: the pipeline's state machine is several KiB, and hyper moves the service
-        // future into its dispatcher (h1) or a task per stream (h2); a box moves as a
-        // pointer.
-        Box::pin(async move {
+        async move {
             let req = req.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
             let response = shared.pipeline().handle(req, &conn).await;
             let mut response = response.map(h2_send::watch_body);
@@ -193,7 +190,7 @@ async fn serve_http<IO>(
                 response.headers_mut().insert(ALT_SVC, alt_svc.clone());
             }
             Ok::<_, Infallible>(response)
-        })
+        }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
