@@ -454,31 +454,38 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
     assert_eq!(status("evil").await, 403);
     assert_eq!(status("worse").await, 200);
 
+    // Bundles `dir/VERSION` with `edge waf bundle` (which checks it compiles on its own)
+    // and signs it with the team's key.
+    let bundle_signed = |version: &str| {
+        let bundle = dir.path().join(format!("{version}.json"));
+        let (code, out, err) = edge(
+            &[
+                "waf",
+                "bundle",
+                "--rules",
+                &dir.path().join(version).to_string_lossy(),
+                "--out",
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, _, err) = edge(
+            &[
+                "module",
+                "sign",
+                "--key",
+                key.to_str().unwrap(),
+                bundle.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        bundle
+    };
+
     // v2: bundled, signed, deployed: it replaces the config file's rules.
-    let bundle = dir.path().join("v2.json");
-    let (code, out, err) = edge(
-        &[
-            "waf",
-            "bundle",
-            "--rules",
-            &dir.path().join("v2").to_string_lossy(),
-            "--out",
-            bundle.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = edge(
-        &[
-            "module",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            bundle.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    let bundle = bundle_signed("v2");
     let env = [("EDGE_ADMIN_TOKEN", TOKEN)];
     let deploy = |file: String| {
         let admin = admin.clone();
@@ -537,30 +544,7 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
     // whose `before` already defines rule 2001: the node checks the data merged over each
     // route's config, as the route will run it, and refuses it naming the route.
     write("v4/rules.conf", &rule("bad", 2001));
-    let clash = dir.path().join("v4.json");
-    let (code, out, err) = edge(
-        &[
-            "waf",
-            "bundle",
-            "--rules",
-            &dir.path().join("v4").to_string_lossy(),
-            "--out",
-            clash.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, _, err) = edge(
-        &[
-            "module",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            clash.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    let clash = bundle_signed("v4");
     let (code, _, err) = deploy(clash.to_str().unwrap().to_owned()).await.unwrap();
     assert_ne!(code, 0);
     assert!(
