@@ -454,6 +454,20 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
     assert_eq!(status("evil").await, 403);
     assert_eq!(status("worse").await, 200);
 
+    // Signs FILE with KEY (`edge module sign` writes FILE.sig beside it).
+    let sign = |key: &std::path::Path, file: &std::path::Path| {
+        let (code, _, err) = edge(
+            &[
+                "module",
+                "sign",
+                "--key",
+                key.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+    };
     // Bundles `dir/VERSION` with `edge waf bundle` (which checks it compiles on its own)
     // and signs it with the team's key.
     let bundle_signed = |version: &str| {
@@ -470,17 +484,7 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
             &[],
         );
         assert_eq!(code, 0, "{out}{err}");
-        let (code, _, err) = edge(
-            &[
-                "module",
-                "sign",
-                "--key",
-                key.to_str().unwrap(),
-                bundle.to_str().unwrap(),
-            ],
-            &[],
-        );
-        assert_eq!(code, 0, "{err}");
+        sign(&key, &bundle);
         bundle
     };
 
@@ -522,16 +526,7 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
     // ...and a hand-made, signed one is refused by the node, which keeps serving v2.
     let text = serde_json::json!({ "rules": { "rules.conf": std::fs::read_to_string(dir.path().join("v3/rules.conf")).unwrap() } });
     std::fs::write(&broken, text.to_string()).unwrap();
-    edge(
-        &[
-            "module",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            broken.to_str().unwrap(),
-        ],
-        &[],
-    );
+    sign(&key, &broken);
     let (code, _, err) = deploy(broken.to_str().unwrap().to_owned()).await.unwrap();
     assert_ne!(code, 0);
     assert!(
@@ -557,33 +552,14 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
     // Signed, but not a JSON object: refused with the reason, v2 keeps serving.
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "SecRule ARGS \"@rx x\" \"id:1\"").unwrap();
-    edge(
-        &[
-            "module",
-            "sign",
-            "--key",
-            key.to_str().unwrap(),
-            junk.to_str().unwrap(),
-        ],
-        &[],
-    );
+    sign(&key, &junk);
     let (code, _, err) = deploy(junk.to_str().unwrap().to_owned()).await.unwrap();
     assert_ne!(code, 0);
     assert!(err.contains("data is not JSON"), "{err}");
     assert_eq!(status("worse").await, 403);
 
     // Signed by a key the node does not trust: refused, v2 keeps serving.
-    let (code, _, _) = edge(
-        &[
-            "module",
-            "sign",
-            "--key",
-            intruder.to_str().unwrap(),
-            bundle.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0);
+    sign(&intruder, &bundle);
     let (code, _, err) = deploy(bundle.to_str().unwrap().to_owned()).await.unwrap();
     assert_ne!(code, 0);
     assert!(err.contains("signature"), "{err}");

@@ -1069,10 +1069,8 @@ mod tests {
     #[test]
     fn resident_instances_run_their_response_hooks_then_go_back_to_the_pool() {
         use crate::ratelimit::{PolicyConfig, RateLimits};
-        use crate::wasm::engine::EngineSettings;
         use crate::wasm::metrics::ModuleMetrics;
-        use crate::wasm::registry::{HostSettings, ModuleLimits};
-        use crate::wasm::{ModuleHost, Source};
+        use crate::wasm::registry::ModuleLimits;
 
         let limits = ModuleLimits {
             budget: Duration::from_millis(1000),
@@ -1088,27 +1086,11 @@ mod tests {
             metrics: Arc::new(ModuleMetrics::default()),
             verified: Default::default(),
         });
-        let host = ModuleHost::new(
-            HostSettings {
-                engine: EngineSettings {
-                    max_instances: 8,
-                    max_memory_bytes: limits.memory_bytes,
-                },
-                cache_dir: None,
-                trusted_keys: Default::default(),
-                max_module_bytes: 32 << 20,
-                default_limits: limits,
-            },
-            services.clone(),
-        )
-        .expect("engine");
-        host.load(
-            "rate-limit",
-            edge_module_artifacts::standard::RATE_LIMIT,
-            Source::Standard,
+        let host = crate::wasm::registry::tests::rate_limit_host(
             limits,
-        )
-        .expect("load");
+            Default::default(),
+            services.clone(),
+        );
         let chain = Chain::new(
             "test",
             OnError::FailClosed,

@@ -759,3 +759,89 @@ fn describe(
     }
     .map_err(failed)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ratelimit::RateLimits;
+    use crate::wasm::metrics::ModuleMetrics;
+    use crate::wasm::{signing, Source};
+
+    /// A module host with a small pool of instances and the standard rate-limit module (a
+    /// resident one) loaded as `rate-limit`, for tests of the host's parts.
+    pub(crate) fn rate_limit_host(
+        limits: ModuleLimits,
+        trusted_keys: TrustedKeys,
+        services: Arc<Services>,
+    ) -> ModuleHost {
+        let host = ModuleHost::new(
+            HostSettings {
+                engine: EngineSettings {
+                    max_instances: 8,
+                    max_memory_bytes: limits.memory_bytes,
+                },
+                cache_dir: None,
+                trusted_keys,
+                max_module_bytes: 32 << 20,
+                default_limits: limits,
+            },
+            services,
+        )
+        .expect("engine");
+        host.load(
+            "rate-limit",
+            edge_module_artifacts::standard::RATE_LIMIT,
+            Source::Standard,
+            limits,
+        )
+        .expect("load");
+        host
+    }
+
+    /// Data is checked as the routes run it: merged over each route's config, or alone when
+    /// no route uses the module; a refusal names the route. (`host.load` of a resident
+    /// module blocks on a runtime of its own, hence a plain test.)
+    #[test]
+    fn module_data_is_checked_merged_over_each_route_config() {
+        let limits = ModuleLimits {
+            budget: Duration::from_millis(1000),
+            memory_bytes: 16 << 20,
+        };
+        let (private, public) = signing::generate().unwrap();
+        let services = Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(&[])),
+            metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
+        });
+        let host = rate_limit_host(limits, TrustedKeys::parse(&[public]).unwrap(), services);
+        let deploy = |data: &str, routes: &[(String, Arc<str>)]| {
+            let signature = signing::sign(private.as_bytes(), data.as_bytes()).unwrap();
+            host.deploy_data("rate-limit", data.as_bytes(), &signature, routes)
+        };
+        let route = |label: &str| {
+            let config = r#"{"rules":[{"policy":"viewer","key":["ip"]}]}"#;
+            (label.to_owned(), Arc::<str>::from(config))
+        };
+        let routes = [route("a"), route("b")];
+
+        // Without `rules` the module refuses it alone, but every route supplies them.
+        let headers_on = r#"{"headers":true}"#;
+        assert!(deploy(headers_on, &routes).is_ok());
+        let alone = deploy(headers_on, &[]).unwrap_err().to_string();
+        assert!(
+            alone.contains("rules") && !alone.contains("route "),
+            "{alone}"
+        );
+
+        // Refused for both routes: the first one is named, and the data serving stays.
+        let serving = host.slot("rate-limit").unwrap().data().unwrap().generation;
+        let refused = deploy(r#"{"ipv6_prefix":"wide"}"#, &routes)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("route a: "), "{refused}");
+        assert_eq!(
+            host.slot("rate-limit").unwrap().data().unwrap().generation,
+            serving
+        );
+    }
+}
