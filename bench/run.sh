@@ -95,7 +95,7 @@ if [ "$want_h3" = 1 ] && [ ! -x "$OHA" ]; then
 fi
 
 # The standard modules embedded in `edge` build for wasm32-wasip2.
-rustup target add wasm32-wasip2 >&2
+rustup target add wasm32-wasip2 wasm32-unknown-unknown >&2
 echo "bench: cargo build --release -p edge-runtime -p origin" >&2
 cargo build --release -p edge-runtime -p origin
 

@@ -19,6 +19,6 @@ if [ ! -x bench/.tools/bin/oha ]; then
     echo "soak: building oha with HTTP/3 support into bench/.tools (~6 minutes, once)" >&2
     cargo install oha --locked --features http3 --root bench/.tools
 fi
-rustup target add wasm32-wasip2 >&2
+rustup target add wasm32-wasip2 wasm32-unknown-unknown >&2
 cargo build --release -p edge-runtime -p origin >&2
 exec python3 bench/soak.py "$@"

@@ -1,13 +1,23 @@
-//! Builds the module crates for `wasm32-wasip2` with a nested `cargo build`, so that the
-//! node can embed the standard modules and `cargo test` at the root needs no separate
-//! step. The nested build has its own target folder (`target/wasm-modules`): it must not
-//! wait on the lock of the build that runs this script.
-
+//! Builds the module crates with a nested `cargo build`, so that the node can embed the
+//! standard modules and `cargo test` at the root needs no separate step. The nested build
+//! has its own target folder (`target/wasm-modules`): it must not wait on the lock of the
+//! build that runs this script.
+//!
+//! The node's modules are built for `wasm32-unknown-unknown` and made into components
+//! here (`wit-component`): they then import nothing but the `edge:module` interfaces,
+//! which the host calls without a fiber and instantiates as one core instance, the
+//! cheapest fresh instance per request (docs/benchmarks.md). The same crates also build
+//! for `wasm32-wasip2` as module authors do; the test module is built that way too, so
+//! the tests cover components that import WASI. The edge function is a `wasi:http`
+//! component, built for `wasm32-wasip2`.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+/// The target of the node's own module builds.
+const LEAN: &str = "wasm32-unknown-unknown";
+/// The target module authors build for, and the edge function's.
+const WASIP2: &str = "wasm32-wasip2";
 const PROFILE: &str = "wasm-module";
 
 fn main() {
@@ -42,10 +52,12 @@ fn main() {
         workspace.join("Cargo.lock").display()
     );
 
-    let built = nested_target.join(TARGET).join(PROFILE);
+    let lean = nested_target.join(LEAN).join(PROFILE);
+    let wasip2 = nested_target.join(WASIP2).join(PROFILE);
     cargo_build(
         &workspace,
         &nested_target,
+        LEAN,
         &[
             "-p",
             "edge-module-headers",
@@ -68,38 +80,61 @@ fn main() {
         ("edge_module_manifest_rewrite", "manifest-rewrite"),
         ("edge_module_waf", "waf"),
     ] {
-        copy(
-            &built.join(format!("{crate_file}.wasm")),
+        componentize(
+            &lean.join(format!("{crate_file}.wasm")),
             &out_dir.join(format!("{name}.wasm")),
         );
     }
-    copy(
-        &built.join("edge_test_module.wasm"),
+    componentize(
+        &lean.join("edge_test_module.wasm"),
         &out_dir.join("test_module.wasm"),
     );
     cargo_build(
         &workspace,
         &nested_target,
+        LEAN,
         &["-p", "edge-test-module", "--features", "v2"],
     );
-    copy(
-        &built.join("edge_test_module.wasm"),
+    componentize(
+        &lean.join("edge_test_module.wasm"),
         &out_dir.join("test_module_v2.wasm"),
+    );
+    // As a module author builds it: a component that imports WASI.
+    cargo_build(
+        &workspace,
+        &nested_target,
+        WASIP2,
+        &["-p", "edge-test-module"],
+    );
+    copy(
+        &wasip2.join("edge_test_module.wasm"),
+        &out_dir.join("test_module_wasip2.wasm"),
     );
     // Its own build: the module crates it embeds are built without their edge:module
     // exports, which one build with the standard modules would unify away.
-    cargo_build(&workspace, &nested_target, &["-p", "edge-function"]);
+    cargo_build(&workspace, &nested_target, WASIP2, &["-p", "edge-function"]);
     copy(
-        &built.join("edge_function.wasm"),
+        &wasip2.join("edge_function.wasm"),
         &out_dir.join("edge_function.wasm"),
     );
 }
 
-fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str]) {
+/// A core module built by wit-bindgen carries its WIT world in a custom section: this
+/// makes the component that exports and imports it.
+fn componentize(core: &Path, to: &Path) {
+    let bytes = std::fs::read(core).unwrap_or_else(|e| panic!("read {}: {e}", core.display()));
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .unwrap_or_else(|e| panic!("make a component of {}: {e:#}", core.display()));
+    std::fs::write(to, component).unwrap_or_else(|e| panic!("write {}: {e}", to.display()));
+}
+
+fn cargo_build(workspace: &Path, target_dir: &Path, target: &str, packages: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--target", TARGET, "--profile", PROFILE])
+        .args(["build", "--target", target, "--profile", PROFILE])
         .args(packages)
         .env("CARGO_TARGET_DIR", target_dir)
         // Flags and wrappers meant for the host build (clippy, coverage) must not leak
@@ -113,12 +148,16 @@ fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str]) {
         .env(
             "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
             "-C target-feature=+simd128",
+        )
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            "-C target-feature=+simd128",
         );
     let status = cmd.status().expect("run cargo for the Wasm modules");
     if !status.success() {
         panic!(
             "building the Wasm modules failed: see the compiler's messages above \
-             (the target must be installed: `rustup target add {TARGET}`)"
+             (the target must be installed: `rustup target add {target}`)"
         );
     }
 }

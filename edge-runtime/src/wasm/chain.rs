@@ -12,7 +12,7 @@
 //! changes are undone), per the route, and is logged with its name and version.
 
 use super::bindings::edge::module::types::{Protocol, RequestAction};
-use super::bindings::Module;
+use super::hooks::Hooks;
 use super::registry::{ModuleVersion, Slot};
 use super::state::{
     fields_to_map, InstanceIdentity, ModuleState, RequestView, ResponseView, Services,
@@ -189,7 +189,7 @@ pub struct ChainRun {
 
 struct Live {
     store: Store<ModuleState>,
-    hooks: Module,
+    hooks: Hooks,
     version: Arc<ModuleVersion>,
     /// A resident instance's pool: where it goes back once its request is over, if
     /// every hook it ran for it succeeded (`clean`). Weak: idle instances live in the
@@ -610,7 +610,7 @@ async fn instantiate(
     let mut store = Store::new(version.pre.engine(), state);
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(slot.limits.instantiate_ticks());
-    match version.pre.instantiate_async(&mut store).await {
+    match version.pre.instantiate(&mut store).await {
         Ok(hooks) => Ok(Live {
             store,
             hooks,
@@ -633,11 +633,11 @@ fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: Failure
     } else {
         default
     };
-    let stderr = state.stderr_text();
-    let detail = if stderr.is_empty() {
+    let said = state.last_words();
+    let detail = if said.is_empty() {
         format!("{error:#}")
     } else {
-        format!("{error:#}; module stderr: {stderr}")
+        format!("{error:#}; the module said: {said}")
     };
     Failure { kind, detail }
 }
@@ -652,8 +652,7 @@ impl Live {
         self.store.set_epoch_deadline(INIT_TICKS);
         let result = self
             .hooks
-            .edge_module_hooks()
-            .call_init(&mut self.store)
+            .init(&mut self.store)
             .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap))?;
         self.initialised = true;
@@ -675,8 +674,7 @@ impl Live {
         self.store.set_epoch_deadline(self.deadline());
         let result = self
             .hooks
-            .edge_module_hooks()
-            .call_on_request(&mut self.store, borrow)
+            .on_request(&mut self.store, borrow)
             .await
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));
         let view = self.take(own);
@@ -692,8 +690,7 @@ impl Live {
         self.store.set_epoch_deadline(self.deadline());
         let result = self
             .hooks
-            .edge_module_hooks()
-            .call_on_response(
+            .on_response(
                 &mut self.store,
                 Resource::new_borrow(req.rep()),
                 Resource::new_borrow(resp.rep()),
@@ -718,8 +715,7 @@ impl Live {
         self.store.set_epoch_deadline(self.deadline());
         let result = self
             .hooks
-            .edge_module_hooks()
-            .call_transform_body(
+            .transform_body(
                 &mut self.store,
                 Resource::new_borrow(req.rep()),
                 Resource::new_borrow(resp.rep()),

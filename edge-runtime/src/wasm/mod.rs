@@ -7,14 +7,17 @@
 //! - [`registry`]: named modules, their versions, atomic hot swap and rollback;
 //! - [`compile_cache`]: compiled code on disk, so restarts do not recompile;
 //! - [`chain`]: one request's pass through a route's modules;
+//! - [`hooks`]: calls into a module, directly or on a fiber (for components importing WASI);
 //! - [`signing`]: Ed25519 signatures over deployed components.
 //!
 //! The contract is `wit/module.wit`; `wit/README.md` explains it for module authors.
 
+pub mod canary;
 pub mod chain;
 pub mod compile_cache;
 pub mod crypto;
 pub mod engine;
+mod hooks;
 pub mod http_handler;
 pub mod metrics;
 pub mod registry;
@@ -26,7 +29,6 @@ pub use registry::{ModuleHost, ModuleVersion, Source};
 
 /// Host bindings for the `edge:module` world. Every import is trappable: a handle the
 /// host cannot find is a trap for that one instance, never a panic in the node.
-pub mod canary;
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -36,6 +38,25 @@ pub mod bindings {
         with: {
             "edge:module/types.request": super::state::RequestView,
             "edge:module/types.response": super::state::ResponseView,
+        },
+    });
+}
+
+/// The same world with synchronous exports, for components that import nothing but
+/// `edge:module` (see [`hooks`]). The imports are the ones above.
+pub mod direct_bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "module",
+        imports: { default: trappable },
+        with: {
+            "edge:module/types": super::bindings::edge::module::types,
+            "edge:module/log": super::bindings::edge::module::log,
+            "edge:module/config": super::bindings::edge::module::config,
+            "edge:module/rate-limit": super::bindings::edge::module::rate_limit,
+            "edge:module/crypto": super::bindings::edge::module::crypto,
+            "edge:module/clock": super::bindings::edge::module::clock,
+            "edge:module/metrics": super::bindings::edge::module::metrics,
         },
     });
 }

@@ -3,10 +3,10 @@
 //! rollback swaps atomically and requests in flight finish on the version they started
 //! with.
 
-use super::bindings::{Module, ModulePre};
 use super::canary::{Canary, CanaryPolicy, Ended, Outcomes};
 use super::compile_cache::{CompileCache, Compiled};
 use super::engine::{self, EngineSettings, Ticker};
+use super::hooks::Linked;
 use super::http_handler::{HandlerSettings, HttpHandler};
 use super::signing::TrustedKeys;
 use super::state::{InstanceIdentity, ModuleState, Services};
@@ -76,7 +76,7 @@ pub struct ModuleVersion {
     pub loaded_at: SystemTime,
     /// Requests, errors and blocks of this version (what a canary is judged by).
     pub outcomes: Outcomes,
-    pub(crate) pre: ModulePre<ModuleState>,
+    pub(crate) pre: Linked,
 }
 
 impl ModuleVersion {
@@ -97,6 +97,8 @@ impl ModuleVersion {
             "body_types": self.body_types,
             "request_body_bytes": self.request_body_bytes,
             "resident": self.resident,
+            // Imports WASI, so its calls run on a fiber (dearer than a direct call).
+            "on_fiber": self.pre.on_fiber(),
             "loaded_at": httpdate::fmt_http_date(self.loaded_at),
         })
     }
@@ -275,8 +277,11 @@ impl ModuleHost {
         let mut linker = Linker::new(&engine);
         let engine_err = |e: wasmtime::Error| WasmError::Engine(format!("{e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        Module::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        super::bindings::Module::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
         let ticker = Ticker::start(&engine);
         Ok(ModuleHost {
             engine,
@@ -664,7 +669,7 @@ impl ModuleHost {
         })
     }
 
-    fn link(&self, name: &str, component: &Component) -> Result<ModulePre<ModuleState>, WasmError> {
+    fn link(&self, name: &str, component: &Component) -> Result<Linked, WasmError> {
         let wrong_world = |e: wasmtime::Error| WasmError::WrongWorld {
             module: name.to_owned(),
             reason: format!("{e:#}"),
@@ -673,7 +678,7 @@ impl ModuleHost {
             .linker
             .instantiate_pre(component)
             .map_err(wrong_world)?;
-        ModulePre::new(instance_pre).map_err(wrong_world)
+        Linked::new(&self.engine, component, instance_pre).map_err(wrong_world)
     }
 }
 
@@ -689,7 +694,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// module's own verdict on a config (a rule set that does not compile).
 fn init_check(
     engine: &Engine,
-    pre: &ModulePre<ModuleState>,
+    pre: &Linked,
     name: &str,
     limits: ModuleLimits,
     services: &Arc<Services>,
@@ -704,9 +709,9 @@ fn init_check(
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(limits.instantiate_ticks());
     let call = async {
-        let module = pre.instantiate_async(&mut store).await?;
+        let hooks = pre.instantiate(&mut store).await?;
         store.set_epoch_deadline(super::chain::INIT_TICKS);
-        module.edge_module_hooks().call_init(&mut store).await
+        hooks.init(&mut store).await
     };
     let result = match tokio::runtime::Handle::try_current() {
         Ok(handle) => handle.block_on(call),
@@ -725,7 +730,7 @@ fn init_check(
 
 fn describe(
     engine: &Engine,
-    pre: &ModulePre<ModuleState>,
+    pre: &Linked,
     name: &str,
     limits: ModuleLimits,
     services: &Arc<Services>,
@@ -743,9 +748,9 @@ fn describe(
     store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(limits.instantiate_ticks());
     let call = async {
-        let module = pre.instantiate_async(&mut store).await?;
+        let hooks = pre.instantiate(&mut store).await?;
         store.set_epoch_deadline(limits.deadline_ticks());
-        module.edge_module_hooks().call_describe(&mut store).await
+        hooks.describe(&mut store).await
     };
     // Loading runs on a blocking thread (start-up, deploys) or outside any runtime
     // (benchmarks); either may block on the call.

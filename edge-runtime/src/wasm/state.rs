@@ -35,9 +35,11 @@ pub struct InstanceIdentity {
 /// The store data of one instance.
 pub struct ModuleState {
     pub(crate) table: ResourceTable,
-    wasi: WasiCtx,
-    /// What the module wrote to stderr (a Rust panic message), for the log when it traps.
-    stderr: MemoryOutputPipe,
+    /// Made on the first WASI call: only components built for `wasm32-wasip2` make any.
+    wasi: Option<Wasi>,
+    /// The module's last error-level log line (the SDK logs a panic's message there),
+    /// for the report when it traps.
+    last_error: Option<String>,
     pub(crate) memory: MemoryLimit,
     /// The epoch deadline each hook call gets.
     pub(crate) deadline_ticks: u64,
@@ -51,6 +53,23 @@ pub const MAX_CONTEXT_ENTRIES: usize = 64;
 pub const MAX_CONTEXT_VALUE_BYTES: usize = 8 * 1024;
 pub const MAX_FIELDS: usize = 256;
 
+/// The WASI context of an instance, and its stderr.
+struct Wasi {
+    ctx: WasiCtx,
+    /// What the module wrote to stderr (a Rust panic message), for the log when it traps.
+    stderr: MemoryOutputPipe,
+}
+
+impl Wasi {
+    fn new() -> Wasi {
+        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        // No environment, arguments, files, sockets or stdin: a module reaches the world
+        // only through the edge:module imports.
+        let ctx = WasiCtx::builder().stderr(stderr.clone()).build();
+        Wasi { ctx, stderr }
+    }
+}
+
 /// Bytes of stderr kept per instance: enough for a panic message.
 const STDERR_BYTES: usize = 2048;
 /// Longest log line a module may write; longer lines are cut.
@@ -58,14 +77,10 @@ const MAX_LOG_LINE: usize = 4096;
 
 impl ModuleState {
     pub fn new(identity: InstanceIdentity, services: Arc<Services>, limits: ModuleLimits) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
-        // No environment, arguments, files, sockets or stdin: a module reaches the world
-        // only through the edge:module imports.
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         ModuleState {
             table: ResourceTable::new(),
-            wasi,
-            stderr,
+            wasi: None,
+            last_error: None,
             memory: MemoryLimit::new(limits.memory_bytes),
             deadline_ticks: limits.deadline_ticks(),
             identity,
@@ -73,17 +88,24 @@ impl ModuleState {
         }
     }
 
-    /// The module's stderr, trimmed, for a failure report.
-    pub fn stderr_text(&self) -> String {
-        let bytes = self.stderr.contents();
-        String::from_utf8_lossy(&bytes).trim().to_owned()
+    /// What the module said before it failed, for a failure report: its stderr,
+    /// trimmed, or else its last error-level log line.
+    pub fn last_words(&self) -> String {
+        if let Some(wasi) = &self.wasi {
+            let bytes = wasi.stderr.contents();
+            let text = String::from_utf8_lossy(&bytes);
+            if !text.trim().is_empty() {
+                return text.trim().to_owned();
+            }
+        }
+        self.last_error.clone().unwrap_or_default()
     }
 }
 
 impl WasiView for ModuleState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut self.wasi.get_or_insert_with(Wasi::new).ctx,
             table: &mut self.table,
         }
     }
@@ -484,6 +506,9 @@ impl log::Host for ModuleState {
             log::Level::Info => tracing::info!(module, version, "{message}"),
             log::Level::Warn => tracing::warn!(module, version, "{message}"),
             log::Level::Error => tracing::error!(module, version, "{message}"),
+        }
+        if matches!(level, log::Level::Error) {
+            self.last_error = Some(message);
         }
         Ok(())
     }

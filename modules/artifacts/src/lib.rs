@@ -35,6 +35,9 @@ pub mod testing {
     pub const TEST_MODULE: &str = concat!(env!("OUT_DIR"), "/test_module.wasm");
     /// The same module reporting version 2.0.0, for hot-deploy tests.
     pub const TEST_MODULE_V2: &str = concat!(env!("OUT_DIR"), "/test_module_v2.wasm");
+    /// The test module built for `wasm32-wasip2`, as module authors build: a component
+    /// that imports WASI (the others import only edge:module).
+    pub const TEST_MODULE_WASIP2: &str = concat!(env!("OUT_DIR"), "/test_module_wasip2.wasm");
 }
 
 /// The edge function (`modules/edge-function`): the standard chain as one

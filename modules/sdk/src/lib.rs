@@ -26,6 +26,9 @@
 //! with `cargo test`; the [`Module`] impl is the thin layer that reads the request and calls
 //! them. The host functions (config, log, crypto...) only work inside the node.
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod guest_alloc;
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -96,6 +99,24 @@ pub mod rate_limit {
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
     let text = bindings::edge::module::config::get();
     serde_json::from_str(&text).map_err(|e| format!("module config: {e}"))
+}
+
+/// Runs at the start of every exported call; does its work once per instance.
+///
+/// On `wasm32-unknown-unknown` (how the node builds its own modules: no WASI imports, so
+/// the host calls them without a fiber) std has no stderr, and a panic's message would be
+/// lost: it goes to the node's log instead, at error level, before the instance traps.
+#[doc(hidden)]
+#[inline]
+pub fn __start() {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STARTED: AtomicBool = AtomicBool::new(false);
+        if !STARTED.swap(true, Ordering::Relaxed) {
+            std::panic::set_hook(Box::new(|info| log::error(&format!("panicked: {info}"))));
+        }
+    }
 }
 
 /// What `on_request` decides.
@@ -178,6 +199,7 @@ macro_rules! export_module {
 
         impl $crate::bindings::exports::edge::module::hooks::Guest for __EdgeModuleExport {
             fn describe() -> $crate::ModuleInfo {
+                $crate::__start();
                 $crate::ModuleInfo {
                     name: <$module as $crate::Module>::NAME.into(),
                     version: <$module as $crate::Module>::VERSION.into(),
@@ -192,10 +214,12 @@ macro_rules! export_module {
             }
 
             fn init() -> Result<(), String> {
+                $crate::__start();
                 <$module as $crate::Module>::init()
             }
 
             fn on_request(req: &$crate::Request) -> $crate::RequestAction {
+                $crate::__start();
                 match <$module as $crate::Module>::on_request(req) {
                     $crate::Action::Continue => $crate::RequestAction::Continue,
                     $crate::Action::Done => $crate::RequestAction::Done,
@@ -204,6 +228,7 @@ macro_rules! export_module {
             }
 
             fn on_response(req: &$crate::Request, resp: &$crate::Response) {
+                $crate::__start();
                 <$module as $crate::Module>::on_response(req, resp)
             }
 
@@ -212,6 +237,7 @@ macro_rules! export_module {
                 resp: &$crate::Response,
                 body: Vec<u8>,
             ) -> Result<Option<Vec<u8>>, String> {
+                $crate::__start();
                 <$module as $crate::Module>::transform_body(req, resp, body)
             }
         }

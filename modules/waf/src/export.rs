@@ -35,16 +35,16 @@ fn compile() -> Result<RuleSet, String> {
     Ok(set)
 }
 
-/// An id for the request (in the 403 page and the audit line): random per instance start
-/// (the platform's random source seeds `RandomState`), counted per request.
-fn request_id(now_ms: u64) -> String {
+/// An id for the request (in the 403 page and the audit line): the time, a count of this
+/// instance's requests and the viewer's address, hashed. Instances start from the same
+/// memory (a module has no random source), so the address keeps two instances' ids apart.
+fn request_id(now_ms: u64, client: &str) -> String {
+    use std::hash::{Hash, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    thread_local! {
-        static SEED: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
-    }
-    let h = SEED.with(|s| s.hash_one((now_ms, n)));
-    format!("{h:016x}")
+    let mut hasher = std::hash::DefaultHasher::new();
+    (now_ms, n, client).hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 fn to_waf_request(req: &Request, id: &str) -> WafRequest {
@@ -171,7 +171,7 @@ impl Module for Waf {
             return Action::respond(500, "500 Internal Server Error: WAF rules not loaded\n");
         };
         let now = edge_module_sdk::clock::now_ms();
-        let id = request_id(now);
+        let id = request_id(now, &req.client_addr());
         let verdict = evaluate(rules, &to_waf_request(req, &id));
         metrics::counter_add("requests", 1);
         let logged = verdict.matches.iter().any(|m| m.logged);

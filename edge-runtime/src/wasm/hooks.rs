@@ -1,0 +1,224 @@
+//! Calling a module's hooks, directly or on a fiber.
+//!
+//! A component that imports nothing but the `edge:module` interfaces (the node's own
+//! modules, and any module built for `wasm32-unknown-unknown`) is instantiated and
+//! called directly, on the worker's stack: every host function it can reach is
+//! synchronous. One that imports WASI (a module built for `wasm32-wasip2`) must run on a
+//! fiber, because WASI's host side is async in wasmtime (its output streams are Tokio
+//! tasks). The direct path saves the fiber switch and its stack on every call.
+
+use super::bindings::edge::module::types::{ModuleInfo, RequestAction};
+use super::bindings::Module as FiberModule;
+use super::bindings::ModulePre as FiberPre;
+use super::direct_bindings::Module as DirectModule;
+use super::direct_bindings::ModulePre as DirectPre;
+use super::state::{ModuleState, RequestView, ResponseView};
+use wasmtime::component::{Component, InstancePre, Resource};
+use wasmtime::{Engine, Store};
+
+/// Interfaces a component may import and still be called directly.
+const DIRECT_IMPORTS: &str = "edge:module/";
+
+/// A component linked against the world, ready to instantiate.
+pub(crate) enum Linked {
+    Direct(DirectPre<ModuleState>),
+    Fiber(FiberPre<ModuleState>),
+}
+
+/// One instance's exports.
+pub(crate) enum Hooks {
+    Direct(DirectModule),
+    Fiber(FiberModule),
+}
+
+type Call<T> = wasmtime::Result<T>;
+
+impl Linked {
+    pub(crate) fn new(
+        engine: &Engine,
+        component: &Component,
+        pre: InstancePre<ModuleState>,
+    ) -> wasmtime::Result<Linked> {
+        let direct = component
+            .component_type()
+            .imports(engine)
+            .all(|(name, _)| name.starts_with(DIRECT_IMPORTS));
+        Ok(if direct {
+            Linked::Direct(DirectPre::new(pre)?)
+        } else {
+            Linked::Fiber(FiberPre::new(pre)?)
+        })
+    }
+
+    /// Whether calls run on a fiber (the component imports WASI).
+    pub(crate) fn on_fiber(&self) -> bool {
+        matches!(self, Linked::Fiber(_))
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        match self {
+            Linked::Direct(pre) => pre.engine(),
+            Linked::Fiber(pre) => pre.engine(),
+        }
+    }
+
+    pub(crate) async fn instantiate(&self, store: &mut Store<ModuleState>) -> Call<Hooks> {
+        match self {
+            Linked::Direct(pre) => pre.instantiate(store).map(Hooks::Direct),
+            Linked::Fiber(pre) => pre.instantiate_async(store).await.map(Hooks::Fiber),
+        }
+    }
+}
+
+impl Hooks {
+    pub(crate) async fn describe(&self, store: &mut Store<ModuleState>) -> Call<ModuleInfo> {
+        match self {
+            Hooks::Direct(m) => m.edge_module_hooks().call_describe(store),
+            Hooks::Fiber(m) => m.edge_module_hooks().call_describe(store).await,
+        }
+    }
+
+    pub(crate) async fn init(&self, store: &mut Store<ModuleState>) -> Call<Result<(), String>> {
+        match self {
+            Hooks::Direct(m) => m.edge_module_hooks().call_init(store),
+            Hooks::Fiber(m) => m.edge_module_hooks().call_init(store).await,
+        }
+    }
+
+    pub(crate) async fn on_request(
+        &self,
+        store: &mut Store<ModuleState>,
+        req: Resource<RequestView>,
+    ) -> Call<RequestAction> {
+        match self {
+            Hooks::Direct(m) => m.edge_module_hooks().call_on_request(store, req),
+            Hooks::Fiber(m) => m.edge_module_hooks().call_on_request(store, req).await,
+        }
+    }
+
+    pub(crate) async fn on_response(
+        &self,
+        store: &mut Store<ModuleState>,
+        req: Resource<RequestView>,
+        resp: Resource<ResponseView>,
+    ) -> Call<()> {
+        match self {
+            Hooks::Direct(m) => m.edge_module_hooks().call_on_response(store, req, resp),
+            Hooks::Fiber(m) => {
+                m.edge_module_hooks()
+                    .call_on_response(store, req, resp)
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn transform_body(
+        &self,
+        store: &mut Store<ModuleState>,
+        req: Resource<RequestView>,
+        resp: Resource<ResponseView>,
+        body: &[u8],
+    ) -> Call<Result<Option<Vec<u8>>, String>> {
+        match self {
+            Hooks::Direct(m) => m
+                .edge_module_hooks()
+                .call_transform_body(store, req, resp, body),
+            Hooks::Fiber(m) => {
+                m.edge_module_hooks()
+                    .call_transform_body(store, req, resp, body)
+                    .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::RateLimits;
+    use crate::wasm::metrics::ModuleMetrics;
+    use crate::wasm::registry::ModuleLimits;
+    use crate::wasm::state::{InstanceIdentity, Services};
+    use crate::wasm::Source;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The same module built both ways: without WASI imports it is called directly,
+    /// with them on a fiber; both run the hooks, and both report a panic's message (the
+    /// direct one through its log, the other through its stderr).
+    #[test]
+    fn modules_with_and_without_wasi_imports_run_and_report_panics() {
+        let limits = ModuleLimits {
+            budget: Duration::from_millis(1000),
+            memory_bytes: 16 << 20,
+        };
+        let services = Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(&[])),
+            metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
+        });
+        let host = crate::wasm::registry::tests::rate_limit_host(
+            limits,
+            Default::default(),
+            services.clone(),
+        );
+        let builds = [
+            (edge_module_artifacts::testing::TEST_MODULE, false),
+            (edge_module_artifacts::testing::TEST_MODULE_WASIP2, true),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (path, on_fiber) in builds {
+            let bytes = std::fs::read(path).unwrap();
+            host.load("probe", &bytes, Source::Deployed, limits)
+                .expect("load");
+            let version = host.slot("probe").unwrap().current();
+            assert_eq!(version.pre.on_fiber(), on_fiber, "{path}");
+            let run = |config: &str| {
+                let identity = InstanceIdentity {
+                    name: "probe".into(),
+                    version: version.version.clone(),
+                    config_json: config.into(),
+                };
+                let state = ModuleState::new(identity, services.clone(), limits);
+                let mut store = Store::new(version.pre.engine(), state);
+                store.limiter(|s| &mut s.memory);
+                store.set_epoch_deadline(limits.deadline_ticks());
+                let parts = http::Request::get("https://cdn.example.com/a")
+                    .body(())
+                    .unwrap()
+                    .into_parts()
+                    .0;
+                let view = RequestView {
+                    parts,
+                    authority: "cdn.example.com".into(),
+                    client: std::net::IpAddr::from([192, 0, 2, 1]),
+                    tls: true,
+                    protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
+                    route: "test".into(),
+                    context: Vec::new(),
+                    body: None,
+                    body_truncated: false,
+                };
+                rt.block_on(async {
+                    let hooks = version.pre.instantiate(&mut store).await.unwrap();
+                    let own = store.data_mut().table.push(view).unwrap();
+                    let borrow = Resource::<RequestView>::new_borrow(own.rep());
+                    let result = hooks.on_request(&mut store, borrow).await;
+                    let view = store.data_mut().table.delete(own).unwrap();
+                    (result, view, store.data().last_words())
+                })
+            };
+
+            let (result, view, _) = run(r#"{"mode":"tag","tag":"x"}"#);
+            assert!(matches!(result, Ok(RequestAction::Continue)), "{path}");
+            assert_eq!(view.parts.headers["x-chain"], "x", "{path}");
+
+            let (result, _, said) = run(r#"{"mode":"trap"}"#);
+            assert!(result.is_err(), "{path}");
+            assert!(said.contains("trapped on purpose"), "{path}: {said}");
+        }
+    }
+}
