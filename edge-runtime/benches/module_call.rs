@@ -4,8 +4,10 @@
 //! chain of four.
 //!
 //! `cargo bench -p edge-runtime --bench module_call`; prints p50/p99 per case after
-//! criterion's own report. `EDGE_BENCH_MODULE=path/to/component.wasm` measures another
-//! component in place of the test module.
+//! criterion's own report, from calls of every case interleaved (so a noisy machine
+//! weighs on each alike). `EDGE_BENCH_MODULE=path/to/component.wasm` measures another
+//! component in place of the test module. One case runs the test module as built for
+//! `wasm32-wasip2` (it imports WASI, so the host calls it on a fiber), for the ratio.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edge_runtime::wasm::chain::{Chain, Outcome};
@@ -29,11 +31,15 @@ fn host() -> ModuleHost {
     let bytes = std::fs::read(&path).expect("module file");
     host.load("noop", &bytes, Source::Standard, support::LIMITS)
         .expect("load");
+    let wasip2 = std::fs::read(edge_module_artifacts::testing::TEST_MODULE_WASIP2)
+        .expect("module file");
+    host.load("noop-wasip2", &wasip2, Source::Standard, support::LIMITS)
+        .expect("load");
     host
 }
 
-fn chain(host: &ModuleHost, n: usize) -> Chain {
-    let slot = host.slot("noop").expect("slot");
+fn chain(host: &ModuleHost, module: &str, n: usize) -> Chain {
+    let slot = host.slot(module).expect("slot");
     let modules = (0..n)
         .map(|_| (slot.clone(), Arc::<str>::from("{}")))
         .collect();
@@ -65,25 +71,35 @@ fn request_parts() -> http::request::Parts {
 
 struct Case {
     name: &'static str,
+    module: &'static str,
     modules: usize,
     response: bool,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         name: "one module: instantiate + on-request + teardown",
+        module: "noop",
         modules: 1,
         response: false,
     },
     Case {
         name: "one module: instantiate + on-request + on-response + teardown",
+        module: "noop",
         modules: 1,
         response: true,
     },
     Case {
         name: "four modules: the whole exchange",
+        module: "noop",
         modules: 4,
         response: true,
+    },
+    Case {
+        name: "one module built for wasm32-wasip2 (on a fiber): instantiate + on-request + teardown",
+        module: "noop-wasip2",
+        modules: 1,
+        response: false,
     },
 ];
 
@@ -122,25 +138,31 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    for case in &CASES {
-        let chain = chain(&host, case.modules);
+    let chains: Vec<Chain> = CASES
+        .iter()
+        .map(|case| chain(&host, case.module, case.modules))
+        .collect();
+    for (case, chain) in CASES.iter().zip(&chains) {
         c.bench_function(case.name, |b| {
-            b.iter(|| run_once(&chain, &host.services, &runtime, case.response))
+            b.iter(|| run_once(chain, &host.services, &runtime, case.response))
         });
     }
-    // Percentiles, which criterion does not report: each call timed alone.
-    for case in &CASES {
-        let chain = chain(&host, case.modules);
-        for _ in 0..2_000 {
-            run_once(&chain, &host.services, &runtime, case.response);
-        }
-        let mut times: Vec<Duration> = (0..50_000)
-            .map(|_| {
+    // Percentiles, which criterion does not report: each call timed alone, the cases
+    // taking turns in rounds of 1,000 calls.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(50_000); CASES.len()];
+    for round in 0..52 {
+        for ((case, chain), times) in CASES.iter().zip(&chains).zip(&mut times) {
+            for _ in 0..1_000 {
                 let t = Instant::now();
-                run_once(&chain, &host.services, &runtime, case.response);
-                t.elapsed()
-            })
-            .collect();
+                run_once(chain, &host.services, &runtime, case.response);
+                // The first two rounds warm up.
+                if round >= 2 {
+                    times.push(t.elapsed());
+                }
+            }
+        }
+    }
+    for (case, mut times) in CASES.iter().zip(times) {
         times.sort();
         let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
         println!(

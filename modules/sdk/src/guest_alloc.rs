@@ -15,7 +15,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use dlmalloc::{Allocator, Dlmalloc};
 
-const ARENA_BYTES: usize = 1 << 20;
+const ARENA_BYTES: usize = 256 << 10;
 const WASM_PAGE: usize = 64 * 1024;
 /// dlmalloc's flag for a region it did not get from the system: never freed or merged.
 const EXTERN_BIT: u32 = 1;
