@@ -94,7 +94,8 @@ if [ "$want_h3" = 1 ] && [ ! -x "$OHA" ]; then
     cargo install oha --locked --features http3 --root "$ROOT/bench/.tools"
 fi
 
-# The standard modules embedded in `edge` build for wasm32-wasip2.
+# The standard modules embedded in `edge` build for wasm32-unknown-unknown (made into
+# components), the test module also for wasm32-wasip2.
 rustup target add wasm32-wasip2 wasm32-unknown-unknown >&2
 echo "bench: cargo build --release -p edge-runtime -p origin" >&2
 cargo build --release -p edge-runtime -p origin

@@ -31,8 +31,8 @@ fn host() -> ModuleHost {
     let bytes = std::fs::read(&path).expect("module file");
     host.load("noop", &bytes, Source::Standard, support::LIMITS)
         .expect("load");
-    let wasip2 = std::fs::read(edge_module_artifacts::testing::TEST_MODULE_WASIP2)
-        .expect("module file");
+    let wasip2 =
+        std::fs::read(edge_module_artifacts::testing::TEST_MODULE_WASIP2).expect("module file");
     host.load("noop-wasip2", &wasip2, Source::Standard, support::LIMITS)
         .expect("load");
     host
@@ -96,7 +96,8 @@ const CASES: [Case; 4] = [
         response: true,
     },
     Case {
-        name: "one module built for wasm32-wasip2 (on a fiber): instantiate + on-request + teardown",
+        name:
+            "one module built for wasm32-wasip2 (on a fiber): instantiate + on-request + teardown",
         module: "noop-wasip2",
         modules: 1,
         response: false,

@@ -27,7 +27,9 @@ pub fn build(settings: &EngineSettings) -> Result<Engine, WasmError> {
     let mut pool = PoolingAllocationConfig::new();
     let n = settings.max_instances.max(1);
     // A Rust component for wasm32-wasip2 holds a handful of core instances (the program,
-    // the WASI adapter, shims), two memories at most and a few tables.
+    // the WASI adapter, shims), two memories at most and a few tables; one without WASI
+    // imports (the node's own modules) three core instances (the program and the shims
+    // that lend it its imports) and one memory.
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(8))
         .total_memories(n.saturating_mul(2))
