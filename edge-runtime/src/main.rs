@@ -139,6 +139,9 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
+        // Modules without WASI imports run on the worker's own stack (no fiber): room for
+        // their 512 KiB of Wasm stack on top of the request path's own frames.
+        builder.thread_stack_size(4 << 20);
         if workers > 1 {
             builder.worker_threads(workers);
         }

@@ -649,7 +649,7 @@ impl Live {
     }
 
     async fn call_init(&mut self) -> Result<(), Failure> {
-        self.store.set_epoch_deadline(INIT_TICKS);
+        self.arm(INIT_TICKS);
         let result = self
             .hooks
             .init(&mut self.store)
@@ -671,7 +671,7 @@ impl Live {
             Err(e) => unreachable_table(e),
         };
         let borrow = Resource::<RequestView>::new_borrow(own.rep());
-        self.store.set_epoch_deadline(self.deadline());
+        self.arm(self.deadline());
         let result = self
             .hooks
             .on_request(&mut self.store, borrow)
@@ -687,7 +687,7 @@ impl Live {
         response: ResponseView,
     ) -> (Result<(), Failure>, RequestView, ResponseView) {
         let (req, resp) = self.push_both(request, response);
-        self.store.set_epoch_deadline(self.deadline());
+        self.arm(self.deadline());
         let result = self
             .hooks
             .on_response(
@@ -712,7 +712,7 @@ impl Live {
         ResponseView,
     ) {
         let (req, resp) = self.push_both(request, response);
-        self.store.set_epoch_deadline(self.deadline());
+        self.arm(self.deadline());
         let result = self
             .hooks
             .transform_body(
@@ -725,6 +725,12 @@ impl Live {
             .map_err(|e| classify(&self.store, e, FailureKind::Trap));
         let (request, response) = self.take_both(req, resp);
         (result, request, response)
+    }
+
+    /// Before a hook call: its deadline, and a clean slate for what the module says.
+    fn arm(&mut self, ticks: u64) {
+        self.store.set_epoch_deadline(ticks);
+        self.store.data_mut().begin_call();
     }
 
     /// Each hook call gets the module's whole budget.
@@ -1064,24 +1070,16 @@ mod tests {
     /// instance whose request ended before its response hooks is not reused.
     #[test]
     fn resident_instances_run_their_response_hooks_then_go_back_to_the_pool() {
-        use crate::ratelimit::{PolicyConfig, RateLimits};
-        use crate::wasm::metrics::ModuleMetrics;
-        use crate::wasm::registry::ModuleLimits;
+        use crate::ratelimit::PolicyConfig;
+        use crate::wasm::registry::tests::{test_limits, test_services};
 
-        let limits = ModuleLimits {
-            budget: Duration::from_millis(1000),
-            memory_bytes: 16 << 20,
-        };
-        let services = Arc::new(Services {
-            rate_limits: Arc::new(RateLimits::new(&[PolicyConfig {
-                name: "viewer".into(),
-                period: Duration::from_secs(3600),
-                burst: 10,
-                max_keys: 100,
-            }])),
-            metrics: Arc::new(ModuleMetrics::default()),
-            verified: Default::default(),
-        });
+        let limits = test_limits();
+        let services = test_services(&[PolicyConfig {
+            name: "viewer".into(),
+            period: Duration::from_secs(3600),
+            burst: 10,
+            max_keys: 100,
+        }]);
         let host = crate::wasm::registry::tests::rate_limit_host(
             limits,
             Default::default(),

@@ -135,28 +135,18 @@ impl Hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::RateLimits;
-    use crate::wasm::metrics::ModuleMetrics;
-    use crate::wasm::registry::ModuleLimits;
-    use crate::wasm::state::{InstanceIdentity, Services};
+    use crate::wasm::registry::tests::{test_limits, test_services};
+    use crate::wasm::state::InstanceIdentity;
     use crate::wasm::Source;
-    use std::sync::Arc;
-    use std::time::Duration;
 
     /// The same module built both ways: without WASI imports it is called directly,
-    /// with them on a fiber; both run the hooks, and both report a panic's message (the
-    /// direct one through its log, the other through its stderr).
+    /// with them on a fiber; both run every hook (request, response, body transform), and
+    /// both report a panic's message (the direct one through its log, the other through
+    /// its stderr).
     #[test]
     fn modules_with_and_without_wasi_imports_run_and_report_panics() {
-        let limits = ModuleLimits {
-            budget: Duration::from_millis(1000),
-            memory_bytes: 16 << 20,
-        };
-        let services = Arc::new(Services {
-            rate_limits: Arc::new(RateLimits::new(&[])),
-            metrics: Arc::new(ModuleMetrics::default()),
-            verified: Default::default(),
-        });
+        let limits = test_limits();
+        let services = test_services(&[]);
         let host = crate::wasm::registry::tests::rate_limit_host(
             limits,
             Default::default(),
@@ -205,18 +195,43 @@ mod tests {
                 rt.block_on(async {
                     let hooks = version.pre.instantiate(&mut store).await.unwrap();
                     let own = store.data_mut().table.push(view).unwrap();
-                    let borrow = Resource::<RequestView>::new_borrow(own.rep());
-                    let result = hooks.on_request(&mut store, borrow).await;
+                    let borrow = || Resource::<RequestView>::new_borrow(own.rep());
+                    let result = hooks.on_request(&mut store, borrow()).await;
+                    // The response phase, when the request hook went on.
+                    let mut transformed = None;
+                    if result.is_ok() {
+                        let response = http::Response::new(()).into_parts().0;
+                        let resp = store
+                            .data_mut()
+                            .table
+                            .push(ResponseView { parts: response })
+                            .unwrap();
+                        let resp_borrow = || Resource::<ResponseView>::new_borrow(resp.rep());
+                        hooks
+                            .on_response(&mut store, borrow(), resp_borrow())
+                            .await
+                            .unwrap();
+                        transformed = hooks
+                            .transform_body(&mut store, borrow(), resp_borrow(), b"body")
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        store.data_mut().table.delete(resp).unwrap();
+                    }
                     let view = store.data_mut().table.delete(own).unwrap();
-                    (result, view, store.data().last_words())
+                    (result, view, transformed, store.data().last_words())
                 })
             };
 
-            let (result, view, _) = run(r#"{"mode":"tag","tag":"x"}"#);
+            let (result, view, transformed, _) = run(r#"{"mode":"tag","tag":"x"}"#);
             assert!(matches!(result, Ok(RequestAction::Continue)), "{path}");
             assert_eq!(view.parts.headers["x-chain"], "x", "{path}");
+            assert_eq!(transformed, None, "{path}");
 
-            let (result, _, said) = run(r#"{"mode":"trap"}"#);
+            let (_, _, transformed, _) = run(r#"{"mode":"upper"}"#);
+            assert_eq!(transformed.as_deref(), Some(&b"BODY"[..]), "{path}");
+
+            let (result, _, _, said) = run(r#"{"mode":"trap"}"#);
             assert!(result.is_err(), "{path}");
             assert!(said.contains("trapped on purpose"), "{path}: {said}");
         }

@@ -772,6 +772,23 @@ pub(crate) mod tests {
     use crate::wasm::metrics::ModuleMetrics;
     use crate::wasm::{signing, Source};
 
+    /// The limits host tests run modules with: a budget generous enough for debug builds.
+    pub(crate) fn test_limits() -> ModuleLimits {
+        ModuleLimits {
+            budget: Duration::from_millis(1000),
+            memory_bytes: 16 << 20,
+        }
+    }
+
+    /// The node's services for host tests, with these rate-limit policies.
+    pub(crate) fn test_services(policies: &[crate::ratelimit::PolicyConfig]) -> Arc<Services> {
+        Arc::new(Services {
+            rate_limits: Arc::new(RateLimits::new(policies)),
+            metrics: Arc::new(ModuleMetrics::default()),
+            verified: Default::default(),
+        })
+    }
+
     /// A module host with a small pool of instances and the standard rate-limit module (a
     /// resident one) loaded as `rate-limit`, for tests of the host's parts.
     pub(crate) fn rate_limit_host(
@@ -808,16 +825,9 @@ pub(crate) mod tests {
     /// module blocks on a runtime of its own, hence a plain test.)
     #[test]
     fn module_data_is_checked_merged_over_each_route_config() {
-        let limits = ModuleLimits {
-            budget: Duration::from_millis(1000),
-            memory_bytes: 16 << 20,
-        };
+        let limits = test_limits();
         let (private, public) = signing::generate().unwrap();
-        let services = Arc::new(Services {
-            rate_limits: Arc::new(RateLimits::new(&[])),
-            metrics: Arc::new(ModuleMetrics::default()),
-            verified: Default::default(),
-        });
+        let services = test_services(&[]);
         let host = rate_limit_host(limits, TrustedKeys::parse(&[public]).unwrap(), services);
         let deploy = |data: &str, routes: &[(String, Arc<str>)]| {
             let signature = signing::sign(private.as_bytes(), data.as_bytes()).unwrap();

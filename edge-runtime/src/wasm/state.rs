@@ -88,6 +88,12 @@ impl ModuleState {
         }
     }
 
+    /// A hook call is about to start: an error line from an earlier call (of a resident
+    /// instance, maybe for another request) must not be reported as this call's.
+    pub(crate) fn begin_call(&mut self) {
+        self.last_error = None;
+    }
+
     /// What the module said before it failed, for a failure report: its stderr,
     /// trimmed, or else its last error-level log line.
     pub fn last_words(&self) -> String {

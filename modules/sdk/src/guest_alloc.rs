@@ -20,7 +20,7 @@ const WASM_PAGE: usize = 64 * 1024;
 /// dlmalloc's flag for a region it did not get from the system: never freed or merged.
 const EXTERN_BIT: u32 = 1;
 
-#[repr(C, align(65536))]
+#[repr(C, align(16))]
 struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
 
 // SAFETY: a module instance has one thread; only the allocator touches the arena, once.

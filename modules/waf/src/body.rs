@@ -7,7 +7,7 @@
 //! Every parser is linear in its input, iterative (no recursion) and panic-free.
 
 use memchr::{memchr, memchr2, memmem};
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
 /// One name/value pair in the order it appeared.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -655,7 +655,9 @@ struct Part {
     file_name: Vec<u8>,
     is_file: bool,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
-    header_names: HashSet<Vec<u8>>,
+    /// Ordered, not hashed: the names are the viewer's, and a module's hash keys are the
+    /// same in every instance (it has no random source), so they could be made to collide.
+    header_names: BTreeSet<Vec<u8>>,
     last_header: Option<usize>,
     last_line: Vec<u8>,
     lines: Vec<Vec<u8>>,
