@@ -606,10 +606,12 @@ async fn instantiate(
         version: version.version.clone(),
         config_json: config.clone(),
     };
-    let state = ModuleState::new(identity, services.clone(), slot.limits);
-    let mut store = Store::new(version.pre.engine(), state);
-    store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(slot.limits.instantiate_ticks());
+    let mut store = ModuleState::store(
+        version.pre.engine(),
+        identity,
+        services.clone(),
+        slot.limits,
+    );
     match version.pre.instantiate(&mut store).await {
         Ok(hooks) => Ok(Live {
             store,

@@ -172,9 +172,8 @@ mod tests {
                     version: version.version.clone(),
                     config_json: config.into(),
                 };
-                let state = ModuleState::new(identity, services.clone(), limits);
-                let mut store = Store::new(version.pre.engine(), state);
-                store.limiter(|s| &mut s.memory);
+                let mut store =
+                    ModuleState::store(version.pre.engine(), identity, services.clone(), limits);
                 store.set_epoch_deadline(limits.deadline_ticks());
                 let parts = http::Request::get("https://cdn.example.com/a")
                     .body(())

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
 
 /// Versions kept per module for rollback.
 pub const HISTORY: usize = 8;
@@ -705,9 +705,7 @@ fn init_check(
         version: "checking".into(),
         config_json: config_json.into(),
     };
-    let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
-    store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(limits.instantiate_ticks());
+    let mut store = ModuleState::store(engine, identity, services.clone(), limits);
     let call = async {
         let hooks = pre.instantiate(&mut store).await?;
         store.set_epoch_deadline(super::chain::INIT_TICKS);
@@ -744,9 +742,7 @@ fn describe(
         version: "loading".into(),
         config_json: "{}".into(),
     };
-    let mut store = Store::new(engine, ModuleState::new(identity, services.clone(), limits));
-    store.limiter(|s| &mut s.memory);
-    store.set_epoch_deadline(limits.instantiate_ticks());
+    let mut store = ModuleState::store(engine, identity, services.clone(), limits);
     let call = async {
         let hooks = pre.instantiate(&mut store).await?;
         store.set_epoch_deadline(limits.deadline_ticks());

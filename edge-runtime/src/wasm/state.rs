@@ -88,6 +88,20 @@ impl ModuleState {
         }
     }
 
+    /// A store for one new instance: its memory capped by the limiter, and the deadline
+    /// for instantiation set (each hook call then sets its own).
+    pub(crate) fn store(
+        engine: &wasmtime::Engine,
+        identity: InstanceIdentity,
+        services: Arc<Services>,
+        limits: ModuleLimits,
+    ) -> wasmtime::Store<ModuleState> {
+        let mut store = wasmtime::Store::new(engine, ModuleState::new(identity, services, limits));
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(limits.instantiate_ticks());
+        store
+    }
+
     /// A hook call is about to start: an error line from an earlier call (of a resident
     /// instance, maybe for another request) must not be reported as this call's.
     pub(crate) fn begin_call(&mut self) {
