@@ -102,15 +102,16 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// `WAF_MODULE=path/to/waf.wasm` measures that build of the module instead of the
+/// embedded one (to compare builds without relinking this benchmark).
 fn host() -> ModuleHost {
     let host = support::module_host_with(&[], LIMITS);
-    host.load(
-        "waf",
-        edge_module_artifacts::standard::WAF,
-        Source::Standard,
-        LIMITS,
-    )
-    .expect("load");
+    let file = std::env::var_os("WAF_MODULE").map(|path| std::fs::read(path).expect("WAF_MODULE"));
+    let bytes = file
+        .as_deref()
+        .unwrap_or(edge_module_artifacts::standard::WAF);
+    host.load("waf", bytes, Source::Standard, LIMITS)
+        .expect("load");
     host
 }
 

@@ -9,7 +9,13 @@ use super::WasmError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
+
+/// Set to `perfmap` to have the engine write `/tmp/perf-<pid>.map`, so that `perf report`
+/// names the modules' functions (a module keeps its names unless it was stripped).
+pub const PROFILER_ENV: &str = "EDGE_WASM_PROFILER";
 
 /// One epoch tick; module budgets are whole ticks.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -45,6 +51,17 @@ pub fn build(settings: &EngineSettings) -> Result<Engine, WasmError> {
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
         .wasm_component_model(true);
+    match std::env::var(PROFILER_ENV).as_deref() {
+        Ok("perfmap") => {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
+        Ok(other) => {
+            return Err(WasmError::Engine(format!(
+                "{PROFILER_ENV}={other:?}: the only profiler is \"perfmap\""
+            )))
+        }
+        Err(_) => {}
+    }
     Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))
 }
 

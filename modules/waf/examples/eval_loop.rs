@@ -1,6 +1,7 @@
 //! The rule engine natively, in a loop: CRS v4 at paranoia level 1 on a player's segment
 //! request, for profiling the engine without the Wasm host
-//! (`cargo run --release -p edge-module-waf --example eval_loop -- [SECONDS] [--no-prefilter]`; run it under
+//! (`cargo run --release -p edge-module-waf --example eval_loop -- [SECONDS] [--no-prefilter]
+//! [--only TEXT]`, TEXT picking the requests whose name contains it; run it under
 //! `perf record` to see where an evaluation spends its time).
 
 use edge_module_waf::config::Config;
@@ -77,7 +78,14 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let full = std::env::args().any(|a| a == "--no-prefilter");
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--no-prefilter");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
     let rules = Config::parse(&crs_config())
         .expect("config")
         .compile()
@@ -89,7 +97,7 @@ fn main() {
     } else {
         rules
     };
-    for (name, request) in requests() {
+    for (name, request) in requests().into_iter().filter(|(n, _)| n.contains(&only)) {
         let verdict = evaluate(&rules, &request);
         assert!(
             verdict.interruption.is_none(),
