@@ -159,7 +159,7 @@ async fn routing_and_origin_failures_over_every_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_headers_over_h2_and_h3_get_431() {
+async fn oversized_and_too_many_headers_over_h2_and_h3_get_431() {
     let origin = Origin::start("o1");
     let node = node_with_limits(&origin);
     let big = "a".repeat(20 * 1024);
@@ -171,6 +171,24 @@ async fn oversized_headers_over_h2_and_h3_get_431() {
     )
     .await;
     assert_eq!(answer.status, 431);
+
+    // More fields than max_headers (20): h2 and h3 bound only the field section's bytes
+    // in the protocol, so the node counts them itself.
+    let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    for proto in [Proto::H2, Proto::H3] {
+        let answer =
+            clients::get(proto, &node.ca, &node.url("/vod/sample/master.m3u8"), &many).await;
+        assert_eq!(answer.status, 431, "{proto:?}");
+        let text = String::from_utf8_lossy(&answer.body);
+        assert!(
+            text.contains("header fields, the limit is 20"),
+            "{proto:?}: {text}"
+        );
+        let few = &many[..10];
+        let answer = clients::get(proto, &node.ca, &node.url("/vod/sample/master.m3u8"), few).await;
+        assert_eq!(answer.status, 200, "{proto:?} under the limit");
+    }
 
     // The h3 client library refuses to send a field section over the server's advertised
     // limit, so the request is written by hand: one HEADERS frame, QPACK literals only.
@@ -238,7 +256,41 @@ async fn slowloris_and_idle_connections_are_closed() {
         .await
         .expect("idle connection kept open");
     assert!(matches!(closed, Ok(0) | Err(_)));
+    // HTTP/1.1: hyper's head timer starts when it waits for the next request, so a quiet
+    // keep-alive connection goes after header_read_timeout (500 ms), the shorter one.
     assert!(idle_since.elapsed() >= Duration::from_millis(400));
+
+    // HTTP/2: after idle_timeout (1.5 s); no keep-alive PING of the node's keeps it open.
+    let tls = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    let ended = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get(node.url("/vod/sample/master.m3u8"))
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let idle_since = Instant::now();
+    tokio::time::timeout(support::WAIT, ended)
+        .await
+        .expect("idle h2 connection kept open")
+        .unwrap()
+        .ok();
+    assert!(idle_since.elapsed() >= Duration::from_millis(1300));
+
+    // And over HTTP/3, where the QUIC idle timeout closes it.
+    let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    let answer = h3.get(&node.url("/vod/sample/master.m3u8"), &[]).await;
+    assert_eq!(answer.status, 200);
+    let idle_since = Instant::now();
+    tokio::time::timeout(support::WAIT, h3.conn.closed())
+        .await
+        .expect("idle h3 connection kept open");
+    assert!(idle_since.elapsed() >= Duration::from_millis(1300));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

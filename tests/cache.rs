@@ -144,6 +144,28 @@ async fn revalidation_conditional_requests_and_ranges() {
     assert_eq!(again.body.len(), 4000);
     assert_eq!(origin_count(&origin, "/object/rv").await, 2);
 
+    // Age on answers from the stored copy: the origin (a cache itself) says 30 s on its
+    // 200 and on its 304; the node adds its own time, and says so on a revalidation too.
+    let aged = "/object/aged?cc=max-age%3D0&etag=a1&size=100&age=30";
+    let age_of = |a: &Answer| -> u64 { a.headers["age"].to_str().unwrap().parse().unwrap() };
+    let first = get(&node, Proto::H1, aged, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(age_of(&first), 30);
+    for proto in ALL {
+        let again = get(&node, proto, aged, &[]).await;
+        assert_eq!(x_cache(&again), "REVALIDATED", "{proto:?}");
+        assert!(
+            (30..40).contains(&age_of(&again)),
+            "{proto:?}: {:?}",
+            again.headers
+        );
+    }
+    let kept = "/object/kept?cc=max-age%3D600&size=100&age=100";
+    assert_eq!(x_cache(&get(&node, Proto::H1, kept, &[]).await), "MISS");
+    let hit = get(&node, Proto::H2, kept, &[]).await;
+    assert_eq!(x_cache(&hit), "HIT");
+    assert!((100..110).contains(&age_of(&hit)), "{:?}", hit.headers);
+
     // The viewer's own validators are answered from the cache.
     let fresh = "/object/cond?cc=max-age%3D600&etag=v7&lm=1000000&size=100";
     let full = get(&node, Proto::H2, fresh, &[]).await;
@@ -351,6 +373,7 @@ async fn purge_by_url_prefix_and_surrogate_key_through_the_admin_api() {
         "/object/dir/p2?cc=max-age%3D600",
         "/object/dir/p3?cc=max-age%3D600",
         "/object/p4?cc=max-age%3D600&sk=title-42%20season-1",
+        "/object/p5?cc=max-age%3D600&tag=title-7,season-3",
     ];
     for p in paths {
         assert_eq!(x_cache(&get(&node, Proto::H1, p, &[]).await), "MISS");
@@ -386,6 +409,11 @@ async fn purge_by_url_prefix_and_surrogate_key_through_the_admin_api() {
     let r = purge("{\"surrogate_key\":\"season-1\"}".into(), Some(TOKEN)).await;
     assert!(r.contains("\"purged\":1"), "{r}");
     assert_eq!(x_cache(&get(&node, Proto::H3, paths[3], &[]).await), "MISS");
+    // Cache-Tag (comma-separated) names surrogate keys too; the other entries stay.
+    let r = purge("{\"surrogate_key\":\"season-3\"}".into(), Some(TOKEN)).await;
+    assert!(r.contains("\"purged\":1"), "{r}");
+    assert_eq!(x_cache(&get(&node, Proto::H1, paths[4], &[]).await), "MISS");
+    assert_eq!(x_cache(&get(&node, Proto::H1, paths[2], &[]).await), "HIT");
 
     // Upstream health for operators.
     let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();

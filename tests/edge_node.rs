@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::clients::{self, Proto, ALL};
 use support::{Node, Origin, Proc};
 
@@ -266,6 +266,55 @@ async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
     assert_eq!(node.proc.wait_exit(support::WAIT), Some(0));
     let log = std::fs::read_to_string(&node.log).unwrap();
     assert!(log.contains("\"drained\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_with_idle_viewers_sends_goaway_and_exits_before_the_drain_timeout() {
+    let origin = Origin::start("o1");
+    let mut node = Node::start_with(
+        &support::one_origin(&origin.url),
+        "drain_timeout_ms = 60000",
+    );
+    // Idle viewers: one request each, then nothing, and they never close.
+    let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+    assert_eq!(h3.get(&node.url("/health"), &[]).await.status, 200);
+    let tls = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    let h2_ended = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::get(node.url("/health")).body(()).unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+
+    let signalled = Instant::now();
+    node.proc.signal("INT");
+    // h2: a GOAWAY with NO_ERROR, then the node closes: the client's connection ends
+    // cleanly (an abrupt close would end it with an error).
+    tokio::time::timeout(support::WAIT, h2_ended)
+        .await
+        .expect("h2 connection still open")
+        .unwrap()
+        .expect("h2 connection ended without a clean GOAWAY");
+    // h3: the node closes the idle connection with H3_NO_ERROR after a short grace.
+    let closed = tokio::time::timeout(support::WAIT, h3.conn.closed())
+        .await
+        .expect("h3 connection still open");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(0x100),
+                "{close:?}"
+            )
+        }
+        other => panic!("h3 connection ended with {other:?}"),
+    }
+    assert_eq!(node.proc.wait_exit(support::WAIT), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "idle viewers held the drain for {:?}",
+        signalled.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

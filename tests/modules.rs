@@ -148,6 +148,11 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
         "{metrics}"
     );
     assert!(
+        metrics
+            .contains("edge_module_histogram_count{module=\"test-module\",name=\"chain_bytes\"} 6"),
+        "{metrics}"
+    );
+    assert!(
         metrics.contains("edge_module_calls_total{module=\"test\"} 9"),
         "{metrics}"
     );

@@ -15,7 +15,7 @@
 //! `/object` parameters: `size` (bytes, default 1000), `v` (content version), `cc`
 //! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
 //! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
-//! `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
+//! `tag` (`Cache-Tag`), `age` (`Age`, seconds: an origin that is itself a cache), `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
 //! `ct` (the Content-Type; default `application/octet-stream`), `reflect=a,b` (the values
 //! of request fields `a` and `b` in `X-Reflected`).
@@ -327,6 +327,12 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     }
     if let Some(sk) = param("sk") {
         set("surrogate-key", sk);
+    }
+    if let Some(tag) = param("tag") {
+        set("cache-tag", tag);
+    }
+    if let Some(age) = num("age") {
+        set("age", age.to_string());
     }
     if let Some(vary) = param("vary") {
         set("vary", vary);

@@ -634,9 +634,16 @@ impl FillJob {
                 old.vary_names.clone(),
                 old.vary_values.clone(),
             );
+            // Served from the stored copy: with its Age (the 304's own Age, if the origin
+            // is a cache itself, plus the time the answer took), like any hit.
+            let mut viewer_headers = entry.headers.clone();
+            viewer_headers.insert(
+                header::AGE,
+                HeaderValue::from(entry.age(Instant::now()).as_secs()),
+            );
             let shared = SharedHead {
                 status: entry.status,
-                headers: entry.headers.clone(),
+                headers: viewer_headers,
                 length: Some(entry.body.len() as u64),
                 vary_names: entry.vary_names.clone(),
                 vary_values: entry.vary_values.clone(),

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -193,10 +194,22 @@ async fn connection(
         // A finished request task has only handed its last bytes to quinn; closing now
         // would discard what the viewer has not acknowledged yet. Clients close the
         // connection themselves after a GOAWAY once their requests are done (RFC 9114
-        // §5.2); the node's drain timeout bounds the wait for those that don't.
-        let _ = quic.closed().await;
+        // §5.2). One that stays open (an idle viewer) is closed once its last bytes have
+        // had time to be acknowledged and re-sent if lost, instead of holding the whole
+        // node until the drain timeout.
+        let grace = (quic.rtt() * 8).max(DRAIN_GRACE_FLOOR);
+        if tokio::time::timeout(grace, quic.closed()).await.is_err() {
+            quic.close(H3_NO_ERROR.into(), b"draining");
+        }
     }
 }
+
+/// The least time a draining connection's last bytes get to be acknowledged before the
+/// node closes it: many round trips on any path a viewer uses.
+const DRAIN_GRACE_FLOOR: Duration = Duration::from_secs(1);
+
+/// RFC 9114 §8.1.
+const H3_NO_ERROR: u32 = 0x100;
 
 /// Boxed: a request's state machine (the pipeline's and h3's) is ~13 KB, and a request
 /// task holding it inline copied it several times on its way into the task and out
@@ -294,7 +307,7 @@ async fn send_paced(
         }
         let own = tokio::time::Instant::now()
             + limits.send_rate_window
-            + std::time::Duration::from_secs(slice.len() as u64 / limits.min_send_rate);
+            + Duration::from_secs(slice.len() as u64 / limits.min_send_rate);
         let sending = send.send_data(slice);
         tokio::pin!(sending);
         loop {

@@ -103,7 +103,10 @@ impl Builders {
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+            // No keep-alive PINGs: hyper sends them on idle connections too, and their
+            // bytes would keep an idle viewer's connection open past `idle_timeout` (the
+            // stall guard counts bytes). The idle timeout is what reaps dead peers.
+            .keep_alive_interval(None);
         http2
     }
 }

@@ -29,6 +29,8 @@ pub enum EdgeError {
     BadRequest(&'static str),
     #[error("request target is {len} bytes, the limit is {limit}")]
     UriTooLong { len: usize, limit: usize },
+    #[error("request has {count} header fields, the limit is {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
     #[error("request body is over the limit of {limit} bytes")]
     BodyTooLarge { len: u64, limit: u64 },
     #[error("no route serves host `{0}`")]
@@ -46,6 +48,7 @@ impl EdgeError {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            EdgeError::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             EdgeError::NoRoute(_) => StatusCode::NOT_FOUND,

@@ -73,6 +73,9 @@ pub struct Pipeline {
     modules: Option<Arc<ModuleHost>>,
     cache: Arc<Cache>,
     max_uri_bytes: usize,
+    /// hyper enforces it on HTTP/1.1 while parsing; h2 and h3 only bound the field
+    /// section's bytes, so the count is checked here for every protocol.
+    max_headers: usize,
     max_request_body_bytes: u64,
     access_log: bool,
     metrics: Arc<NodeMetrics>,
@@ -149,6 +152,7 @@ impl Pipeline {
             modules,
             cache,
             max_uri_bytes: config.limits.max_uri_bytes,
+            max_headers: config.limits.max_headers,
             max_request_body_bytes: config.limits.max_request_body_bytes,
             access_log: config.logging.access_log,
             metrics,
@@ -247,6 +251,13 @@ impl Pipeline {
             return Err(EdgeError::UriTooLong {
                 len: target_len,
                 limit: self.max_uri_bytes,
+            });
+        }
+        let count = req.headers().len();
+        if count > self.max_headers {
+            return Err(EdgeError::TooManyHeaders {
+                count,
+                limit: self.max_headers,
             });
         }
         if !req.uri().path().starts_with('/') {

@@ -324,6 +324,33 @@ mod tests {
     }
 
     #[test]
+    fn hmac_sha384_matches_rfc4231_case_2() {
+        let tag = hmac_sign(
+            HmacAlgorithm::Sha384,
+            b"Jefe",
+            b"what do ya want for nothing?",
+        );
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e\
+             8e2240ca5e69e2c78b3239ecfab21649"
+        );
+        assert!(hmac_verify(
+            HmacAlgorithm::Sha384,
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &tag
+        ));
+        assert!(!hmac_verify(
+            HmacAlgorithm::Sha384,
+            b"Jefe",
+            b"what do ya want for nothing!",
+            &tag
+        ));
+    }
+
+    #[test]
     fn only_verified_signatures_are_remembered_and_ids_separate_inputs() {
         let cache = VerifiedSignatures::new(2);
         let a = SignatureAlgorithm::Ed25519;

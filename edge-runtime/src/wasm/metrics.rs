@@ -196,4 +196,37 @@ mod tests {
         assert_eq!(waf_lines, MAX_NAMES_PER_MODULE);
         assert!(out.contains("module_counter_total{module=\"other\",name=\"n0\"} 1"));
     }
+
+    #[test]
+    fn histograms_count_and_sum_finite_values_only() {
+        let m = ModuleMetrics::default();
+        for v in [3.0, 5.0, f64::NAN, f64::INFINITY] {
+            m.observe("probe", "bytes", v);
+        }
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        assert!(
+            out.contains("module_histogram_count{module=\"probe\",name=\"bytes\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("module_histogram_sum{module=\"probe\",name=\"bytes\"} 8.0"),
+            "{out}"
+        );
+        // Buckets 1, 4, 16, ...: 3 falls in the one up to 4, 5 in the one up to 16.
+        let bucket = |le: &str| {
+            out.lines()
+                .find(|l| {
+                    l.starts_with("module_histogram_bucket{")
+                        && l.contains("module=\"probe\"")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(bucket("4.0").as_deref(), Some("1"), "{out}");
+        assert_eq!(bucket("16.0").as_deref(), Some("2"), "{out}");
+    }
 }

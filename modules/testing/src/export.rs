@@ -42,6 +42,7 @@ impl Module for TestModule {
                 req.set_context("last-tag", tag);
                 log::info(&format!("tagged {tag} after [{before}]"));
                 metrics::counter_add("tagged", 1);
+                metrics::histogram_observe("chain_bytes", value.len() as f64);
                 Action::Continue
             }
             Mode::Done => {
