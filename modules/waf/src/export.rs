@@ -7,7 +7,6 @@ use crate::request::Request as WafRequest;
 use crate::ruleset::RuleSet;
 use crate::transaction::evaluate;
 use edge_module_sdk::{export_module, log, metrics, Action, Module, Protocol, Request};
-use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 struct Waf;
@@ -31,6 +30,27 @@ fn compile() -> Result<RuleSet, String> {
         .filter(|w| w.message.starts_with("skipped:"))
     {
         log::warn(&format!("{w}"));
+    }
+    // Actions the engine ignores (persistent collections, sanitising...): one line, so a
+    // rule set full of them does not flood the log; `edge waf check` lists each.
+    let ignored: Vec<&crate::ruleset::Problem> = set
+        .warnings
+        .iter()
+        .filter(|w| !w.message.starts_with("skipped:"))
+        .collect();
+    if let Some(first) = ignored.first() {
+        log::warn(&format!(
+            "{} rule set warning(s), e.g. {first}; `edge waf check` lists them",
+            ignored.len()
+        ));
+    }
+    if set.body.limit > BODY_BYTES as usize {
+        log::warn(&format!(
+            "SecRequestBodyLimit {} is above the {BODY_BYTES} bytes the node lends the WAF: \
+             bodies are inspected up to {BODY_BYTES} bytes; a longer one is judged by its \
+             declared Content-Length against the limit",
+            set.body.limit
+        ));
     }
     Ok(set)
 }
@@ -69,7 +89,15 @@ fn to_waf_request(req: &Request, id: &str) -> WafRequest {
         .map(|q| crate::request::verified_arg_names(&q))
         .unwrap_or_default();
     let body = req.body().unwrap_or_default();
-    let body_length = req.body_truncated().then_some(body.len() + 1);
+    // The node lends at most BODY_BYTES: past that, the declared length (if any) is what
+    // SecRequestBodyLimit is compared with.
+    let declared = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+    let body_length = req
+        .body_truncated()
+        .then(|| declared.unwrap_or(0).max(body.len() + 1));
     WafRequest {
         method: req.method(),
         uri,

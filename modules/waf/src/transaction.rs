@@ -1439,6 +1439,207 @@ mod tests {
             .collect()
     }
 
+    fn rules_with(text: &str, data: &[(&str, &str)]) -> RuleSet {
+        let mut files = MemorySource::default();
+        files.files.insert("r.conf".into(), text.into());
+        for (name, content) in data {
+            files.files.insert((*name).into(), (*content).into());
+        }
+        RuleSet::load(&files, &["r.conf".into()], LoadOptions::default()).unwrap()
+    }
+
+    fn post(uri: &str, content_type: &str, body: &str) -> Request {
+        Request {
+            method: "POST".into(),
+            uri: uri.into(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![("content-type".into(), content_type.as_bytes().to_vec())],
+            body: body.as_bytes().to_vec(),
+            remote_addr: "192.0.2.7".into(),
+            ..Request::default()
+        }
+    }
+
+    fn ids(verdict: &Verdict) -> Vec<u32> {
+        verdict.matches.iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn post_arguments_and_their_names_come_from_the_body_only() {
+        let set = rules(
+            "SecRequestBodyAccess On\n\
+             SecRule ARGS_POST:comment \"@contains evil\" \"id:1,phase:2,pass,log\"\n\
+             SecRule ARGS_POST_NAMES \"@streq secret\" \"id:2,phase:2,pass,log\"\n\
+             SecRule ARGS_GET \"@contains evil\" \"id:3,phase:2,pass,log\"\n\
+             SecRule ARGS_GET_NAMES \"@streq secret\" \"id:4,phase:2,pass,log\"\n",
+        );
+        let form = post(
+            "/f?q=fine",
+            "application/x-www-form-urlencoded",
+            "comment=an+evil+text&secret=1",
+        );
+        assert_eq!(ids(&evaluate(&set, &form)), vec![1, 2]);
+        let query = post(
+            "/f?comment=evil&secret=1",
+            "application/x-www-form-urlencoded",
+            "q=fine",
+        );
+        assert_eq!(ids(&evaluate(&set, &query)), vec![3, 4]);
+    }
+
+    #[test]
+    fn matched_vars_names_in_a_chain_name_what_the_first_link_matched() {
+        let set = rules(
+            "SecRule ARGS \"@rx ^x\" \"id:10,phase:1,pass,log,chain\"\n\
+               SecRule MATCHED_VARS_NAMES \"@streq ARGS:b\" \"t:none\"\n",
+        );
+        assert_eq!(fired(&set, "/?a=1&b=xy"), vec![10]);
+        assert_eq!(fired(&set, "/?a=xy&b=1"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn comparison_and_file_operators() {
+        let set = rules_with(
+            "SecRule ARGS:n \"@le 10\" \"id:20,phase:1,pass,log\"\n\
+             SecRule ARGS:w \"@pmf words.data\" \"id:21,phase:1,pass,log\"\n\
+             SecRule REMOTE_ADDR \"@ipMatchFromFile nets.data\" \"id:22,phase:1,pass,log\"\n\
+             SecRule REMOTE_ADDR \"!@ipMatchF nets.data\" \"id:23,phase:1,pass,log\"\n",
+            &[
+                ("./words.data", "# phrases\nsleep(\nbenchmark(\n"),
+                ("./nets.data", "# networks\n192.0.2.0/24\n2001:db8::/32\n"),
+            ],
+        );
+        let at = |uri: &str, addr: &str| {
+            let request = Request {
+                method: "GET".into(),
+                uri: uri.into(),
+                protocol: "HTTP/1.1".into(),
+                remote_addr: addr.into(),
+                ..Request::default()
+            };
+            ids(&evaluate(&set, &request))
+        };
+        assert_eq!(at("/?n=10", "198.51.100.1"), vec![20, 23]);
+        assert_eq!(at("/?n=11", "198.51.100.1"), vec![23]);
+        assert_eq!(at("/?w=x%20SLEEP(5)", "192.0.2.9"), vec![21, 22]);
+        assert_eq!(at("/?w=asleep", "2001:db8::1"), vec![22]);
+    }
+
+    #[test]
+    fn skip_jumps_over_the_next_rules() {
+        let set = rules(
+            "SecRule ARGS:a \"@streq 1\" \"id:30,phase:1,pass,nolog,skip:2\"\n\
+             SecAction \"id:31,phase:1,pass,log\"\n\
+             SecAction \"id:32,phase:1,pass,log\"\n\
+             SecAction \"id:33,phase:1,pass,log\"\n",
+        );
+        assert_eq!(fired(&set, "/?a=1"), vec![33]);
+        assert_eq!(fired(&set, "/?a=2"), vec![31, 32, 33]);
+    }
+
+    #[test]
+    fn status_and_the_engine_mode_set_per_request_by_ctl() {
+        let set = rules(
+            "SecRuleEngine On\n\
+             SecRule ARGS:mode \"@streq watch\" \"id:40,phase:1,pass,nolog,ctl:ruleEngine=DetectionOnly\"\n\
+             SecRule ARGS:x \"@streq bad\" \"id:41,phase:1,deny,status:418,log\"\n",
+        );
+        let get = |uri: &str| {
+            evaluate(
+                &set,
+                &Request {
+                    method: "GET".into(),
+                    uri: uri.into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Request::default()
+                },
+            )
+        };
+        let blocked = get("/?x=bad");
+        let stop = blocked.interruption.expect("blocked");
+        assert_eq!((stop.rule_id, stop.status, stop.action), (41, 418, "deny"));
+        let watched = get("/?mode=watch&x=bad");
+        assert_eq!(watched.interruption, None);
+        assert_eq!(
+            watched.would_interrupt.as_ref().map(|i| i.status),
+            Some(418)
+        );
+        assert_eq!(ids(&watched), vec![41]);
+    }
+
+    #[test]
+    fn an_engine_that_is_off_evaluates_nothing() {
+        let set = rules(
+            "SecRuleEngine Off\n\
+             SecRule ARGS:x \"@streq bad\" \"id:50,phase:1,deny,log\"\n",
+        );
+        let request = Request {
+            method: "GET".into(),
+            uri: "/?x=bad".into(),
+            protocol: "HTTP/1.1".into(),
+            ..Request::default()
+        };
+        let verdict = evaluate(&set, &request);
+        assert!(verdict.matches.is_empty());
+        assert_eq!(verdict.interruption, None);
+        assert_eq!(verdict.would_interrupt, None);
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_refused_or_inspected_in_part() {
+        let reject = rules(
+            "SecRequestBodyAccess On\nSecRequestBodyLimit 16\nSecRequestBodyLimitAction Reject\n\
+             SecRule ARGS_POST \"@contains evil\" \"id:60,phase:2,deny,log\"\n",
+        );
+        let long = post(
+            "/f",
+            "application/x-www-form-urlencoded",
+            "a=fine&b=fine&c=evil",
+        );
+        let verdict = evaluate(&reject, &long);
+        let stop = verdict.interruption.expect("refused");
+        assert_eq!((stop.rule_id, stop.status), (0, 413));
+        assert!(verdict.body_error.unwrap().contains("limit of 16 bytes"));
+        let short = post("/f", "application/x-www-form-urlencoded", "a=evil");
+        assert_eq!(
+            evaluate(&reject, &short).interruption.map(|i| i.rule_id),
+            Some(60)
+        );
+
+        let partial = rules(
+            "SecRequestBodyAccess On\nSecRequestBodyLimit 16\nSecRequestBodyLimitAction ProcessPartial\n\
+             SecRule ARGS_POST \"@contains evil\" \"id:61,phase:2,deny,log\"\n",
+        );
+        // Only the first 16 bytes are inspected: `c=evil` lies beyond them.
+        assert_eq!(evaluate(&partial, &long).interruption, None);
+        let early = post(
+            "/f",
+            "application/x-www-form-urlencoded",
+            "c=evil&a=fine&b=fine",
+        );
+        assert_eq!(
+            evaluate(&partial, &early).interruption.map(|i| i.rule_id),
+            Some(61)
+        );
+    }
+
+    #[test]
+    fn persistent_collections_are_ignored_with_a_warning_naming_the_rule() {
+        let set = rules(
+            "SecAction \"id:70,phase:1,pass,nolog,initcol:ip=%{REMOTE_ADDR},setvar:tx.seen=1\"\n\
+             SecRule TX:seen \"@eq 1\" \"id:71,phase:1,pass,log\"\n",
+        );
+        let warning = set
+            .warnings
+            .iter()
+            .find(|w| w.message.contains("initcol"))
+            .expect("a warning for initcol");
+        assert_eq!((warning.rule_id, warning.line), (Some(70), 1));
+        assert!(warning.message.contains("ignored"), "{}", warning.message);
+        // The rest of the rule still runs.
+        assert_eq!(fired(&set, "/"), vec![71]);
+    }
+
     #[test]
     fn setvar_runs_once_per_matched_value_with_its_captures() {
         let set = rules(
