@@ -23,6 +23,28 @@ async fn origin_count(origin: &Origin, path: &str) -> u64 {
     std::str::from_utf8(&body).unwrap().trim().parse().unwrap()
 }
 
+/// One metric's value from the node's `/metrics`.
+async fn metrics(node: &Node) -> impl Fn(&str) -> f64 {
+    let admin = node.proc.ready["admin_url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&admin).await.unwrap();
+    let text = clients::exchange(
+        &mut tcp,
+        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    move |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    }
+}
+
 fn x_cache(a: &Answer) -> &str {
     a.headers
         .get("x-cache")
@@ -127,6 +149,74 @@ async fn stale_if_error_serves_the_stored_copy_when_the_origin_is_killed() {
             "{proto:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_misses_stale_revalidations_coalescing_and_bytes_are_counted() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    let fresh = "/object/m1?cc=max-age%3D600&size=1000";
+    assert_eq!(x_cache(&get(&node, Proto::H1, fresh, &[]).await), "MISS");
+    for proto in ALL {
+        assert_eq!(x_cache(&get(&node, proto, fresh, &[]).await), "HIT");
+    }
+    let validated = "/object/m2?cc=max-age%3D0&etag=m2&size=100";
+    assert_eq!(
+        x_cache(&get(&node, Proto::H1, validated, &[]).await),
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&get(&node, Proto::H1, validated, &[]).await),
+        "REVALIDATED"
+    );
+    let failing =
+        "/object/m3?cc=max-age%3D0%2C%20stale-if-error%3D600&etag=m3&size=10&fail_after=1";
+    assert_eq!(x_cache(&get(&node, Proto::H1, failing, &[]).await), "MISS");
+    assert_eq!(x_cache(&get(&node, Proto::H1, failing, &[]).await), "STALE");
+    // Five viewers at once on a slow object: one fetch, four join it.
+    let slow = "/object/m4?cc=max-age%3D600&size=100&delay_ms=1500";
+    let answers = join_all((0..5).map(|_| get(&node, Proto::H1, slow, &[]))).await;
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && x_cache(a) == "MISS"));
+    assert_eq!(origin_count(&origin, "/object/m4").await, 1);
+
+    let metric = metrics(&node).await;
+    assert_eq!(metric("edge_cache_hits_total"), 3.0);
+    assert_eq!(
+        metric("edge_cache_misses_total"),
+        8.0,
+        "3 leaders + 5 on the slow object"
+    );
+    assert_eq!(metric("edge_cache_revalidated_total"), 1.0);
+    assert_eq!(metric("edge_cache_stale_total"), 1.0);
+    assert_eq!(metric("edge_cache_coalesced_total"), 4.0);
+    // Three 1000-byte hits and the 10-byte stale copy.
+    assert_eq!(metric("edge_cache_bytes_served_total"), 3010.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_an_origin_answering_5xx() {
+    let origin = Origin::start("o");
+    let node = cached_node(&origin, "");
+    // The origin answers the first request, then 503 for good.
+    let ok = "/object/sie5?cc=max-age%3D0%2C%20stale-if-error%3D600&etag=v1&fail_after=1";
+    let plain = "/object/plain5?cc=max-age%3D0&etag=v1&fail_after=1";
+    let first = get(&node, Proto::H1, ok, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(get(&node, Proto::H1, plain, &[]).await.status, 200);
+    for proto in ALL {
+        let stale = get(&node, proto, ok, &[]).await;
+        assert_eq!(
+            (stale.status.as_u16(), x_cache(&stale)),
+            (200, "STALE"),
+            "{proto:?}"
+        );
+        assert_eq!(stale.body, first.body);
+        // Without stale-if-error the origin's own answer goes through.
+        assert_eq!(get(&node, proto, plain, &[]).await.status, 503, "{proto:?}");
+    }
+    assert!(origin_count(&origin, "/object/sie5").await >= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,24 +568,7 @@ async fn memory_stays_bounded_and_metrics_report_it() {
     }
     assert_eq!(origin_count(&origin, "/object/huge").await, 2);
 
-    let admin = node.proc.ready["admin_url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_owned();
-    let mut tcp = tokio::net::TcpStream::connect(&admin).await.unwrap();
-    let text = clients::exchange(
-        &mut tcp,
-        format!("GET /metrics HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await;
-    let metric = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
-    };
+    let metric = metrics(&node).await;
     let used = metric("edge_cache_memory_bytes");
     assert!(used > 0.0 && used <= 1_048_576.0, "memory {used}");
     assert!(metric("edge_cache_evictions_total") > 0.0);

@@ -15,7 +15,8 @@
 //! `/object` parameters: `size` (bytes, default 1000), `v` (content version), `cc`
 //! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
 //! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
-//! `tag` (`Cache-Tag`), `age` (`Age`, seconds: an origin that is itself a cache), `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
+//! `tag` (`Cache-Tag`), `age` (`Age`, seconds: an origin that is itself a cache),
+//! `fail_after=N` (503 from the N+1th request for that path on), `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
 //! `ct` (the Content-Type; default `application/octet-stream`), `reflect=a,b` (the values
 //! of request fields `a` and `b` in `X-Reflected`).
@@ -119,9 +120,12 @@ impl SampleOrigin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
         }
         let path = req.uri().path();
+        let mut seen = 0;
         if path != "/counts" {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            *counts.entry(path.to_owned()).or_default() += 1;
+            let count = counts.entry(path.to_owned()).or_default();
+            *count += 1;
+            seen = *count;
         }
         if path == "/counts" {
             let wanted = query_param(req.uri().query(), "path").unwrap_or_default();
@@ -130,6 +134,13 @@ impl SampleOrigin {
             return text(StatusCode::OK, &format!("{n}\n"));
         }
         if let Some(name) = path.strip_prefix("/object/") {
+            // `fail_after=N`: a 503 from the (N+1)th request on, for origin-error tests.
+            let failing = query_param(req.uri().query(), "fail_after")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| seen > n);
+            if failing {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "failing on purpose\n");
+            }
             return object(name, req).await;
         }
         if path == "/health" {
