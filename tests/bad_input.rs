@@ -322,6 +322,14 @@ async fn per_ip_connection_cap() {
     .await
     .expect("handshake neither failed nor finished");
     assert!(refused.is_err(), "fourth connection was accepted");
+    // The cap counts QUIC connections from the same address too: refused at once.
+    let quic = tokio::time::timeout(support::WAIT, quic_connect(&node))
+        .await
+        .expect("QUIC connect neither failed nor finished");
+    assert!(
+        matches!(quic, Err(quinn::ConnectionError::ConnectionClosed(_))),
+        "QUIC connection over the cap: {quic:?}"
+    );
 
     // Closing one frees a slot (the count drops when the server sees the close).
     drop(open.pop());
@@ -338,6 +346,29 @@ async fn per_ip_connection_cap() {
         assert!(Instant::now() < deadline, "slot never freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // That one took the freed slot; freeing another lets a QUIC connection in.
+    drop(open.pop());
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        if quic_connect(&node).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QUIC never admitted after a slot freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A bare QUIC connection to the node (h3 ALPN), or why it failed.
+async fn quic_connect(node: &Node) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let mut tls = clients::tls_config(&node.ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic_tls)));
+    endpoint.connect(node.https, "localhost").unwrap().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,6 +171,105 @@ pub fn generate_self_signed(dir: &Path, names: &[&str]) -> Result<(PathBuf, Path
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    /// Accepts any certificate, so a test can look at which one the server presented.
+    #[derive(Debug)]
+    struct AcceptAny(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The certificate a real TLS handshake with `sni` gets from `server`.
+    async fn presented(server: &ServerTls, sni: &str) -> Vec<u8> {
+        let mut client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.tcp.clone());
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let (accepted, connected) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+        accepted.unwrap();
+        let stream = connected.unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn certificates_are_chosen_by_sni_exact_then_wildcard_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = |sub: &str, names: &[&str]| {
+            let at = dir.path().join(sub);
+            std::fs::create_dir_all(&at).unwrap();
+            let (cert, key) = generate_self_signed(&at, names).unwrap();
+            let der = CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .to_vec();
+            let config = CertConfig {
+                cert,
+                key,
+                names: names.iter().map(|n| n.to_string()).collect(),
+            };
+            (config, der)
+        };
+        let (default, default_der) = cert("default", &["default.test"]);
+        let (exact, exact_der) = cert("exact", &["a.example"]);
+        let (wild, wild_der) = cert("wild", &["*.b.example"]);
+        let server = server_tls(&[default, exact, wild]).unwrap();
+        assert_eq!(presented(&server, "a.example").await, exact_der);
+        assert_eq!(presented(&server, "A.Example").await, exact_der);
+        assert_eq!(presented(&server, "x.b.example").await, wild_der);
+        assert_eq!(presented(&server, "unknown.test").await, default_der);
+        assert_eq!(presented(&server, "b.example").await, default_der);
+    }
 
     #[test]
     fn generated_certificate_loads_and_bad_files_are_named() {
