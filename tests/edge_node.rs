@@ -318,6 +318,37 @@ async fn sigint_with_idle_viewers_sends_goaway_and_exits_before_the_drain_timeou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_timeout_ends_downloads_that_outlast_it_and_still_exits_zero() {
+    let origin = Origin::start("o1");
+    let mut node = Node::start_with(&support::one_origin(&origin.url), "drain_timeout_ms = 1000");
+    // 1 MB in 16 KiB chunks every 200 ms: about 12 s, far past the drain timeout.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h1 = clients::raw_tls(node.https, &node.ca).await;
+    h1.write_all(b"GET /object/long?size=1000000&chunk_ms=200 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = h1.read(&mut buf).await.unwrap();
+    assert!(got > 0);
+    let signalled = Instant::now();
+    node.proc.signal("TERM");
+    assert_eq!(node.proc.wait_exit(support::WAIT), Some(0));
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "exit {took:?} after SIGTERM with a 1 s drain timeout"
+    );
+    // The viewer's download was cut, not completed.
+    loop {
+        match tokio::time::timeout(support::WAIT, h1.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            _ => break,
+        }
+    }
+    assert!(got < 1_000_000, "the download finished: {got} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_hls_over_every_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(support::edge_bin());

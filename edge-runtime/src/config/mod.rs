@@ -1243,6 +1243,20 @@ origin = "media"
     }
 
     #[test]
+    fn the_admin_listener_defaults_to_localhost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "edge.toml",
+            &format!("{GOOD}\n[admin]\ntoken = \"0123456789abcdef0123456789abcdef\"\n"),
+        );
+        let c = Config::load(&path, None).unwrap();
+        let admin = c.admin.expect("admin configured");
+        assert_eq!(admin.listen, "127.0.0.1:9901".parse().unwrap());
+        assert!(admin.listen.ip().is_loopback());
+    }
+
+    #[test]
     fn unknown_key_names_line_and_key() {
         let e = error_for(&GOOD.replace("prefix = \"/\"", "prefx = \"/\""));
         assert_eq!(e.line, Some(12), "{e}");
