@@ -323,6 +323,111 @@ fn waf_check_and_test_commands() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+
+    // The table: a header, a row per rule file, a total row.
+    let out = Command::new(edge_bin())
+        .args(["waf", "test", "--rules"])
+        .arg(crs.join("rules"))
+        .arg("--tests")
+        .arg(crs.join("tests"))
+        .args(["--only", "911100"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("rule file") && lines[0].ends_with("pass rate"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("REQUEST-911-METHOD-ENFORCEMENT")),
+        "{table}"
+    );
+    let total = lines
+        .iter()
+        .find(|l| l.starts_with("total"))
+        .expect("total row");
+    let failed: u64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(if failed == 0 { 0 } else { 1 }),
+        "{table}"
+    );
+}
+
+#[test]
+fn waf_check_names_each_error_and_skip_errors_loads_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("custom.conf");
+    std::fs::write(
+        &rules,
+        "SecRule ARGS \"@rx ok\" \"id:1,phase:1,pass\"\n\
+         SecRule ARGS \"@rx (\" \"id:2,phase:1,pass\"\n\
+         SecRule ARGS \"@nosuchop x\" \"id:3,phase:1,pass\"\n\
+         SecAction \"id:4,phase:1,pass,nolog,initcol:ip=%{REMOTE_ADDR}\"\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        Command::new(edge_bin())
+            .args(["waf", "check", "--rules"])
+            .arg(&rules)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("custom.conf:2 (rule 2)"), "{text}");
+    assert!(
+        text.contains("custom.conf:3 (rule 3)") && text.contains("nosuchop"),
+        "{text}"
+    );
+    assert!(
+        text.lines().last().unwrap().starts_with("2 error(s)"),
+        "{text}"
+    );
+
+    let out = check(&["--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(doc["ok"], false);
+    let lines: Vec<u64> = doc["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![2, 3]);
+
+    // --skip-errors: the good rules load, each skipped one is a warning.
+    let out = check(&["--skip-errors", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert!(out.status.success(), "{doc}");
+    assert_eq!(
+        (doc["ok"].clone(), doc["rules"].clone()),
+        (true.into(), 2.into())
+    );
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.starts_with("skipped:"))
+            .count(),
+        2,
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("initcol")),
+        "{warnings:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
