@@ -1641,6 +1641,34 @@ mod tests {
     }
 
     #[test]
+    fn matched_data_in_the_log_is_cut_at_a_character_boundary() {
+        let set = rules(
+            "SecRule ARGS:q \"@rx evil\" \"id:80,phase:1,pass,log,\
+             logdata:'Matched Data: %{MATCHED_VAR} found within %{MATCHED_VAR_NAME}'\"\n",
+        );
+        // 200 bytes of three-byte characters before the match.
+        let uri = format!("/?q={}evil", "%E2%82%AC".repeat(70));
+        let verdict = evaluate(
+            &set,
+            &Request {
+                method: "GET".into(),
+                uri,
+                protocol: "HTTP/1.1".into(),
+                ..Request::default()
+            },
+        );
+        let data = &verdict.matches[0].data;
+        assert!(data.starts_with("Matched Data: €€"), "{data}");
+        assert!(data.ends_with('…'), "{data}");
+        assert!(
+            data.len() <= MATCHED_DATA_MAX + '…'.len_utf8(),
+            "{}",
+            data.len()
+        );
+        assert!(data.len() > MATCHED_DATA_MAX - 3, "{}", data.len());
+    }
+
+    #[test]
     fn setvar_runs_once_per_matched_value_with_its_captures() {
         let set = rules(
             "SecRule ARGS \"@rx ^(.)\" \"id:1,phase:1,pass,nolog,capture,\

@@ -87,3 +87,67 @@ fn the_prefilter_never_changes_a_verdict() {
     }
     assert!(requests > 4000, "{requests} requests");
 }
+
+/// CRS as a route runs it, with the route's overrides applied to the JSON config.
+fn route_rules(paranoia: u8, overrides: serde_json::Value) -> edge_module_waf::RuleSet {
+    let mut config = edge_module_waf::config::crs_route_config(&crs(), paranoia).unwrap();
+    for (k, v) in overrides.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    edge_module_waf::config::Config::parse(&config.to_string())
+        .unwrap()
+        .compile()
+        .unwrap()
+}
+
+fn get(uri: &str, headers: &[(&str, &str)]) -> edge_module_waf::Request {
+    edge_module_waf::Request {
+        method: "GET".into(),
+        uri: uri.into(),
+        protocol: "HTTP/1.1".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        remote_addr: "192.0.2.1".into(),
+        unique_id: "t".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_routes_paranoia_level_and_anomaly_threshold_take_effect() {
+    // No Accept field: rule 920300 is at paranoia level 3 in CRS v4.
+    let bare = get(
+        "/vod/a.m3u8",
+        &[("host", "cdn.example"), ("user-agent", "curl/8")],
+    );
+    let fired = |set: &edge_module_waf::RuleSet, r: &edge_module_waf::Request| {
+        edge_module_waf::evaluate(set, r)
+            .matches
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+    };
+    let pl1 = route_rules(1, serde_json::json!({}));
+    let pl3 = route_rules(3, serde_json::json!({}));
+    assert!(!fired(&pl1, &bare).contains(&920300));
+    assert!(fired(&pl3, &bare).contains(&920300));
+
+    // The same SQL injection: blocked at the default threshold (5), scored but let
+    // through when the route raises it.
+    let attack = get(
+        "/vod/a.m3u8?id=1%27%20OR%20%271%27%3D%271",
+        &[
+            ("host", "cdn.example"),
+            ("user-agent", "curl/8"),
+            ("accept", "*/*"),
+        ],
+    );
+    let strict = edge_module_waf::evaluate(&pl1, &attack);
+    assert_eq!(strict.interruption.map(|i| i.rule_id), Some(949110));
+    let lenient = route_rules(1, serde_json::json!({ "anomaly_threshold": 1000 }));
+    let verdict = edge_module_waf::evaluate(&lenient, &attack);
+    assert_eq!(verdict.interruption, None);
+    assert!(verdict.anomaly_score >= 5, "{}", verdict.anomaly_score);
+}
