@@ -394,6 +394,74 @@ async fn concurrent_stream_limits_are_advertised_and_enforced() {
     assert_eq!(response.await.unwrap().status(), 200);
     assert_eq!(send.current_max_send_streams(), 8);
 
+    // ... and enforced: a client that ignores it and opens a ninth stream while eight
+    // slow ones are open gets that stream refused (RST_STREAM REFUSED_STREAM, RFC 9113
+    // §5.1.2); the eight are served.
+    use tokio::io::AsyncWriteExt;
+    let mut tls = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let mut out = clients::H2_PREFACE.to_vec();
+    out.extend_from_slice(&clients::h2_frame(0x4, 0, 0, &[]));
+    let fields: Fields = vec![
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/delay/900/x"),
+    ];
+    for stream in (1..=17).step_by(2) {
+        out.extend_from_slice(&clients::h2_frame(
+            0x1,
+            0x5,
+            stream,
+            &clients::hpack_literals(&fields),
+        ));
+    }
+    tls.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut refused = None;
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload = &buf[9..9 + len];
+            match kind {
+                0x4 if flags & 1 == 0 => tls
+                    .write_all(&clients::h2_frame(0x4, 1, 0, &[]))
+                    .await
+                    .unwrap(),
+                0x1 => {
+                    answered.insert(stream);
+                }
+                0x3 => {
+                    refused = Some((stream, u32::from_be_bytes(payload[..4].try_into().unwrap())))
+                }
+                0x7 => panic!("GOAWAY instead of a refused stream: {payload:?}"),
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+        if answered.len() == 8 && refused.is_some() {
+            break;
+        }
+        let mut chunk = [0u8; 16384];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tls.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            other => panic!("connection ended or timed out ({other:?}): {answered:?} {refused:?}"),
+        }
+    }
+    assert_eq!(refused, Some((17, 0x7)), "ninth stream: REFUSED_STREAM");
+    assert_eq!(
+        answered.into_iter().collect::<Vec<_>>(),
+        vec![1, 3, 5, 7, 9, 11, 13, 15]
+    );
+
     // h3: with 8 slow requests open, a ninth stream cannot open until one finishes.
     let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
     let mut slow = Vec::new();
