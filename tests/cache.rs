@@ -451,6 +451,50 @@ async fn truncated_origin_body_is_never_cached() {
             .contains("origin body failed"),
         "{line}"
     );
+
+    // Three viewers at once over h2, h3 and h2, joined on one fetch that fails: each
+    // stream ends with an error (a reset), none hangs, none looks complete.
+    let path = "/object/trunc2?cc=max-age%3D60&size=100000&truncate=1&chunk_ms=100";
+    let over_h2 = || async {
+        use http_body_util::BodyExt;
+        let mut r = clients::start_tcp(Proto::H2, &node.ca, &node.url(path), &[]).await;
+        let mut n = 0;
+        loop {
+            match r.body_mut().frame().await {
+                Some(Ok(f)) => n += f.into_data().map(|d| d.len()).unwrap_or(0),
+                Some(Err(_)) => return (n, true),
+                None => return (n, false),
+            }
+        }
+    };
+    let over_h3 = async {
+        use bytes::Buf;
+        let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
+        let mut stream = h3.start(&node.url(path), &[]).await;
+        if stream.recv_response().await.is_err() {
+            return (0, true);
+        }
+        let mut n = 0;
+        loop {
+            match stream.recv_data().await {
+                Ok(Some(chunk)) => n += chunk.remaining(),
+                Ok(None) => return (n, false),
+                Err(_) => return (n, true),
+            }
+        }
+    };
+    let (a, b, c) = tokio::time::timeout(support::WAIT, async {
+        tokio::join!(over_h2(), over_h3, over_h2())
+    })
+    .await
+    .expect("a viewer of a failed fetch hung");
+    for (viewer, (bytes, failed)) in [("h2", a), ("h3", b), ("h2", c)] {
+        assert!(
+            failed && bytes < 100_000,
+            "{viewer}: {bytes} bytes, failed: {failed}"
+        );
+    }
+    assert!((1..=3).contains(&origin_count(&origin, "/object/trunc2").await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
