@@ -165,8 +165,20 @@ impl ObjectOrigin {
                     v.to_owned()
                 }
             });
+        // RFC 9110 §13.1.3: If-Modified-Since only counts without If-None-Match, and only
+        // as a valid HTTP date.
+        let if_modified_since = req
+            .headers()
+            .get(header::IF_MODIFIED_SINCE)
+            .filter(|_| if_none_match.is_none())
+            .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+            // HTTP dates have whole seconds and the store's times do not: the date stands
+            // for the whole second it names, as the Last-Modified it echoes was cut to it.
+            .map(|t| t + std::time::Duration::from_nanos(999_999_999))
+            .map(chrono::DateTime::<chrono::Utc>::from);
         let options = GetOptions {
             if_none_match,
+            if_modified_since,
             range: range.clone(),
             head: head_only,
             ..Default::default()
@@ -465,6 +477,28 @@ mod tests {
 
         let (nm, _) = get("/vod/seg.ts", &[("if-none-match", etag.as_str())]).await;
         assert_eq!(nm.status, 304);
+        // If-Modified-Since: 304 at or after the object's time, the object before it;
+        // ignored when If-None-Match is there, or when it is not a date.
+        let modified = full.headers["last-modified"].to_str().unwrap().to_owned();
+        let (ims, _) = get("/vod/seg.ts", &[("if-modified-since", modified.as_str())]).await;
+        assert_eq!(ims.status, 304);
+        let (ims, bytes) = get(
+            "/vod/seg.ts",
+            &[("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!((ims.status.as_u16(), &bytes[..]), (200, &b"0123456789"[..]));
+        let (both, _) = get(
+            "/vod/seg.ts",
+            &[
+                ("if-none-match", "\"other\""),
+                ("if-modified-since", modified.as_str()),
+            ],
+        )
+        .await;
+        assert_eq!(both.status, 200);
+        let (junk, _) = get("/vod/seg.ts", &[("if-modified-since", "yesterday")]).await;
+        assert_eq!(junk.status, 200);
         let (missing, _) = get("/vod/none.ts", &[]).await;
         assert_eq!(missing.status, 404);
         let (escape, _) = get("/vod/../../secret", &[]).await;
