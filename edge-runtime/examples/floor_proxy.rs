@@ -1,0 +1,200 @@
+//! The floor the node's HTTP/1.1 proxy path is measured against: a hyper server that
+//! forwards every request to one origin and nothing else (no routing, limits, forwarding
+//! fields, timeouts, metrics or logs). `bench/floor.sh` runs it beside the node and nginx.
+//!
+//! `floor_proxy pooled|in-task ORIGIN_ADDR` prints its port, then serves on 127.0.0.1:
+//!
+//! - `pooled`: hyper-util's pooled client, as the node uses. Each exchange crosses tasks:
+//!   the request goes to the connection's task through a channel, the response comes back
+//!   through another.
+//! - `in-task`: a hyper client connection driven by the request's own task, kept in a
+//!   pool between requests (how Pingora-style proxies avoid the hand-offs).
+//!
+//! Plain HTTP/1.1 with a bodiless request, on a current-thread runtime like the node's
+//! `workers = 1`.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::net::{TcpListener, TcpStream};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+type Connection = client::Connection<TokioIo<TcpStream>, Empty<Bytes>>;
+
+/// An idle origin connection: the handle to send on and the connection state machine,
+/// which only moves when the task using it polls it.
+struct Idle {
+    sender: client::SendRequest<Empty<Bytes>>,
+    connection: Connection,
+}
+
+type Pool = Arc<Mutex<Vec<Idle>>>;
+
+/// The origin's response body; polling it also drives the origin connection, which goes
+/// back to the pool once the body is complete.
+struct Streamed {
+    body: Incoming,
+    origin: Option<Idle>,
+    pool: Pool,
+}
+
+impl Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(idle) = this.origin.as_mut() {
+            if Pin::new(&mut idle.connection).poll(cx).is_ready() {
+                // Closed or failed: the body below reports how.
+                this.origin = None;
+            }
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        let done = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.body.is_end_stream(),
+            _ => false,
+        };
+        if done {
+            if let Some(idle) = this.origin.take() {
+                this.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(idle);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn in_task(
+    req: Request<Incoming>,
+    pool: Pool,
+    origin: SocketAddr,
+) -> Result<Response<Streamed>, hyper::Error> {
+    let (parts, _) = req.into_parts();
+    let outgoing = Request::from_parts(parts, Empty::<Bytes>::new());
+    let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let mut idle = match pooled {
+        Some(idle) => idle,
+        None => {
+            // A floor measurement needs its origin: without it there is nothing to measure.
+            let tcp = TcpStream::connect(origin).await.unwrap_or_else(|e| {
+                eprintln!("cannot connect to the origin {origin}: {e}");
+                std::process::exit(1)
+            });
+            let _ = tcp.set_nodelay(true);
+            let (sender, connection) = client::handshake(TokioIo::new(tcp)).await?;
+            Idle { sender, connection }
+        }
+    };
+    let mut closed = false;
+    let mut drive = |connection: &mut Connection, cx: &mut Context<'_>| {
+        if !closed && Pin::new(connection).poll(cx).is_ready() {
+            closed = true;
+        }
+    };
+    poll_fn(|cx| {
+        drive(&mut idle.connection, cx);
+        idle.sender.poll_ready(cx)
+    })
+    .await?;
+    let mut response = std::pin::pin!(idle.sender.send_request(outgoing));
+    let response = poll_fn(|cx| {
+        drive(&mut idle.connection, cx);
+        response.as_mut().poll(cx)
+    })
+    .await?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        Streamed {
+            body,
+            origin: (!closed).then_some(idle),
+            pool,
+        },
+    ))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(mode), Some(origin)) = (args.next(), args.next()) else {
+        eprintln!("usage: floor_proxy pooled|in-task ORIGIN_ADDR");
+        std::process::exit(2);
+    };
+    let origin: SocketAddr = origin.parse().expect("ORIGIN_ADDR is host:port");
+    let in_task_mode = match mode.as_str() {
+        "in-task" => true,
+        "pooled" => false,
+        other => {
+            eprintln!("unknown mode {other:?}: pooled or in-task");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("address").port());
+        let pool: Pool = Arc::default();
+        let pooled = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build_http::<Empty<Bytes>>();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (pool, pooled) = (pool.clone(), pooled.clone());
+            tokio::spawn(async move {
+                let io = TokioIo::new(tcp);
+                let server = hyper::server::conn::http1::Builder::new();
+                if in_task_mode {
+                    let service = service_fn(move |req| in_task(req, pool.clone(), origin));
+                    let _ = server.serve_connection(io, service).await;
+                } else {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let pooled = pooled.clone();
+                        async move {
+                            let (mut parts, _) = req.into_parts();
+                            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                            parts.uri = format!("http://{origin}{target}")
+                                .parse()
+                                .expect("origin URL");
+                            pooled
+                                .request(Request::from_parts(parts, Empty::<Bytes>::new()))
+                                .await
+                        }
+                    });
+                    let _ = server.serve_connection(io, service).await;
+                }
+            });
+        }
+    });
+}
