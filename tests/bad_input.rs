@@ -421,15 +421,7 @@ async fn concurrent_stream_limits_are_advertised_and_enforced() {
     let mut refused = None;
     let deadline = Instant::now() + support::WAIT;
     loop {
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, flags) = (buf[3], buf[4]);
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload = &buf[9..9 + len];
+        while let Some((kind, flags, stream, payload)) = clients::take_h2_frame(&mut buf) {
             match kind {
                 0x4 if flags & 1 == 0 => tls
                     .write_all(&clients::h2_frame(0x4, 1, 0, &[]))
@@ -444,7 +436,6 @@ async fn concurrent_stream_limits_are_advertised_and_enforced() {
                 0x7 => panic!("GOAWAY instead of a refused stream: {payload:?}"),
                 _ => {}
             }
-            buf.drain(..9 + len);
         }
         if answered.len() == 8 && refused.is_some() {
             break;
@@ -512,14 +503,7 @@ async fn raw_h2_status(node: &Node, fields: &[(&[u8], &[u8])]) -> Option<u16> {
     let mut buf = Vec::new();
     let deadline = Instant::now() + support::WAIT;
     loop {
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, flags) = (buf[3], buf[4]);
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+        while let Some((kind, flags, stream, block)) = clients::take_h2_frame(&mut buf) {
             if kind == 0x4 && flags & 1 == 0 {
                 // Acknowledge the node's SETTINGS, as a client must.
                 tls.write_all(&clients::h2_frame(0x4, 1, 0, &[]))
@@ -530,7 +514,6 @@ async fn raw_h2_status(node: &Node, fields: &[(&[u8], &[u8])]) -> Option<u16> {
                 // HEADERS: hyper sends the status as an indexed static entry (RFC 7541
                 // App. A: 8 = 200, 12 = 400, 13 = 404) or a literal with name index 8.
                 (0x1, 1) => {
-                    let block = &buf[9..9 + len];
                     return Some(match block[0] {
                         0x88 => 200,
                         0x8c => 400,
@@ -544,7 +527,6 @@ async fn raw_h2_status(node: &Node, fields: &[(&[u8], &[u8])]) -> Option<u16> {
                 (0x3, 1) | (0x7, _) => return None,
                 _ => {}
             }
-            buf.drain(..9 + len);
         }
         let mut chunk = [0u8; 4096];
         let left = deadline.saturating_duration_since(Instant::now());

@@ -137,6 +137,15 @@ fn request(method: Method, body: &'static [u8]) -> Request<origin::Body> {
         .unwrap()
 }
 
+async fn body_of(answer: origin::http::OriginResponse) -> Bytes {
+    let body = answer.response.into_body().collect();
+    tokio::time::timeout(WAIT, body)
+        .await
+        .expect("body not bounded")
+        .unwrap()
+        .to_bytes()
+}
+
 async fn send(
     origin: &HttpOrigin,
     req: Request<origin::Body>,
@@ -157,13 +166,7 @@ async fn only_safe_requests_are_replayed_and_on_the_next_upstream() {
     let answer = send(&origin, request(Method::GET, b"")).await.unwrap();
     assert_eq!(answer.attempts, 2);
     assert_eq!(answer.response.status(), 200);
-    let body = answer
-        .response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = body_of(answer).await;
     assert_eq!(&body[..], b"backup");
     assert_eq!(heads.load(Ordering::SeqCst), 1);
     assert_eq!(backup.requests.load(Ordering::SeqCst), 1);
@@ -253,13 +256,7 @@ async fn http2_with_prior_knowledge() {
     for _ in 0..3 {
         let answer = send(&origin, request(Method::GET, b"")).await.unwrap();
         assert_eq!(answer.response.version(), Version::HTTP_2);
-        let body = answer
-            .response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
+        let body = body_of(answer).await;
         assert_eq!(&body[..], b"h2");
     }
     let versions = upstream.versions.lock().unwrap().clone();
@@ -294,24 +291,12 @@ async fn health_checks_take_an_upstream_out_and_bring_it_back() {
     primary.down.store(true, Ordering::SeqCst);
     wait_for(vec![false, true]).await;
     let answer = send(&origin, request(Method::GET, b"")).await.unwrap();
-    let body = answer
-        .response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = body_of(answer).await;
     assert_eq!(&body[..], b"secondary", "traffic stays off a down primary");
 
     primary.down.store(false, Ordering::SeqCst);
     wait_for(vec![true, true]).await;
     let answer = send(&origin, request(Method::GET, b"")).await.unwrap();
-    let body = answer
-        .response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = body_of(answer).await;
     assert_eq!(&body[..], b"primary", "a recovered primary is first again");
 }

@@ -230,6 +230,23 @@ pub async fn raw_tls_alpn(
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// One HTTP/2 frame read off the front of `buf` (RFC 9113 §4.1): type, flags, stream and
+/// payload; `None` until a whole frame is there.
+pub fn take_h2_frame(buf: &mut Vec<u8>) -> Option<(u8, u8, u32, Vec<u8>)> {
+    if buf.len() < 9 {
+        return None;
+    }
+    let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+    if buf.len() < 9 + len {
+        return None;
+    }
+    let (kind, flags) = (buf[3], buf[4]);
+    let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+    let payload = buf[9..9 + len].to_vec();
+    buf.drain(..9 + len);
+    Some((kind, flags, stream, payload))
+}
+
 /// A raw HTTP/2 frame: 9-byte header and payload (RFC 9113 §4.1).
 pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
