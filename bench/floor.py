@@ -152,7 +152,7 @@ http {{
                 out = wrk(url, 8)
                 after = cpu_ticks(pid)
                 n = int(re.search(r"(\d+) requests in", out).group(1))
-                bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: ", out)
                 if bad or n == 0:
                     sys.exit(f"floor: {name} answered badly:\n{out}")
                 # Every answer must have come from the origin: a proxy, not a cache.

@@ -193,11 +193,7 @@ async fn quic_handshake(
     addr: std::net::SocketAddr,
     ca: std::path::PathBuf,
 ) -> (quinn::Endpoint, Option<quinn::Connection>) {
-    let mut tls = clients::tls_config(&ca, &[b"h3"]);
-    tls.enable_early_data = false;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let endpoint = clients::quic_endpoint("127.0.0.1:0".parse().unwrap(), &ca);
     let connecting = endpoint.connect(addr, "localhost").unwrap();
     let conn = tokio::time::timeout(Duration::from_secs(10), connecting).await;
     (endpoint, conn.ok().and_then(Result::ok))

@@ -31,13 +31,11 @@ use tokio::net::{TcpListener, TcpStream};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-type Connection = client::Connection<TokioIo<TcpStream>, Empty<Bytes>>;
-
 /// An idle origin connection: the handle to send on and the connection state machine,
 /// which only moves when the task using it polls it.
 struct Idle {
     sender: client::SendRequest<Empty<Bytes>>,
-    connection: Connection,
+    connection: client::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
 }
 
 type Pool = Arc<Mutex<Vec<Idle>>>;
@@ -91,6 +89,41 @@ impl Body for Streamed {
     }
 }
 
+/// A connection ready to send on: an idle pooled one that is still open, else a new one.
+async fn checkout(pool: &Pool, origin: SocketAddr) -> Result<Idle, hyper::Error> {
+    loop {
+        let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let fresh = pooled.is_none();
+        let mut idle = match pooled {
+            Some(idle) => idle,
+            None => {
+                // A floor measurement needs its origin: without it there is nothing to measure.
+                let tcp = TcpStream::connect(origin).await.unwrap_or_else(|e| {
+                    eprintln!("cannot connect to the origin {origin}: {e}");
+                    std::process::exit(1)
+                });
+                let _ = tcp.set_nodelay(true);
+                let (sender, connection) = client::handshake(TokioIo::new(tcp)).await?;
+                Idle { sender, connection }
+            }
+        };
+        let mut closed = false;
+        let ready = poll_fn(|cx| {
+            if !closed && Pin::new(&mut idle.connection).poll(cx).is_ready() {
+                closed = true;
+            }
+            idle.sender.poll_ready(cx)
+        })
+        .await;
+        match ready {
+            Ok(()) if !closed => return Ok(idle),
+            Err(e) if fresh => return Err(e),
+            // The origin closed it while it sat in the pool: take another.
+            _ => continue,
+        }
+    }
+}
+
 async fn in_task(
     req: Request<Incoming>,
     pool: Pool,
@@ -98,46 +131,25 @@ async fn in_task(
 ) -> Result<Response<Streamed>, hyper::Error> {
     let (parts, _) = req.into_parts();
     let outgoing = Request::from_parts(parts, Empty::<Bytes>::new());
-    let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut idle = match pooled {
-        Some(idle) => idle,
-        None => {
-            // A floor measurement needs its origin: without it there is nothing to measure.
-            let tcp = TcpStream::connect(origin).await.unwrap_or_else(|e| {
-                eprintln!("cannot connect to the origin {origin}: {e}");
-                std::process::exit(1)
-            });
-            let _ = tcp.set_nodelay(true);
-            let (sender, connection) = client::handshake(TokioIo::new(tcp)).await?;
-            Idle { sender, connection }
-        }
-    };
+    let mut idle = checkout(&pool, origin).await?;
     let mut closed = false;
-    let mut drive = |connection: &mut Connection, cx: &mut Context<'_>| {
-        if !closed && Pin::new(connection).poll(cx).is_ready() {
-            closed = true;
-        }
-    };
-    poll_fn(|cx| {
-        drive(&mut idle.connection, cx);
-        idle.sender.poll_ready(cx)
-    })
-    .await?;
     let mut response = std::pin::pin!(idle.sender.send_request(outgoing));
     let response = poll_fn(|cx| {
-        drive(&mut idle.connection, cx);
+        if !closed && Pin::new(&mut idle.connection).poll(cx).is_ready() {
+            closed = true;
+        }
         response.as_mut().poll(cx)
     })
     .await?;
     let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(
-        parts,
-        Streamed {
-            body,
-            origin: (!closed).then_some(idle),
-            pool,
-        },
-    ))
+    let mut origin = (!closed).then_some(idle);
+    // hyper never polls an empty body (HEAD, 204, 304): its connection goes back now.
+    if body.is_end_stream() {
+        if let Some(idle) = origin.take() {
+            pool.lock().unwrap_or_else(|e| e.into_inner()).push(idle);
+        }
+    }
+    Ok(Response::from_parts(parts, Streamed { body, origin, pool }))
 }
 
 fn main() {
@@ -163,9 +175,11 @@ fn main() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         println!("{}", listener.local_addr().expect("address").port());
         let pool: Pool = Arc::default();
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
         let pooled = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(256)
-            .build_http::<Empty<Bytes>>();
+            .build(connector);
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;

@@ -115,6 +115,16 @@ pub struct H3Client {
     _driver: tokio::task::JoinHandle<()>,
 }
 
+/// A QUIC client endpoint on `local` that trusts `ca` and offers ALPN `h3`.
+pub fn quic_endpoint(local: SocketAddr, ca: &Path) -> quinn::Endpoint {
+    let mut tls = tls_config(ca, &[b"h3"]);
+    tls.enable_early_data = false;
+    let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client(local).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
+    endpoint
+}
+
 impl H3Client {
     pub async fn connect(addr: SocketAddr, ca: &Path) -> H3Client {
         H3Client::connect_from("127.0.0.1:0".parse().unwrap(), addr, ca).await
@@ -123,11 +133,7 @@ impl H3Client {
     /// Connects from a chosen local address (another 127.0.0.0/8 address is another
     /// client to the node).
     pub async fn connect_from(local: SocketAddr, addr: SocketAddr, ca: &Path) -> H3Client {
-        let mut tls = tls_config(ca, &[b"h3"]);
-        tls.enable_early_data = false;
-        let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let mut endpoint = quinn::Endpoint::client(local).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
+        let endpoint = quic_endpoint(local, ca);
         let conn = endpoint
             .connect(addr, "localhost")
             .unwrap()

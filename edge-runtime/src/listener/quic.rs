@@ -191,22 +191,36 @@ async fn connection(
     }
     while requests.join_next().await.is_some() {}
     if draining {
-        // A finished request task has only handed its last bytes to quinn; closing now
-        // would discard what the viewer has not acknowledged yet. Clients close the
-        // connection themselves after a GOAWAY once their requests are done (RFC 9114
-        // §5.2). One that stays open (an idle viewer) is closed once its last bytes have
-        // had time to be acknowledged and re-sent if lost, instead of holding the whole
-        // node until the drain timeout.
+        // A finished request task has only handed its last bytes to quinn, which may
+        // still hold megabytes the viewer has not acknowledged; closing now would discard
+        // them. Clients close the connection themselves after a GOAWAY once their
+        // requests are done (RFC 9114 §5.2). One that stays open (an idle viewer) is
+        // closed once the connection has gone quiet — no acknowledgement arrived and
+        // nothing was sent for a whole grace period, so nothing is left in flight —
+        // instead of holding the node until the drain timeout (which still bounds all).
         let grace = (quic.rtt() * 8).max(DRAIN_GRACE_FLOOR);
-        if tokio::time::timeout(grace, quic.closed()).await.is_err() {
-            quic.close(H3_NO_ERROR.into(), b"draining");
+        let mut seen = traffic(&quic);
+        while tokio::time::timeout(grace, quic.closed()).await.is_err() {
+            let now = traffic(&quic);
+            if now == seen {
+                quic.close(H3_NO_ERROR.into(), b"draining");
+                break;
+            }
+            seen = now;
         }
     }
 }
 
-/// The least time a draining connection's last bytes get to be acknowledged before the
-/// node closes it: many round trips on any path a viewer uses.
+/// How long a draining connection must stay quiet before the node closes it: many round
+/// trips on any path a viewer uses.
 const DRAIN_GRACE_FLOOR: Duration = Duration::from_secs(1);
+
+/// Acknowledgements received and bytes sent so far: while either moves, data is still
+/// being delivered.
+fn traffic(quic: &quinn::Connection) -> (u64, u64) {
+    let stats = quic.stats();
+    (stats.frame_rx.acks, stats.udp_tx.bytes)
+}
 
 /// RFC 9114 §8.1.
 const H3_NO_ERROR: u32 = 0x100;

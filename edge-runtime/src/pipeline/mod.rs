@@ -253,7 +253,10 @@ impl Pipeline {
                 limit: self.max_uri_bytes,
             });
         }
-        let count = req.headers().len();
+        // h2 and h3 viewers may send each cookie as its own field (RFC 9113 §8.2.3, RFC
+        // 9114 §4.2.1), which HTTP/1.1 would carry in one line: they count as one.
+        let cookies = req.headers().get_all(header::COOKIE).iter().count();
+        let count = req.headers().len() - cookies.saturating_sub(1);
         if count > self.max_headers {
             return Err(EdgeError::TooManyHeaders {
                 count,

@@ -47,8 +47,9 @@ fn compile() -> Result<RuleSet, String> {
     if set.body.limit > BODY_BYTES as usize {
         log::warn(&format!(
             "SecRequestBodyLimit {} is above the {BODY_BYTES} bytes the node lends the WAF: \
-             bodies are inspected up to {BODY_BYTES} bytes; a longer one is judged by its \
-             declared Content-Length against the limit",
+             bodies are inspected up to {BODY_BYTES} bytes; a longer one is held to the \
+             limit by its declared Content-Length, and one without (chunked, or h2/h3 \
+             without the field) is not (the node's max_request_body_bytes still is)",
             set.body.limit
         ));
     }
@@ -89,15 +90,17 @@ fn to_waf_request(req: &Request, id: &str) -> WafRequest {
         .map(|q| crate::request::verified_arg_names(&q))
         .unwrap_or_default();
     let body = req.body().unwrap_or_default();
-    // The node lends at most BODY_BYTES: past that, the declared length (if any) is what
-    // SecRequestBodyLimit is compared with.
-    let declared = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
-    let body_length = req
-        .body_truncated()
-        .then(|| declared.unwrap_or(0).max(body.len() + 1));
+    // The node lends at most BODY_BYTES: past that, the declared length is what
+    // SecRequestBodyLimit is compared with. A longer body without one (chunked, or h2/h3
+    // without the field) is taken as one byte over what was lent: its length is unknown
+    // until it has streamed to the origin.
+    let body_length = req.body_truncated().then(|| {
+        let declared = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok());
+        declared.unwrap_or(0).max(body.len() + 1)
+    });
     WafRequest {
         method: req.method(),
         uri,

@@ -1420,9 +1420,7 @@ mod tests {
     use crate::ruleset::{LoadOptions, MemorySource};
 
     fn rules(text: &str) -> RuleSet {
-        let mut files = MemorySource::default();
-        files.files.insert("r.conf".into(), text.into());
-        RuleSet::load(&files, &["r.conf".into()], LoadOptions::default()).unwrap()
+        rules_with(text, &[])
     }
 
     fn fired(set: &RuleSet, uri: &str) -> Vec<u32> {
@@ -1646,8 +1644,8 @@ mod tests {
             "SecRule ARGS:q \"@rx evil\" \"id:80,phase:1,pass,log,\
              logdata:'Matched Data: %{MATCHED_VAR} found within %{MATCHED_VAR_NAME}'\"\n",
         );
-        // 200 bytes of three-byte characters before the match.
-        let uri = format!("/?q={}evil", "%E2%82%AC".repeat(70));
+        // One ASCII byte, then three-byte characters: byte 128 falls inside one.
+        let uri = format!("/?q=x{}evil", "%E2%82%AC".repeat(70));
         let verdict = evaluate(
             &set,
             &Request {
@@ -1658,7 +1656,7 @@ mod tests {
             },
         );
         let data = &verdict.matches[0].data;
-        assert!(data.starts_with("Matched Data: €€"), "{data}");
+        assert!(data.starts_with("Matched Data: x€€"), "{data}");
         assert!(data.ends_with('…'), "{data}");
         assert!(
             data.len() <= MATCHED_DATA_MAX + '…'.len_utf8(),
