@@ -1,11 +1,13 @@
 //! The rule engine natively, in a loop: CRS v4 at paranoia level 1 on a player's segment
 //! request, for profiling the engine without the Wasm host
 //! (`cargo run --release -p edge-module-waf --example eval_loop -- [SECONDS] [--no-prefilter]
-//! [--only TEXT]`, TEXT picking the requests whose name contains it; run it under
-//! `perf record` to see where an evaluation spends its time).
+//! [--only TEXT] [--remember]`, TEXT picking the requests whose name contains it; run it
+//! under `perf record` to see where an evaluation spends its time). `--remember` evaluates
+//! with a memo of clean values, as the module does, and adds a case where every request asks
+//! for a new segment path, as 200 viewers, each with its own token and session id.
 
 use edge_module_waf::config::Config;
-use edge_module_waf::{evaluate, Request};
+use edge_module_waf::{evaluate, evaluate_remembering, CleanValues, Request};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,7 @@ fn main() {
         .unwrap_or(5.0);
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--no-prefilter");
+    let remember = args.iter().any(|a| a == "--remember");
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -97,23 +100,65 @@ fn main() {
     } else {
         rules
     };
-    for (name, request) in requests().into_iter().filter(|(n, _)| n.contains(&only)) {
-        let verdict = evaluate(&rules, &request);
-        assert!(
-            verdict.interruption.is_none(),
-            "{name}: {:?}",
-            verdict.matches
-        );
+    let mut cases: Vec<(&str, Vec<Request>)> = requests()
+        .into_iter()
+        .map(|(name, r)| (name, vec![r]))
+        .collect();
+    if remember {
+        cases.push((
+            "segment GET, new path every time, 200 viewers",
+            viewers(200, 20_000),
+        ));
+    }
+    for (name, batch) in cases.into_iter().filter(|(n, _)| n.contains(&only)) {
+        let mut memo =
+            remember.then(|| CleanValues::new(&rules, edge_module_waf::memo::DEFAULT_ENTRIES));
+        let mut run = |request: &Request| match memo.as_mut() {
+            Some(memo) => evaluate_remembering(&rules, request, memo),
+            None => evaluate(&rules, request),
+        };
+        for request in &batch {
+            let verdict = run(request);
+            assert!(
+                verdict.interruption.is_none(),
+                "{name}: {:?}",
+                verdict.matches
+            );
+        }
         let until = Instant::now() + Duration::from_secs_f64(seconds);
         let started = Instant::now();
         let mut n = 0u64;
+        let mut next = batch.iter().cycle();
         while Instant::now() < until {
             for _ in 0..10 {
-                std::hint::black_box(evaluate(&rules, &request));
+                std::hint::black_box(run(next.next().expect("a request")));
             }
             n += 10;
         }
         let each = started.elapsed().as_secs_f64() * 1e6 / n as f64;
         println!("{name}: {n} evaluations, {each:.1} µs each");
     }
+}
+
+/// `count` segment requests, each for a new path, from `viewers` players that each send
+/// their own token and session id on every request.
+fn viewers(viewers: usize, count: usize) -> Vec<Request> {
+    let template = segment_request();
+    (0..count)
+        .map(|i| {
+            let viewer = i % viewers;
+            let mut r = template.clone();
+            r.uri = format!(
+                "/vod/title-{}/720p/segment_{i:05}.m4s?token=exp%3D1795685752~acl%3D%2Fvod%2F*~hmac%3D{:032x}",
+                i % 37,
+                (viewer as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+            );
+            for (k, v) in r.headers.iter_mut() {
+                if k == "x-playback-session-id" {
+                    *v = format!("3F7A2C1E-9B4D-4E2A-8C6F-{viewer:012X}").into_bytes();
+                }
+            }
+            r
+        })
+        .collect()
 }

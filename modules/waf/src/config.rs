@@ -51,11 +51,24 @@ pub struct Config {
     /// traffic needs (HLS key files, DRM licence requests, JSON beacons). On by default.
     #[serde(default = "yes")]
     pub media_exclusions: bool,
+    /// How many request values the module remembers as clean (matched by none of the rules
+    /// that read them), so the same `User-Agent`, token or segment path is not inspected
+    /// again by those rules on every request; 0: inspect everything every time. Memory: at
+    /// most ~600 bytes per value per instance.
+    #[serde(default = "default_clean_values")]
+    pub clean_values: usize,
+}
+
+fn default_clean_values() -> usize {
+    crate::memo::DEFAULT_ENTRIES
 }
 
 fn yes() -> bool {
     true
 }
+
+/// Bounds the memo's memory in an instance (~600 bytes a value at most: 40 MiB).
+const MAX_CLEAN_VALUES: usize = 65_536;
 
 /// The media exclusion package, built into the module.
 pub const MEDIA_EXCLUSIONS: &str = include_str!("media-exclusions.conf");
@@ -70,6 +83,12 @@ impl Config {
             if !(1..=4).contains(&p) {
                 return Err(format!("waf config: paranoia is 1 to 4, not {p}"));
             }
+        }
+        if config.clean_values > MAX_CLEAN_VALUES {
+            return Err(format!(
+                "waf config: clean_values is at most {MAX_CLEAN_VALUES}, not {}",
+                config.clean_values
+            ));
         }
         if config.anomaly_threshold == Some(0) {
             return Err("waf config: anomaly_threshold must be at least 1".into());

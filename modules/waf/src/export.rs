@@ -3,9 +3,10 @@
 //! passed, with one JSON audit line in the node's log per request that matched a rule.
 
 use crate::config::Config;
+use crate::memo::CleanValues;
 use crate::request::Request as WafRequest;
 use crate::ruleset::RuleSet;
-use crate::transaction::evaluate;
+use crate::transaction::{evaluate, evaluate_remembering};
 use edge_module_sdk::{export_module, log, metrics, Action, Module, Protocol, Request};
 use std::sync::OnceLock;
 
@@ -14,10 +15,16 @@ struct Waf;
 /// The compiled rule set of this instance (the instance serves one route entry).
 static RULES: OnceLock<RuleSet> = OnceLock::new();
 
+thread_local! {
+    /// Values found clean by earlier requests of this instance (`None`: `clean_values = 0`).
+    static CLEAN: std::cell::RefCell<Option<CleanValues>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Request bodies the WAF inspects; more is treated by `SecRequestBodyLimitAction`.
 const BODY_BYTES: u32 = 1 << 20;
 
-fn compile() -> Result<RuleSet, String> {
+/// The rule set and how many clean values to remember.
+fn compile() -> Result<(RuleSet, usize), String> {
     let json = edge_module_sdk::bindings::edge::module::config::get();
     let config = Config::parse(&json)?;
     let set = config.compile().map_err(|e| {
@@ -53,7 +60,7 @@ fn compile() -> Result<RuleSet, String> {
             set.body.limit
         ));
     }
-    Ok(set)
+    Ok((set, config.clean_values))
 }
 
 /// An id for the request (in the 403 page and the audit line): the time, a count of this
@@ -179,7 +186,7 @@ impl Module for Waf {
 
     fn init() -> Result<(), String> {
         if RULES.get().is_none() {
-            let set = compile()?;
+            let (set, clean_values) = compile()?;
             // One ordinary request warms the regexes' lazy DFAs, so the first viewer
             // does not pay for building their states.
             let _ = evaluate(&set, &warm_up_request());
@@ -191,6 +198,9 @@ impl Module for Waf {
                 set.rule_count(),
                 pages * 64 / 1024
             ));
+            if clean_values > 0 {
+                CLEAN.with_borrow_mut(|c| *c = Some(CleanValues::new(&set, clean_values)));
+            }
             let _ = RULES.set(set);
         }
         Ok(())
@@ -203,7 +213,11 @@ impl Module for Waf {
         };
         let now = edge_module_sdk::clock::now_ms();
         let id = request_id(now, &req.client_addr());
-        let verdict = evaluate(rules, &to_waf_request(req, &id));
+        let request = to_waf_request(req, &id);
+        let verdict = CLEAN.with_borrow_mut(|clean| match clean {
+            Some(memo) => evaluate_remembering(rules, &request, memo),
+            None => evaluate(rules, &request),
+        });
         metrics::counter_add("requests", 1);
         let logged = verdict.matches.iter().any(|m| m.logged);
         if logged {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod ftw;
 pub mod injection;
 pub mod macros;
+pub mod memo;
 pub mod operator;
 pub mod prefilter;
 pub mod request;
@@ -26,6 +27,7 @@ pub mod variable;
 #[cfg(all(target_arch = "wasm32", feature = "module"))]
 mod export;
 
+pub use memo::CleanValues;
 pub use request::Request;
 pub use ruleset::{LoadError, RuleSet, RuleSource};
-pub use transaction::{evaluate, Verdict};
+pub use transaction::{evaluate, evaluate_remembering, Verdict};

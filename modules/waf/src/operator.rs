@@ -95,6 +95,34 @@ impl Operator {
         })
     }
 
+    /// Whether the result depends on the value alone (no macro to expand); an operator that
+    /// always or never matches gains nothing from remembering.
+    pub fn is_pure(&self) -> bool {
+        match self {
+            Operator::Rx(_)
+            | Operator::Pm(_)
+            | Operator::StrMatch(_)
+            | Operator::IpMatch(_)
+            | Operator::DetectSqli
+            | Operator::DetectXss
+            | Operator::ValidateUrlEncoding
+            | Operator::ValidateUtf8Encoding
+            | Operator::ValidateByteRange(_) => true,
+            Operator::Contains(t)
+            | Operator::ContainsWord(t)
+            | Operator::BeginsWith(t)
+            | Operator::EndsWith(t)
+            | Operator::Streq(t)
+            | Operator::Within(t)
+            | Operator::Eq(t)
+            | Operator::Ge(t)
+            | Operator::Gt(t)
+            | Operator::Le(t)
+            | Operator::Lt(t) => t.literal().is_some(),
+            Operator::RxDynamic(_) | Operator::UnconditionalMatch | Operator::NoMatch => false,
+        }
+    }
+
     /// Whether `value` matches; with `captures`, fills `TX:0..9` as ModSecurity's
     /// `capture` does (the whole match, then the groups).
     pub fn matches(

@@ -312,7 +312,7 @@ impl Source {
         Source::RequestBody,
     ];
 
-    fn bit(self) -> u32 {
+    pub(crate) fn bit(self) -> u32 {
         1 << self as u8
     }
 }
@@ -320,7 +320,7 @@ impl Source {
 /// The sources a collection's values come from; `None` for what a rule can change while the
 /// request runs (`TX`, `MATCHED_VAR`...) or the engine derives (counts, sizes, flags): rules
 /// on those are always evaluated.
-fn sources(c: Collection) -> Option<u32> {
+pub(crate) fn sources(c: Collection) -> Option<u32> {
     use Source as S;
     let bits = |list: &[Source]| list.iter().fold(0, |acc, s| acc | s.bit());
     Some(match c {

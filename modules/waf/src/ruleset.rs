@@ -145,6 +145,13 @@ pub struct Link {
     pub ctls: Vec<Ctl>,
     /// Set when a literal prefilter can rule this link out (see `prefilter`).
     pub prefilter: Option<crate::prefilter::Slot>,
+    /// The link's number among those whose result depends on the value alone (see
+    /// `memo`): a value it did not match can be remembered as clean for it.
+    pub memo: Option<u32>,
+    /// With `memo`: the sources (a bit set of `prefilter::Source`) every value of the link
+    /// comes from, when they are all request data; 0 when some target is not (a count, TX).
+    /// A link whose number is clean for every value of these sources is skipped whole.
+    pub memo_sources: u32,
 }
 
 #[derive(Debug)]
@@ -193,6 +200,11 @@ pub struct RuleSet {
     pub body: BodyConfig,
     /// The literal prefilters of the `@rx` links that have one.
     pub(crate) prefilters: crate::prefilter::Prefilters,
+    /// How many links have a `memo` number.
+    pub(crate) memo_links: usize,
+    /// Different for every rule set loaded in this process, so remembered results of one
+    /// are never read for another.
+    pub(crate) id: u64,
     /// Rules dropped because they did not compile (with `skip_errors`) and accepted
     /// directives or actions that have no effect here.
     pub warnings: Vec<Problem>,
@@ -246,6 +258,8 @@ impl RuleSet {
                 engine: EngineMode::On,
                 body: BodyConfig::default(),
                 prefilters: Default::default(),
+                memo_links: 0,
+                id: 0,
                 warnings: Vec::new(),
             },
             defaults: Default::default(),
@@ -271,7 +285,55 @@ impl RuleSet {
         }));
         set.resolve_skips();
         set.prefilters = crate::prefilter::build(&mut set.phases);
+        set.number_memo_links();
+        static LOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        set.id = LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(set)
+    }
+
+    /// Numbers the links whose verdict on a value depends on the value alone: they read
+    /// request variables through pure transformations and an operator without macros.
+    fn number_memo_links(&mut self) {
+        let mut n = 0u32;
+        for item in self.phases.iter_mut().flatten() {
+            if let Item::Rule(rule) = item {
+                for link in &mut rule.links {
+                    let Some(targets) = &link.targets else {
+                        continue;
+                    };
+                    if link.operator.is_pure() {
+                        link.memo = Some(n);
+                        n += 1;
+                        link.memo_sources = targets
+                            .include
+                            .iter()
+                            .map(|t| {
+                                (!t.count)
+                                    .then(|| crate::prefilter::sources(t.collection))
+                                    .flatten()
+                            })
+                            .try_fold(0, |acc, s| Some(acc | s?))
+                            .unwrap_or(0);
+                    }
+                }
+            }
+        }
+        self.memo_links = n as usize;
+    }
+
+    /// The same rules with no link remembered as clean for a value: what the memo must
+    /// never differ from, for tests and measurements.
+    pub fn without_memo(mut self) -> RuleSet {
+        for item in self.phases.iter_mut().flatten() {
+            if let Item::Rule(rule) = item {
+                rule.links.iter_mut().for_each(|l| {
+                    l.memo = None;
+                    l.memo_sources = 0;
+                });
+            }
+        }
+        self.memo_links = 0;
+        self
     }
 
     fn resolve_skips(&mut self) {
@@ -724,6 +786,8 @@ impl Loader<'_> {
                 setvars: a.setvars.clone(),
                 ctls: a.ctls.clone(),
                 prefilter: None,
+                memo: None,
+                memo_sources: 0,
             })
         };
 

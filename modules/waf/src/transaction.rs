@@ -5,6 +5,7 @@
 use crate::action::{self, Ctl, Disruptive, EngineMode, Flow, IdRange, SetVar};
 use crate::body::{self, FilePart, MultipartFlags, Pair};
 use crate::macros::{MacroVar, Resolve, Template};
+use crate::memo::CleanValues;
 use crate::operator::number;
 use crate::prefilter::{Slot, Source};
 use crate::request::Request;
@@ -72,7 +73,19 @@ impl Verdict {
 
 /// Evaluates the request-side phases (1 and 2) of `rules` on `request`.
 pub fn evaluate(rules: &RuleSet, request: &Request) -> Verdict {
-    let mut tx = Transaction::new(rules, request);
+    let mut tx = Transaction::new(rules, request, None);
+    tx.run();
+    tx.verdict()
+}
+
+/// [`evaluate`], skipping the links `memo` knows a value to be clean for, and teaching it
+/// the values this request finds clean. The verdict is the same as [`evaluate`]'s.
+pub fn evaluate_remembering(rules: &RuleSet, request: &Request, memo: &mut CleanValues) -> Verdict {
+    if !memo.fits(rules) {
+        *memo = CleanValues::new(rules, memo.capacity());
+    }
+    memo.begin_request();
+    let mut tx = Transaction::new(rules, request, Some(memo));
     tx.run();
     tx.verdict()
 }
@@ -146,6 +159,19 @@ struct Transaction<'r> {
     /// Per prefilter group, which of its links may match in this phase (computed when a
     /// phase first reaches one of them).
     prefilter_hits: RefCell<Vec<GroupHits>>,
+    /// Values known clean for pure links, across requests.
+    memo: RefCell<Option<&'r mut CleanValues>>,
+    /// Per source (computed when a phase first asks): the links clean for every one of its
+    /// values, the memo's bits of those values ANDed.
+    clean_sources: RefCell<CleanSources>,
+}
+
+#[derive(Default)]
+struct CleanSources {
+    /// The sources computed in this phase (a bit set of `Source`).
+    computed: u32,
+    /// `stride` words per source, in `Source` order.
+    bits: Vec<u64>,
 }
 
 /// What a prefilter group's scans of the request found so far.
@@ -195,6 +221,20 @@ struct Value<'a> {
 }
 
 impl Value<'_> {
+    /// Only values borrowed from the request stay put; TX and MATCHED_VAR change as rules
+    /// run.
+    fn is_volatile(&self) -> bool {
+        self.count
+            || matches!(
+                self.collection,
+                Collection::Tx
+                    | Collection::MatchedVar
+                    | Collection::MatchedVars
+                    | Collection::MatchedVarName
+                    | Collection::MatchedVarsNames
+            )
+    }
+
     fn name(&self) -> String {
         // A value found again through MATCHED_VARS keeps the name it was found under.
         if matches!(
@@ -204,21 +244,24 @@ impl Value<'_> {
         {
             return String::from_utf8_lossy(&self.key).into_owned();
         }
-        let prefix = if self.count { "&" } else { "" };
-        if self.key.is_empty() {
-            format!("{prefix}{}", self.collection.name())
-        } else {
-            format!(
-                "{prefix}{}:{}",
-                self.collection.name(),
-                String::from_utf8_lossy(&self.key)
-            )
+        // Pushed piece by piece: `format!` was a tenth of a benign request's evaluation.
+        let collection = self.collection.name();
+        let key = String::from_utf8_lossy(&self.key);
+        let mut name = String::with_capacity(2 + collection.len() + key.len());
+        if self.count {
+            name.push('&');
         }
+        name.push_str(collection);
+        if !key.is_empty() {
+            name.push(':');
+            name.push_str(&key);
+        }
+        name
     }
 }
 
 impl<'r> Transaction<'r> {
-    fn new(rules: &'r RuleSet, req: &'r Request) -> Self {
+    fn new(rules: &'r RuleSet, req: &'r Request, memo: Option<&'r mut CleanValues>) -> Self {
         let raw_uri = req.uri.as_bytes();
         // Absolute-form (`http://host/p`): REQUEST_URI drops scheme and host.
         let uri: Vec<u8> = match req.uri.find("://") {
@@ -294,7 +337,8 @@ impl<'r> Transaction<'r> {
             data,
             state: State {
                 mode: rules.engine,
-                tx: FastMap::default(),
+                // CRS's setup and initialization set about 60 variables per request.
+                tx: FastMap::with_capacity_and_hasher(128, Default::default()),
                 matched_var: None,
                 matched_vars: Vec::new(),
                 removed_ids: Vec::new(),
@@ -324,6 +368,8 @@ impl<'r> Transaction<'r> {
                     })
                     .collect(),
             ),
+            memo: RefCell::new(memo),
+            clean_sources: Default::default(),
         }
     }
 
@@ -364,6 +410,9 @@ impl<'r> Transaction<'r> {
     fn process_body(&mut self) {
         // The body processor replaces argument lists: cached addresses may be reused.
         self.transform_cache.get_mut().clear();
+        if let Some(memo) = self.memo.get_mut() {
+            memo.forget_addresses();
+        }
         if let Some(p) = self.state.forced_processor.take() {
             self.data.processor = Some(p);
         }
@@ -447,6 +496,7 @@ impl<'r> Transaction<'r> {
             hits.scanned = 0;
             hits.slots.fill(0);
         }
+        self.clean_sources.get_mut().computed = 0;
         let mut i = 0;
         while i < items.len() {
             if self.state.allowed || self.state.interruption.is_some() {
@@ -516,10 +566,10 @@ impl<'r> Transaction<'r> {
             }
             return true;
         };
-        if let Some(slot) = link.prefilter {
-            if !self.may_match(slot) {
-                // None of the link's factors is in any request value: no value can match,
-                // which is what evaluating it would find, without its side effects.
+        if let Some(n) = link.memo {
+            if link.memo_sources != 0 && self.clean_for_sources(link.memo_sources, n) {
+                // Every value the link can read is known not to match it: evaluating it
+                // would find no match and have no effect.
                 return false;
             }
         }
@@ -530,8 +580,27 @@ impl<'r> Transaction<'r> {
         {
             let this = &*self;
             let ctx = Ctx { tx: this, rule };
+            // Asked once, when a value is first left to evaluate.
+            let mut may_match: Option<bool> = None;
             for target in &targets.include {
                 this.each_value(rule, target, targets, &mut |v| {
+                    let known = link.memo.and_then(|n| Some((this.memo_entry(&v)?, n)));
+                    if let Some((entry, n)) = known {
+                        if this.with_memo(|m| m.is_clean(entry, n)) == Some(true) {
+                            return;
+                        }
+                    }
+                    if let Some(slot) = link.prefilter {
+                        // None of the link's factors is in any request value: no value can
+                        // match, which is what evaluating it would find, without its side
+                        // effects.
+                        if !*may_match.get_or_insert_with(|| this.may_match(slot)) {
+                            if let Some((entry, n)) = known {
+                                this.with_memo(|m| m.set_clean(entry, n));
+                            }
+                            return;
+                        }
+                    }
                     let mut hit = None;
                     if link.multi_match {
                         let mut current: Cow<[u8]> = Cow::Borrowed(v.value.as_ref());
@@ -553,14 +622,21 @@ impl<'r> Transaction<'r> {
                             hit = Some(transformed.bytes().to_vec());
                         }
                     }
-                    if let Some(value) = hit {
-                        let captures =
-                            (link.capture && !link.negated).then(|| std::mem::take(&mut captures));
-                        hits.push(Hit {
-                            name: v.name(),
-                            value,
-                            captures,
-                        });
+                    match hit {
+                        Some(value) => {
+                            let captures = (link.capture && !link.negated)
+                                .then(|| std::mem::take(&mut captures));
+                            hits.push(Hit {
+                                name: v.name(),
+                                value,
+                                captures,
+                            });
+                        }
+                        None => {
+                            if let Some((entry, n)) = known {
+                                this.with_memo(|m| m.set_clean(entry, n));
+                            }
+                        }
                     }
                 });
             }
@@ -587,6 +663,63 @@ impl<'r> Transaction<'r> {
             }
         }
         matched
+    }
+
+    /// The memo's entry for a value that stays put for the whole request (borrowed from
+    /// the request, not TX or MATCHED_VAR, which change as rules run), when remembered.
+    fn memo_entry(&self, v: &Value<'_>) -> Option<u32> {
+        let Cow::Borrowed(bytes) = &v.value else {
+            return None;
+        };
+        if v.is_volatile() {
+            return None;
+        }
+        self.with_memo(|m| m.entry(bytes)).flatten()
+    }
+
+    /// Whether link `n` is known clean for every value of `sources` (a link with no value
+    /// to read matches nothing either).
+    fn clean_for_sources(&self, sources: u32, n: u32) -> bool {
+        let mut memo = self.memo.borrow_mut();
+        let Some(memo) = memo.as_deref_mut() else {
+            return false;
+        };
+        let stride = memo.stride();
+        let mut clean = self.clean_sources.borrow_mut();
+        if clean.bits.len() != Source::ALL.len() * stride {
+            clean.bits = vec![0; Source::ALL.len() * stride];
+        }
+        for source in Source::ALL {
+            if sources & source.bit() == 0 {
+                continue;
+            }
+            let at = source as usize * stride;
+            if clean.computed & source.bit() == 0 {
+                clean.computed |= source.bit();
+                let words = &mut clean.bits[at..at + stride];
+                words.fill(u64::MAX);
+                let complete =
+                    self.each_source_value(source, &mut |value| match memo.entry(value) {
+                        Some(e) => words
+                            .iter_mut()
+                            .zip(memo.clean_links(e))
+                            .for_each(|(w, c)| *w &= c),
+                        None => words.fill(0),
+                    });
+                if !complete {
+                    words.fill(0);
+                }
+            }
+            if clean.bits[at + n as usize / 64] & (1 << (n % 64)) == 0 {
+                return false;
+            }
+        }
+        memo.skipped_link();
+        true
+    }
+
+    fn with_memo<T>(&self, f: impl FnOnce(&mut CleanValues) -> T) -> Option<T> {
+        self.memo.borrow_mut().as_deref_mut().map(f)
     }
 
     /// Whether the prefiltered link in `slot` can match: the scans of the sources it reads
@@ -677,19 +810,8 @@ impl<'r> Transaction<'r> {
         if link.transforms.is_empty() {
             return Transformed::Borrowed(&v.value);
         }
-        // Only values borrowed from the request stay put; TX and MATCHED_VAR change as
-        // rules run.
-        let volatile = v.count
-            || matches!(
-                v.collection,
-                Collection::Tx
-                    | Collection::MatchedVar
-                    | Collection::MatchedVars
-                    | Collection::MatchedVarName
-                    | Collection::MatchedVarsNames
-            );
         match &v.value {
-            Cow::Borrowed(value) if !volatile => {
+            Cow::Borrowed(value) if !v.is_volatile() => {
                 self.transformed_stable(link.chain, &link.transforms, value)
             }
             other => match transform_all(&link.transforms, other) {
@@ -1354,7 +1476,7 @@ fn hex(b: u8) -> Option<u8> {
 /// viewer influences (a header name captured into a TX name) are bounded by the request's
 /// own size, so a crafted collision only slows that request.
 #[derive(Default, Clone, Copy)]
-struct FxHasher {
+pub(crate) struct FxHasher {
     hash: u64,
 }
 

@@ -88,6 +88,54 @@ fn the_prefilter_never_changes_a_verdict() {
     assert!(requests > 4000, "{requests} requests");
 }
 
+/// Remembering clean values only skips what would not match: over every request of the CRS
+/// regression tests at paranoia level 4, evaluated twice over with one memo (the second
+/// pass finds most values remembered; a small memo also evicts all the time), every verdict
+/// equals the full evaluation's, rule for rule.
+#[test]
+fn remembering_clean_values_never_changes_a_verdict() {
+    let fast = ftw::load_for_tests(&[crs().join("rules")], 4).expect("CRS loads");
+    let full = ftw::load_for_tests(&[crs().join("rules")], 4)
+        .expect("CRS loads")
+        .without_memo();
+    let files = ftw::load_tests(&crs().join("tests")).expect("tests load");
+    let requests: Vec<(&str, &edge_module_waf::Request)> = files
+        .iter()
+        .flat_map(|f| &f.cases)
+        .flat_map(|c| c.stages.iter().map(move |s| (c.id.as_str(), s)))
+        .filter_map(|(id, s)| Some((id, s.request.as_ref().ok()?)))
+        .collect();
+    assert!(requests.len() > 4000, "{} requests", requests.len());
+    let expected: Vec<_> = requests
+        .iter()
+        .map(|(_, r)| edge_module_waf::evaluate(&full, r))
+        .collect();
+    let ids = |v: &edge_module_waf::Verdict| {
+        v.matches
+            .iter()
+            .map(|m| (m.id, m.variable.clone(), m.data.clone()))
+            .collect::<Vec<_>>()
+    };
+    for entries in [64, edge_module_waf::memo::DEFAULT_ENTRIES] {
+        let mut memo = edge_module_waf::CleanValues::new(&fast, entries);
+        for pass in 0..2 {
+            for ((id, request), b) in requests.iter().zip(&expected) {
+                let a = edge_module_waf::evaluate_remembering(&fast, request, &mut memo);
+                let at = format!("{id} (memo of {entries}, pass {pass})");
+                assert_eq!(ids(&a), ids(b), "{at}: matches differ");
+                assert_eq!(a.anomaly_score, b.anomaly_score, "{at}");
+                assert_eq!(a.interruption, b.interruption, "{at}");
+            }
+        }
+        let (links, clean, looked_up) = memo.counts();
+        assert!(
+            links > 10_000 && clean > 10_000,
+            "memo of {entries}: {links} links skipped whole, {clean} of {looked_up} values \
+             found clean"
+        );
+    }
+}
+
 /// CRS as a route runs it, with the route's overrides applied to the JSON config.
 fn route_rules(paranoia: u8, overrides: serde_json::Value) -> edge_module_waf::RuleSet {
     let mut config = edge_module_waf::config::crs_route_config(&crs(), paranoia).unwrap();
