@@ -1,7 +1,9 @@
 //! The WAF with OWASP CRS v4 at paranoia level 1: the cost of one request through the
 //! `waf` standard module in the Wasm host (a pooled resident instance, the request hook),
-//! for a player's segment request, a 4 KiB form POST and an attack; and the same
-//! evaluations natively, for reference.
+//! for a player's segment request (the same one again and again, and a new segment path
+//! every time from 200 viewers with their own tokens and session ids), a 4 KiB form POST
+//! and an attack; with the module's memo of clean values (the default) and without it
+//! (`clean_values = 0`); and the same evaluations natively, for reference.
 //!
 //! `cargo bench -p edge-runtime --bench waf`; prints p50/p99 per case.
 
@@ -41,6 +43,32 @@ struct Case {
     headers: Vec<(&'static str, &'static str)>,
     body: Bytes,
     blocked: bool,
+    /// A new segment path on every request, from one of 200 viewers (token and session id).
+    new_path_each_time: bool,
+}
+
+/// Request `i` of a case: its target and headers.
+fn nth(case: &Case, i: usize) -> (String, Vec<(&'static str, String)>) {
+    let mut headers: Vec<(&str, String)> = case
+        .headers
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    if !case.new_path_each_time {
+        return (case.target.to_string(), headers);
+    }
+    let viewer = i % 200;
+    for (k, v) in &mut headers {
+        if *k == "x-playback-session-id" {
+            *v = format!("3F7A2C1E-9B4D-4E2A-8C6F-{viewer:012X}");
+        }
+    }
+    let target = format!(
+        "/vod/title-{}/720p/segment_{i:06}.m4s?token=exp%3D1795685752~acl%3D%2Fvod%2F*~hmac%3D{:032x}",
+        i % 37,
+        (viewer as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+    );
+    (target, headers)
 }
 
 fn player_headers() -> Vec<(&'static str, &'static str)> {
@@ -82,6 +110,16 @@ fn cases() -> Vec<Case> {
             headers: player_headers(),
             body: Bytes::new(),
             blocked: false,
+            new_path_each_time: false,
+        },
+        Case {
+            name: "segment GET, a new path every time, 200 viewers",
+            method: "GET",
+            target: "",
+            headers: player_headers(),
+            body: Bytes::new(),
+            blocked: false,
+            new_path_each_time: true,
         },
         Case {
             name: "POST with a 4 KiB form body",
@@ -90,6 +128,7 @@ fn cases() -> Vec<Case> {
             headers: form_headers,
             body: form_4k(),
             blocked: false,
+            new_path_each_time: false,
         },
         Case {
             name: "attack: SQL injection in the query (blocked)",
@@ -98,6 +137,7 @@ fn cases() -> Vec<Case> {
             headers: player_headers(),
             body: Bytes::new(),
             blocked: true,
+            new_path_each_time: false,
         },
     ]
 }
@@ -118,14 +158,16 @@ fn host() -> ModuleHost {
 fn run_once(
     chain: &Chain,
     case: &Case,
+    i: usize,
     services: &Arc<Services>,
     rt: &tokio::runtime::Runtime,
 ) -> bool {
+    let (target, headers) = nth(case, i);
     let mut req = http::Request::builder()
         .method(case.method)
-        .uri(format!("https://cdn.example.com{}", case.target));
-    for (k, v) in &case.headers {
-        req = req.header(*k, *v);
+        .uri(format!("https://cdn.example.com{target}"));
+    for (k, v) in &headers {
+        req = req.header(*k, v);
     }
     let mut parts = req.body(()).expect("request").into_parts().0;
     let body = (!case.body.is_empty()).then(|| (case.body.clone(), false));
@@ -145,15 +187,15 @@ fn run_once(
     })
 }
 
-fn native_request(case: &Case) -> edge_module_waf::Request {
+fn native_request(case: &Case, i: usize) -> edge_module_waf::Request {
+    let (target, headers) = nth(case, i);
     edge_module_waf::Request {
         method: case.method.into(),
-        uri: case.target.into(),
+        uri: target,
         protocol: "HTTP/1.1".into(),
-        headers: case
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
             .collect(),
         body: case.body.to_vec(),
         body_length: None,
@@ -179,25 +221,44 @@ fn main() {
         rules.rule_count(),
         started.elapsed().as_secs_f64() * 1e3
     );
-    for case in cases() {
-        let request = native_request(&case);
-        let verdict = edge_module_waf::evaluate(&rules, &request);
-        assert_eq!(
-            verdict.interruption.is_some(),
-            case.blocked,
-            "{}: {:?}",
-            case.name,
-            verdict.matches
-        );
-        let times = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(edge_module_waf::evaluate(&rules, &request));
-                t.elapsed()
-            })
-            .collect();
-        let (p50, p99) = support::percentiles(times);
-        println!("native | {} | p50 {p50:.1} µs | p99 {p99:.1} µs", case.name);
+    for remember in [true, false] {
+        let label = if remember { "remembering" } else { "no memo" };
+        let mut memo =
+            edge_module_waf::CleanValues::new(&rules, edge_module_waf::memo::DEFAULT_ENTRIES);
+        let mut evaluate = |request: &edge_module_waf::Request| {
+            if remember {
+                edge_module_waf::evaluate_remembering(&rules, request, &mut memo)
+            } else {
+                edge_module_waf::evaluate(&rules, request)
+            }
+        };
+        for case in cases() {
+            let requests: Vec<_> = (0..warm + runs).map(|i| native_request(&case, i)).collect();
+            let verdict = evaluate(&requests[0]);
+            assert_eq!(
+                verdict.interruption.is_some(),
+                case.blocked,
+                "{}: {:?}",
+                case.name,
+                verdict.matches
+            );
+            for request in &requests[..warm] {
+                evaluate(request);
+            }
+            let times = requests[warm..]
+                .iter()
+                .map(|request| {
+                    let t = Instant::now();
+                    std::hint::black_box(evaluate(request));
+                    t.elapsed()
+                })
+                .collect();
+            let (p50, p99) = support::percentiles(times);
+            println!(
+                "native, {label} | {} | p50 {p50:.1} µs | p99 {p99:.1} µs",
+                case.name
+            );
+        }
     }
 
     let host = host();
@@ -206,39 +267,46 @@ fn main() {
         .build()
         .expect("runtime");
     let slot = host.slot("waf").expect("slot");
-    let chain = Chain::new(
-        "bench",
-        OnError::FailClosed,
-        vec![(slot, Arc::<str>::from(config.as_str()))],
-    );
-    let started = Instant::now();
-    // The first request starts a resident instance: `init` compiles CRS inside the module.
-    run_once(&chain, &cases()[0], &host.services, &rt);
-    println!(
-        "through the host: first request (instance start + CRS compiled in Wasm) {:.0} ms",
-        started.elapsed().as_secs_f64() * 1e3
-    );
-    for case in cases() {
-        assert_eq!(
-            run_once(&chain, &case, &host.services, &rt),
-            case.blocked,
-            "{}",
-            case.name
+    let mut no_memo: serde_json::Value = serde_json::from_str(&config).expect("config JSON");
+    no_memo["clean_values"] = 0.into();
+    for (label, config) in [
+        ("remembering", config.clone()),
+        ("no memo", no_memo.to_string()),
+    ] {
+        let chain = Chain::new(
+            "bench",
+            OnError::FailClosed,
+            vec![(slot.clone(), Arc::<str>::from(config.as_str()))],
         );
-        for _ in 0..warm {
-            run_once(&chain, &case, &host.services, &rt);
-        }
-        let times = (0..runs)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(run_once(&chain, &case, &host.services, &rt));
-                t.elapsed()
-            })
-            .collect();
-        let (p50, p99) = support::percentiles(times);
+        let started = Instant::now();
+        // The first request starts a resident instance: `init` compiles CRS inside the module.
+        run_once(&chain, &cases()[0], 0, &host.services, &rt);
         println!(
-            "through the host | {} | p50 {p50:.1} µs | p99 {p99:.1} µs",
-            case.name
+            "through the host, {label}: first request (instance start + CRS compiled in Wasm) {:.0} ms",
+            started.elapsed().as_secs_f64() * 1e3
         );
+        for case in cases() {
+            assert_eq!(
+                run_once(&chain, &case, 0, &host.services, &rt),
+                case.blocked,
+                "{}",
+                case.name
+            );
+            for i in 0..warm {
+                run_once(&chain, &case, i, &host.services, &rt);
+            }
+            let times = (warm..warm + runs)
+                .map(|i| {
+                    let t = Instant::now();
+                    std::hint::black_box(run_once(&chain, &case, i, &host.services, &rt));
+                    t.elapsed()
+                })
+                .collect();
+            let (p50, p99) = support::percentiles(times);
+            println!(
+                "through the host, {label} | {} | p50 {p50:.1} µs | p99 {p99:.1} µs",
+                case.name
+            );
+        }
     }
 }

@@ -42,6 +42,15 @@ pub enum Operator {
     NoMatch,
 }
 
+/// An operator's argument: a literal one (all but a few) is read in place, no copy per
+/// call.
+fn argument<'t>(t: &'t Template, resolver: &dyn Resolve) -> std::borrow::Cow<'t, [u8]> {
+    match t.literal() {
+        Some(l) => std::borrow::Cow::Borrowed(l.as_bytes()),
+        None => std::borrow::Cow::Owned(t.expand(resolver)),
+    }
+}
+
 /// Reads a data file named by `@pmFromFile` / `@ipMatchFromFile`, relative to the rule
 /// file that names it.
 pub type DataFiles<'a> = &'a dyn Fn(&str) -> Result<String, String>;
@@ -131,12 +140,7 @@ impl Operator {
         resolver: &dyn Resolve,
         captures: Option<&mut Vec<Vec<u8>>>,
     ) -> bool {
-        let expand = |t: &Template| -> Vec<u8> {
-            match t.literal() {
-                Some(l) => l.as_bytes().to_vec(),
-                None => t.expand(resolver),
-            }
-        };
+        let expand = |t| argument(t, resolver);
         match self {
             Operator::Rx(re) => regex_match(re, value, captures),
             Operator::RxDynamic(t) => {
@@ -163,7 +167,7 @@ impl Operator {
             Operator::ContainsWord(t) => contains_word(value, &expand(t)),
             Operator::BeginsWith(t) => value.starts_with(&expand(t)),
             Operator::EndsWith(t) => value.ends_with(&expand(t)),
-            Operator::Streq(t) => value == expand(t).as_slice(),
+            Operator::Streq(t) => value == expand(t).as_ref(),
             Operator::StrMatch(finder) => finder.find(value).is_some(),
             // The empty string is within anything (ModSecurity v2 and v3, Coraza): an empty
             // REQUEST_METHOD is not "outside" `tx.allowed_methods`.

@@ -148,10 +148,10 @@ pub struct Link {
     /// The link's number among those whose result depends on the value alone (see
     /// `memo`): a value it did not match can be remembered as clean for it.
     pub memo: Option<u32>,
-    /// With `memo`: the sources (a bit set of `prefilter::Source`) every value of the link
-    /// comes from, when they are all request data; 0 when some target is not (a count, TX).
-    /// A link whose number is clean for every value of these sources is skipped whole.
-    pub memo_sources: u32,
+    /// With `memo`: the value sets (`RuleSet::memo_sets`) its targets read, when they all
+    /// read request data; empty when some target does not (a count, TX). A link whose
+    /// number is clean for every value of these sets is skipped whole.
+    pub memo_sets: Box<[u32]>,
 }
 
 #[derive(Debug)]
@@ -202,6 +202,9 @@ pub struct RuleSet {
     pub(crate) prefilters: crate::prefilter::Prefilters,
     /// How many links have a `memo` number.
     pub(crate) memo_links: usize,
+    /// The distinct request-data targets of those links (a collection and a selector, no
+    /// exclusions): a link reads a subset of the values of each of its sets.
+    pub(crate) memo_sets: Vec<crate::variable::Target>,
     /// Different for every rule set loaded in this process, so remembered results of one
     /// are never read for another.
     pub(crate) id: u64,
@@ -259,6 +262,7 @@ impl RuleSet {
                 body: BodyConfig::default(),
                 prefilters: Default::default(),
                 memo_links: 0,
+                memo_sets: Vec::new(),
                 id: 0,
                 warnings: Vec::new(),
             },
@@ -295,27 +299,37 @@ impl RuleSet {
     /// request variables through pure transformations and an operator without macros.
     fn number_memo_links(&mut self) {
         let mut n = 0u32;
+        let mut sets: BTreeMap<String, u32> = BTreeMap::new();
         for item in self.phases.iter_mut().flatten() {
-            if let Item::Rule(rule) = item {
-                for link in &mut rule.links {
-                    let Some(targets) = &link.targets else {
-                        continue;
-                    };
-                    if link.operator.is_pure() {
-                        link.memo = Some(n);
-                        n += 1;
-                        link.memo_sources = targets
-                            .include
-                            .iter()
-                            .map(|t| {
-                                (!t.count)
-                                    .then(|| crate::prefilter::sources(t.collection))
-                                    .flatten()
-                            })
-                            .try_fold(0, |acc, s| Some(acc | s?))
-                            .unwrap_or(0);
-                    }
+            let Item::Rule(rule) = item else { continue };
+            for link in &mut rule.links {
+                let Some(targets) = &link.targets else {
+                    continue;
+                };
+                if !link.operator.is_pure() {
+                    continue;
                 }
+                link.memo = Some(n);
+                n += 1;
+                let request_data = targets
+                    .include
+                    .iter()
+                    .all(|t| !t.count && crate::prefilter::sources(t.collection).is_some());
+                if !request_data {
+                    continue;
+                }
+                link.memo_sets = targets
+                    .include
+                    .iter()
+                    .map(|t| {
+                        let key = format!("{:?} {:?}", t.collection, t.selector);
+                        let next = self.memo_sets.len() as u32;
+                        *sets.entry(key).or_insert_with(|| {
+                            self.memo_sets.push(t.clone());
+                            next
+                        })
+                    })
+                    .collect();
             }
         }
         self.memo_links = n as usize;
@@ -328,11 +342,12 @@ impl RuleSet {
             if let Item::Rule(rule) = item {
                 rule.links.iter_mut().for_each(|l| {
                     l.memo = None;
-                    l.memo_sources = 0;
+                    l.memo_sets = Box::default();
                 });
             }
         }
         self.memo_links = 0;
+        self.memo_sets.clear();
         self
     }
 
@@ -787,7 +802,7 @@ impl Loader<'_> {
                 ctls: a.ctls.clone(),
                 prefilter: None,
                 memo: None,
-                memo_sources: 0,
+                memo_sets: Box::default(),
             })
         };
 

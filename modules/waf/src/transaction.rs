@@ -161,16 +161,16 @@ struct Transaction<'r> {
     prefilter_hits: RefCell<Vec<GroupHits>>,
     /// Values known clean for pure links, across requests.
     memo: RefCell<Option<&'r mut CleanValues>>,
-    /// Per source (computed when a phase first asks): the links clean for every one of its
-    /// values, the memo's bits of those values ANDed.
-    clean_sources: RefCell<CleanSources>,
+    /// Per value set of the rule set (computed when a phase first asks): the links clean
+    /// for every one of its values, the memo's bits of those values ANDed.
+    clean_sets: RefCell<CleanSets>,
 }
 
 #[derive(Default)]
-struct CleanSources {
-    /// The sources computed in this phase (a bit set of `Source`).
-    computed: u32,
-    /// `stride` words per source, in `Source` order.
+struct CleanSets {
+    /// The sets computed in this phase, one bit each.
+    computed: Vec<u64>,
+    /// `stride` words per set.
     bits: Vec<u64>,
 }
 
@@ -352,9 +352,10 @@ impl<'r> Transaction<'r> {
                 would_interrupt: None,
                 allowed: false,
             },
-            // A benign request fills a few hundred entries: no growth on the way.
+            // A benign request fills a few hundred entries: no growth on the way. With the
+            // memo most values are known clean and few are transformed.
             transform_cache: RefCell::new(FastMap::with_capacity_and_hasher(
-                512,
+                if memo.is_some() { 32 } else { 512 },
                 Default::default(),
             )),
             prefilter_hits: RefCell::new(
@@ -369,7 +370,7 @@ impl<'r> Transaction<'r> {
                     .collect(),
             ),
             memo: RefCell::new(memo),
-            clean_sources: Default::default(),
+            clean_sets: Default::default(),
         }
     }
 
@@ -496,7 +497,7 @@ impl<'r> Transaction<'r> {
             hits.scanned = 0;
             hits.slots.fill(0);
         }
-        self.clean_sources.get_mut().computed = 0;
+        self.clean_sets.get_mut().computed.fill(0);
         let mut i = 0;
         while i < items.len() {
             if self.state.allowed || self.state.interruption.is_some() {
@@ -567,7 +568,8 @@ impl<'r> Transaction<'r> {
             return true;
         };
         if let Some(n) = link.memo {
-            if link.memo_sources != 0 && self.clean_for_sources(link.memo_sources, n) {
+            if !link.memo_sets.is_empty() && self.clean_for_sets(rule, targets, &link.memo_sets, n)
+            {
                 // Every value the link can read is known not to match it: evaluating it
                 // would find no match and have no effect.
                 return false;
@@ -677,40 +679,61 @@ impl<'r> Transaction<'r> {
         self.with_memo(|m| m.entry(bytes)).flatten()
     }
 
-    /// Whether link `n` is known clean for every value of `sources` (a link with no value
-    /// to read matches nothing either).
-    fn clean_for_sources(&self, sources: u32, n: u32) -> bool {
+    /// Whether link `n`, reading `targets` (value sets `sets`, one per included target) for
+    /// `rule`, is known clean for every value it reads (a link with no value to read
+    /// matches nothing either).
+    fn clean_for_sets(&self, rule: &Rule, targets: &Targets, sets: &[u32], n: u32) -> bool {
         let mut memo = self.memo.borrow_mut();
         let Some(memo) = memo.as_deref_mut() else {
             return false;
         };
         let stride = memo.stride();
-        let mut clean = self.clean_sources.borrow_mut();
-        if clean.bits.len() != Source::ALL.len() * stride {
-            clean.bits = vec![0; Source::ALL.len() * stride];
+        let mut clean = self.clean_sets.borrow_mut();
+        let count = self.rules.memo_sets.len();
+        if clean.bits.len() != count * stride {
+            clean.bits = vec![0; count * stride];
+            clean.computed = vec![0; count.div_ceil(64)];
         }
-        for source in Source::ALL {
-            if sources & source.bit() == 0 {
-                continue;
-            }
-            let at = source as usize * stride;
-            if clean.computed & source.bit() == 0 {
-                clean.computed |= source.bit();
+        for (&set, target) in sets.iter().zip(&targets.include) {
+            let at = set as usize * stride;
+            let (word, bit) = (set as usize / 64, 1u64 << (set % 64));
+            if clean.computed[word] & bit == 0 {
+                clean.computed[word] |= bit;
                 let words = &mut clean.bits[at..at + stride];
                 words.fill(u64::MAX);
-                let complete =
-                    self.each_source_value(source, &mut |value| match memo.entry(value) {
+                // Every value of the set, exclusions or not: a superset of what any link
+                // reads through it.
+                let target = &self.rules.memo_sets[set as usize];
+                self.each_member(None, target, &mut |v| match &v.value {
+                    Cow::Borrowed(value) => match memo.entry(value) {
                         Some(e) => words
                             .iter_mut()
                             .zip(memo.clean_links(e))
                             .for_each(|(w, c)| *w &= c),
                         None => words.fill(0),
-                    });
-                if !complete {
-                    words.fill(0);
-                }
+                    },
+                    Cow::Owned(_) => words.fill(0),
+                });
             }
-            if clean.bits[at + n as usize / 64] & (1 << (n % 64)) == 0 {
+            if clean.bits[at + n as usize / 64] & (1 << (n % 64)) != 0 {
+                continue;
+            }
+            // Some value of the set is not known clean for the link; the link may not read
+            // it (an exclusion: CRS itself removes REQUEST_FILENAME from rules when it is
+            // plain): check the values it does read.
+            let mut all = true;
+            self.each_member(Some((rule, targets)), target, &mut |v| {
+                if !all {
+                    return;
+                }
+                all = match &v.value {
+                    Cow::Borrowed(value) => memo.entry(value).is_some_and(|e| {
+                        memo.clean_links(e)[n as usize / 64] & (1 << (n % 64)) != 0
+                    }),
+                    Cow::Owned(_) => false,
+                };
+            });
+            if !all {
                 return false;
             }
         }
@@ -862,7 +885,7 @@ impl<'r> Transaction<'r> {
     ) {
         if target.count {
             let mut n = 0usize;
-            self.each_member(rule, target, targets, &mut |_| n += 1);
+            self.each_member(Some((rule, targets)), target, &mut |_| n += 1);
             let key = target
                 .selector
                 .describe()
@@ -875,7 +898,7 @@ impl<'r> Transaction<'r> {
                 count: true,
             });
         } else {
-            self.each_member(rule, target, targets, emit);
+            self.each_member(Some((rule, targets)), target, emit);
         }
     }
 
@@ -886,14 +909,18 @@ impl<'r> Transaction<'r> {
         out
     }
 
+    /// The members of `target`, minus the exclusions of `for_rule` (the rule and its
+    /// targets) when given.
     fn each_member<'s>(
         &'s self,
-        rule: &Rule,
+        for_rule: Option<(&Rule, &Targets)>,
         target: &Target,
-        targets: &Targets,
         emit: &mut dyn FnMut(Value<'s>),
     ) {
         let excluded = |c: Collection, key: &[u8]| {
+            let Some((rule, targets)) = for_rule else {
+                return false;
+            };
             targets.exclude.iter().any(|e| e.excludes(c, key))
                 || self.state.removed_targets.iter().any(|(scope, e)| {
                     let applies = match scope {
