@@ -95,6 +95,8 @@ fn main() {
         .expect("CRS compiles");
     let (links, groups) = rules.prefiltered();
     println!("prefilter: {links} links in {groups} groups");
+    let (remembering, reading, sets) = rules.remembering();
+    println!("memo: {remembering} of the {reading} links that read variables, {sets} value sets");
     let rules = if full {
         rules.without_prefilters()
     } else {

@@ -237,6 +237,17 @@ impl RuleSet {
         self
     }
 
+    /// How many links can remember values as clean, of how many that read variables, and
+    /// in how many distinct value sets.
+    pub fn remembering(&self) -> (usize, usize, usize) {
+        let reading = self
+            .rules()
+            .flat_map(|r| &r.links)
+            .filter(|l| l.targets.is_some())
+            .count();
+        (self.memo_links, reading, self.memo_sets.len())
+    }
+
     /// How many links a literal prefilter can rule out, and in how many groups.
     pub fn prefiltered(&self) -> (usize, usize) {
         let links = self
