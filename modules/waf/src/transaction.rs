@@ -129,6 +129,7 @@ struct Xml {
 struct State {
     mode: EngineMode,
     tx: FastMap<String, Vec<u8>>,
+    /// MATCHED_VAR when the current rule has matched nothing yet (see `matched_var()`).
     matched_var: Option<(String, Vec<u8>)>,
     matched_vars: Vec<(String, Vec<u8>)>,
     removed_ids: Vec<IdRange>,
@@ -142,6 +143,14 @@ struct State {
     would_interrupt: Option<Interruption>,
     /// `allow`: no more rules for this request.
     allowed: bool,
+}
+
+impl State {
+    /// MATCHED_VAR: the last value matched, by this rule or, when it has matched none yet,
+    /// an earlier one. (Kept as the last of MATCHED_VARS, not copied per match.)
+    fn matched_var(&self) -> Option<&(String, Vec<u8>)> {
+        self.matched_vars.last().or(self.matched_var.as_ref())
+    }
 }
 
 enum Scope {
@@ -547,6 +556,10 @@ impl<'r> Transaction<'r> {
     }
 
     fn rule_matches(&mut self, rule: &Rule) -> bool {
+        // The last value matched stays MATCHED_VAR until another rule matches one.
+        if let Some(last) = self.state.matched_vars.pop() {
+            self.state.matched_var = Some(last);
+        }
         self.state.matched_vars.clear();
         for link in &rule.links {
             if !self.link_matches(rule, link) {
@@ -658,7 +671,7 @@ impl<'r> Transaction<'r> {
                     self.state.tx.insert(n.to_string(), c);
                 }
             }
-            self.state.matched_var = Some((name.clone(), value.clone()));
+            // MATCHED_VAR is now this value: the last of MATCHED_VARS (see `matched_var`).
             self.state.matched_vars.push((name, value));
             for setvar in &link.setvars {
                 self.setvar(rule, setvar);
@@ -1137,13 +1150,11 @@ impl<'r> Transaction<'r> {
                 .and_then(|m| flag(m.unmatched_boundary)),
             Collection::MatchedVar => self
                 .state
-                .matched_var
-                .as_ref()
+                .matched_var()
                 .map(|(_, v)| Cow::Borrowed(v.as_slice())),
             Collection::MatchedVarName => self
                 .state
-                .matched_var
-                .as_ref()
+                .matched_var()
                 .map(|(n, _)| Cow::Borrowed(n.as_bytes())),
             _ => None,
         }
@@ -1169,8 +1180,7 @@ impl<'r> Transaction<'r> {
             truncate(&mut data, MATCHED_DATA_MAX);
             let variable = self
                 .state
-                .matched_var
-                .as_ref()
+                .matched_var()
                 .map(|(n, _)| n.clone())
                 .unwrap_or_default();
             self.state.matches.push(Match {
