@@ -226,6 +226,14 @@ mod tests {
             ),
             (r#"{}"#, "no rules"),
             (
+                r#"{"rules":{"a.conf":""},"clean_values":100000}"#,
+                "clean_values is at most 65536, not 100000",
+            ),
+            (
+                r#"{"rules":{"a.conf":""},"clean_values":-1}"#,
+                "invalid value",
+            ),
+            (
                 r#"{"rules":{"a.conf":""},"mode":"loud"}"#,
                 "unknown variant",
             ),
