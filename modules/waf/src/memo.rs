@@ -19,6 +19,9 @@ use crate::ruleset::RuleSet;
 /// (bodies, free text), and the bound keeps the table's memory bounded.
 pub const VALUE_MAX: usize = 512;
 
+/// The per-request address map keeps room for this many values between requests.
+const ADDRESSES_KEPT: usize = 1024;
+
 /// The default number of remembered values (about 1 MiB with CRS at the usual value sizes).
 pub const DEFAULT_ENTRIES: usize = 8192;
 
@@ -79,6 +82,11 @@ impl CleanValues {
     pub(crate) fn begin_request(&mut self) {
         self.request += 1;
         self.by_address.clear();
+        // One request with thousands of values (a large form or JSON body) must not leave
+        // its map's size behind for the instance's lifetime.
+        if self.by_address.capacity() > ADDRESSES_KEPT {
+            self.by_address.shrink_to(ADDRESSES_KEPT);
+        }
     }
 
     /// The request's values moved (the body processor replaced the argument lists): an
@@ -218,6 +226,20 @@ mod tests {
         memo.begin_request();
         let c = memo.entry(&values[2]).unwrap();
         assert!(!memo.is_clean(c, 0));
+    }
+
+    #[test]
+    fn a_request_with_many_values_leaves_no_large_map_behind() {
+        let set = rules();
+        let mut memo = CleanValues::new(&set, 8);
+        memo.begin_request();
+        let values: Vec<Vec<u8>> = (0..10_000).map(|i| format!("v{i}").into_bytes()).collect();
+        for v in &values {
+            memo.entry(v);
+        }
+        assert!(memo.by_address.capacity() >= 10_000);
+        memo.begin_request();
+        assert!(memo.by_address.capacity() <= 2 * ADDRESSES_KEPT);
     }
 
     #[test]
