@@ -312,7 +312,7 @@ impl Source {
         Source::RequestBody,
     ];
 
-    pub(crate) fn bit(self) -> u32 {
+    fn bit(self) -> u32 {
         1 << self as u8
     }
 }
