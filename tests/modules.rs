@@ -15,8 +15,8 @@ use support::{edge_bin, edge_cli, keygen, Node, Origin};
 const TOKEN: &str = "test-admin-token-0123456789";
 const TEST_MODULE: &str = edge_module_artifacts::testing::TEST_MODULE;
 const TEST_MODULE_V2: &str = edge_module_artifacts::testing::TEST_MODULE_V2;
-/// The budget is wall-clock time per hook call: tests run many processes on few cores, so
-/// modules get a generous one unless a test is about the deadline itself.
+/// Debug builds of modules are slow: they get a generous budget unless a test is about
+/// the deadline itself.
 const BUDGET: &str = "budget_ms = 1000";
 
 /// A node whose routes are given by the test; the origin is `media`; the admin listener

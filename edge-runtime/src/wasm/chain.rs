@@ -81,8 +81,8 @@ const RESIDENT_POOL_MAX: usize = 64;
 /// never hold more than half of the engine's instances idle, however many routes use them.
 pub(crate) const RESIDENT_MODULE_IDLE_MAX: usize = 128;
 
-/// Time a resident module's `init` may take (compiling a rule set), in epoch ticks.
-pub(crate) const INIT_TICKS: u64 = 30_000;
+/// CPU time a resident module's `init` may take (compiling a rule set).
+pub(crate) const INIT_BUDGET: Duration = Duration::from_secs(30);
 
 impl Entry {
     /// The config for new instances and its data generation: the route's config with the
@@ -651,7 +651,7 @@ impl Live {
     }
 
     async fn call_init(&mut self) -> Result<(), Failure> {
-        self.arm(INIT_TICKS);
+        self.arm(INIT_BUDGET);
         let result = self
             .hooks
             .init(&mut self.store)
@@ -730,14 +730,14 @@ impl Live {
     }
 
     /// Before a hook call: its deadline, and a clean slate for what the module says.
-    fn arm(&mut self, ticks: u64) {
-        self.store.set_epoch_deadline(ticks);
+    fn arm(&mut self, budget: Duration) {
+        super::state::arm(&mut self.store, budget);
         self.store.data_mut().begin_call();
     }
 
     /// Each hook call gets the module's whole budget.
-    fn deadline(&self) -> u64 {
-        self.store.data().deadline_ticks
+    fn deadline(&self) -> Duration {
+        self.store.data().budget
     }
 
     fn push_both(

@@ -174,7 +174,7 @@ mod tests {
                 };
                 let mut store =
                     ModuleState::store(version.pre.engine(), identity, services.clone(), limits);
-                store.set_epoch_deadline(limits.deadline_ticks());
+                crate::wasm::state::arm(&mut store, limits.budget);
                 let parts = http::Request::get("https://cdn.example.com/a")
                     .body(())
                     .unwrap()

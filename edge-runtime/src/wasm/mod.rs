@@ -6,6 +6,7 @@
 //! - [`crypto`]: the `crypto` import, natively with `ring`;
 //! - [`registry`]: named modules, their versions, atomic hot swap and rollback;
 //! - [`compile_cache`]: compiled code on disk, so restarts do not recompile;
+//! - [`cpu_budget`]: a hook call's budget in CPU time, checked at epoch deadlines;
 //! - [`chain`]: one request's pass through a route's modules;
 //! - [`hooks`]: calls into a module, directly or on a fiber (for components importing WASI);
 //! - [`signing`]: Ed25519 signatures over deployed components.
@@ -15,6 +16,7 @@
 pub mod canary;
 pub mod chain;
 pub mod compile_cache;
+pub mod cpu_budget;
 pub mod crypto;
 pub mod engine;
 mod hooks;

@@ -31,18 +31,10 @@ pub struct ModuleLimits {
 }
 
 impl ModuleLimits {
-    /// The epoch deadline of a hook call, in ticks from now: at least the budget, at most
-    /// one tick more.
-    pub fn deadline_ticks(&self) -> u64 {
-        let tick = engine::TICK.as_micros().max(1);
-        (self.budget.as_micros().div_ceil(tick) as u64).max(1) + 1
-    }
-
-    /// The epoch deadline of instantiation: mostly the host's own work (a few µs), so a
-    /// thread descheduled under CPU load must not fail it; still bounded, because a
-    /// component may run guest code (start functions) while it is instantiated.
-    pub fn instantiate_ticks(&self) -> u64 {
-        (self.deadline_ticks() * 10).max(50)
+    /// The budget of instantiation: mostly the host's own work (a few µs); still bounded,
+    /// because a component may run guest code (start functions) while it is instantiated.
+    pub fn instantiate_budget(&self) -> Duration {
+        (self.budget * 10).max(Duration::from_millis(50))
     }
 }
 
@@ -708,7 +700,7 @@ fn init_check(
     let mut store = ModuleState::store(engine, identity, services.clone(), limits);
     let call = async {
         let hooks = pre.instantiate(&mut store).await?;
-        store.set_epoch_deadline(super::chain::INIT_TICKS);
+        super::state::arm(&mut store, super::chain::INIT_BUDGET);
         hooks.init(&mut store).await
     };
     let result = match tokio::runtime::Handle::try_current() {
@@ -745,7 +737,7 @@ fn describe(
     let mut store = ModuleState::store(engine, identity, services.clone(), limits);
     let call = async {
         let hooks = pre.instantiate(&mut store).await?;
-        store.set_epoch_deadline(limits.deadline_ticks());
+        super::state::arm(&mut store, limits.budget);
         hooks.describe(&mut store).await
     };
     // Loading runs on a blocking thread (start-up, deploys) or outside any runtime

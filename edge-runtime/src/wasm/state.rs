@@ -3,6 +3,7 @@
 //! rate limiter.
 
 use super::bindings::edge::module::{clock, config, log, metrics, rate_limit, types};
+use super::cpu_budget::{AtDeadline, CpuBudget};
 use super::metrics::ModuleMetrics;
 use super::registry::ModuleLimits;
 use crate::ratelimit::RateLimits;
@@ -41,8 +42,10 @@ pub struct ModuleState {
     /// for the report when it traps.
     last_error: Option<String>,
     pub(crate) memory: MemoryLimit,
-    /// The epoch deadline each hook call gets.
-    pub(crate) deadline_ticks: u64,
+    /// The CPU budget each hook call gets.
+    pub(crate) budget: std::time::Duration,
+    /// The budget of the call in progress.
+    cpu: CpuBudget,
     pub(crate) identity: InstanceIdentity,
     pub(super) services: Arc<Services>,
 }
@@ -82,14 +85,16 @@ impl ModuleState {
             wasi: None,
             last_error: None,
             memory: MemoryLimit::new(limits.memory_bytes),
-            deadline_ticks: limits.deadline_ticks(),
+            budget: limits.budget,
+            cpu: CpuBudget::new(limits.instantiate_budget()),
             identity,
             services,
         }
     }
 
-    /// A store for one new instance: its memory capped by the limiter, and the deadline
-    /// for instantiation set (each hook call then sets its own).
+    /// A store for one new instance: its memory capped by the limiter, its CPU checked at
+    /// epoch deadlines, and the budget for instantiation set (each hook call then sets its
+    /// own with [`arm`]).
     pub(crate) fn store(
         engine: &wasmtime::Engine,
         identity: InstanceIdentity,
@@ -98,7 +103,11 @@ impl ModuleState {
     ) -> wasmtime::Store<ModuleState> {
         let mut store = wasmtime::Store::new(engine, ModuleState::new(identity, services, limits));
         store.limiter(|s| &mut s.memory);
-        store.set_epoch_deadline(limits.instantiate_ticks());
+        store.epoch_deadline_callback(|mut store| match store.data_mut().cpu.at_deadline() {
+            AtDeadline::Continue(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
+            AtDeadline::Stop => Err(wasmtime::Trap::Interrupt.into()),
+        });
+        store.set_epoch_deadline(store.data().cpu.first_deadline());
         store
     }
 
@@ -107,7 +116,16 @@ impl ModuleState {
     pub(crate) fn begin_call(&mut self) {
         self.last_error = None;
     }
+}
 
+/// Before a call into the module: it gets `budget` of CPU time (see [`CpuBudget`]).
+pub(crate) fn arm(store: &mut wasmtime::Store<ModuleState>, budget: std::time::Duration) {
+    let cpu = CpuBudget::new(budget);
+    store.set_epoch_deadline(cpu.first_deadline());
+    store.data_mut().cpu = cpu;
+}
+
+impl ModuleState {
     /// What the module said before it failed, for a failure report: its stderr,
     /// trimmed, or else its last error-level log line.
     pub fn last_words(&self) -> String {
