@@ -8,8 +8,12 @@
 //! is torn down: about as much as the rest of the instance's start (docs/benchmarks.md).
 //! The arena is zero-initialised data, inside the memory every instance starts with;
 //! pages it never touches cost nothing. Past the arena, memory grows as usual.
+//!
+//! In front of dlmalloc, small blocks come from free lists per size class
+//! ([`crate::small_blocks`]).
 #![allow(unsafe_code)]
 
+use crate::small_blocks::{Backing, SmallBlocks};
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
@@ -75,31 +79,53 @@ unsafe impl Allocator for ArenaFirst {
     }
 }
 
-struct GuestAllocator(UnsafeCell<Dlmalloc<ArenaFirst>>);
+/// dlmalloc behind the small-block lists.
+impl Backing for Dlmalloc<ArenaFirst> {
+    unsafe fn malloc(&mut self, size: usize, align: usize) -> *mut u8 {
+        Dlmalloc::malloc(self, size, align)
+    }
+
+    unsafe fn calloc(&mut self, size: usize, align: usize) -> *mut u8 {
+        Dlmalloc::calloc(self, size, align)
+    }
+
+    unsafe fn free(&mut self, ptr: *mut u8, size: usize, align: usize) {
+        Dlmalloc::free(self, ptr, size, align)
+    }
+
+    unsafe fn realloc(&mut self, ptr: *mut u8, size: usize, align: usize, new: usize) -> *mut u8 {
+        Dlmalloc::realloc(self, ptr, size, align, new)
+    }
+}
+
+type Heap = SmallBlocks<Dlmalloc<ArenaFirst>>;
+
+struct GuestAllocator(UnsafeCell<Heap>);
 
 // SAFETY: a module instance has one thread, so calls never overlap.
 unsafe impl Sync for GuestAllocator {}
 
 unsafe impl GlobalAlloc for GuestAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        (*self.0.get()).malloc(layout.size(), layout.align())
+        (*self.0.get()).alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        (*self.0.get()).calloc(layout.size(), layout.align())
+        (*self.0.get()).alloc_zeroed(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        (*self.0.get()).free(ptr, layout.size(), layout.align())
+        (*self.0.get()).dealloc(ptr, layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        (*self.0.get()).realloc(ptr, layout.size(), layout.align(), new_size)
+        (*self.0.get()).realloc(ptr, layout, new_size)
     }
 }
 
 #[global_allocator]
-static ALLOCATOR: GuestAllocator =
-    GuestAllocator(UnsafeCell::new(Dlmalloc::new_with_allocator(ArenaFirst {
+static ALLOCATOR: GuestAllocator = GuestAllocator(UnsafeCell::new(SmallBlocks::new(
+    Dlmalloc::new_with_allocator(ArenaFirst {
         arena_given: Cell::new(false),
-    })));
+    }),
+)));
