@@ -5,7 +5,9 @@
 //! and an attack; with the module's memo of clean values (the default) and without it
 //! (`clean_values = 0`); and the same evaluations natively, for reference.
 //!
-//! `cargo bench -p edge-runtime --bench waf`; prints p50/p99 per case.
+//! `cargo bench -p edge-runtime --bench waf [-- --only TEXT] [--no-memo|--memo-only]
+//! [--runs N]`; prints p50/p99 per case. `--only TEXT` keeps the cases whose name contains TEXT (to profile
+//! one case under `perf`, with `EDGE_WASM_PROFILER=perfmap`).
 
 use bytes::Bytes;
 use edge_runtime::wasm::chain::{Chain, Outcome};
@@ -206,9 +208,41 @@ fn native_request(case: &Case, i: usize) -> edge_module_waf::Request {
     }
 }
 
+/// The cases the command line keeps (`--only TEXT`).
+fn chosen_cases() -> Vec<Case> {
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
+    cases()
+        .into_iter()
+        .filter(|c| c.name.contains(&only))
+        .collect()
+}
+
+/// The memo settings the command line keeps: `--memo-only` or `--no-memo` pick one.
+fn chosen_memo(remember: bool) -> bool {
+    let has = |flag: &str| std::env::args().any(|a| a == flag);
+    if remember {
+        !has("--no-memo")
+    } else {
+        !has("--memo-only")
+    }
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (warm, runs) = if quick { (5, 20) } else { (500, 5_000) };
+    // `--runs N`: more runs, for a profile of one case.
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(runs);
     let config = crs_config();
 
     let started = Instant::now();
@@ -221,7 +255,7 @@ fn main() {
         rules.rule_count(),
         started.elapsed().as_secs_f64() * 1e3
     );
-    for remember in [true, false] {
+    for remember in [true, false].into_iter().filter(|&r| chosen_memo(r)) {
         let label = if remember { "remembering" } else { "no memo" };
         let mut memo =
             edge_module_waf::CleanValues::new(&rules, edge_module_waf::memo::DEFAULT_ENTRIES);
@@ -232,7 +266,7 @@ fn main() {
                 edge_module_waf::evaluate(&rules, request)
             }
         };
-        for case in cases() {
+        for case in chosen_cases() {
             let requests: Vec<_> = (0..warm + runs).map(|i| native_request(&case, i)).collect();
             let verdict = evaluate(&requests[0]);
             assert_eq!(
@@ -272,7 +306,10 @@ fn main() {
     for (label, config) in [
         ("remembering", config.clone()),
         ("no memo", no_memo.to_string()),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(label, _)| chosen_memo(*label == "remembering"))
+    {
         let chain = Chain::new(
             "bench",
             OnError::FailClosed,
@@ -285,7 +322,7 @@ fn main() {
             "through the host, {label}: first request (instance start + CRS compiled in Wasm) {:.0} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
-        for case in cases() {
+        for case in chosen_cases() {
             assert_eq!(
                 run_once(&chain, &case, 0, &host.services, &rt),
                 case.blocked,

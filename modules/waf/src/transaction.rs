@@ -90,6 +90,9 @@ pub fn evaluate_remembering(rules: &RuleSet, request: &Request, memo: &mut Clean
     tx.verdict()
 }
 
+/// The names of TX:0..9, which a capturing operator fills (at most ten groups).
+const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
 /// What the request offers, derived once.
 struct Data<'r> {
     req: &'r Request,
@@ -251,11 +254,11 @@ impl Value<'_> {
             Collection::MatchedVars | Collection::MatchedVarsNames
         ) && !self.count
         {
-            return String::from_utf8_lossy(&self.key).into_owned();
+            return lossy(&self.key).into_owned();
         }
         // Pushed piece by piece: `format!` was a tenth of a benign request's evaluation.
         let collection = self.collection.name();
-        let key = String::from_utf8_lossy(&self.key);
+        let key = lossy(&self.key);
         let mut name = String::with_capacity(2 + collection.len() + key.len());
         if self.count {
             name.push('&');
@@ -266,6 +269,15 @@ impl Value<'_> {
             name.push_str(&key);
         }
         name
+    }
+}
+
+/// `String::from_utf8_lossy`, after the validation with an ASCII fast path: names are
+/// almost always valid, and the lossy decoder checks byte by byte.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -525,7 +537,7 @@ impl<'r> Transaction<'r> {
             }
             match self.fire(rule) {
                 Some(Flow::Skip(n)) => {
-                    let mut left = n;
+                    let mut left = *n;
                     while left > 0 && i < items.len() {
                         if matches!(items[i], Item::Rule(_)) {
                             left -= 1;
@@ -668,7 +680,14 @@ impl<'r> Transaction<'r> {
         {
             if let Some(caps) = captures {
                 for (n, c) in caps.into_iter().enumerate() {
-                    self.state.tx.insert(n.to_string(), c);
+                    // TX:0..9 exist after the first capture: no new key per match.
+                    let key = CAPTURE_KEYS[n];
+                    match self.state.tx.get_mut(key) {
+                        Some(slot) => *slot = c,
+                        None => {
+                            self.state.tx.insert(key.to_owned(), c);
+                        }
+                    }
                 }
             }
             // MATCHED_VAR is now this value: the last of MATCHED_VARS (see `matched_var`).
@@ -1161,7 +1180,9 @@ impl<'r> Transaction<'r> {
     }
 
     /// The rule matched: its actions, its log entry, its disruption. Returns its flow.
-    fn fire(&mut self, rule: &Rule) -> Option<Flow> {
+    /// Records and applies a rule that matched; its flow (`skip`, `skipAfter`) is for the
+    /// walk over the phase.
+    fn fire(&mut self, rule: &'r Rule) -> Option<&'r Flow> {
         // A rule that does not log (CRS's initialization and paranoia-level skips fire on
         // every request) leaves no record: nothing reads one.
         let disrupts = !matches!(rule.disruptive, Disruptive::Pass | Disruptive::Block);
@@ -1232,7 +1253,7 @@ impl<'r> Transaction<'r> {
                 })
             }
         }
-        rule.flow.clone()
+        rule.flow.as_ref()
     }
 
     fn interrupt(&mut self, i: Interruption) {
@@ -1262,23 +1283,23 @@ impl<'r> Transaction<'r> {
                 self.state.tx.remove(key.as_ref());
             }
             Some((0, value)) => match self.state.tx.get_mut(key.as_ref()) {
-                Some(slot) => *slot = value,
+                Some(slot) => *slot = value.into_owned(),
                 None => {
-                    self.state.tx.insert(key.into_owned(), value);
+                    self.state.tx.insert(key.into_owned(), value.into_owned());
                 }
             },
             Some((sign, value)) => {
-                let old = self
-                    .state
-                    .tx
-                    .get(key.as_ref())
-                    .map(|v| number(v))
-                    .unwrap_or(0);
-                let new = old.saturating_add(sign * number(&value));
-                let mut digits = itoa_bytes(new);
+                let change = sign * number(&value);
+                // CRS adds to its scores on every match: the digits are rewritten in place.
                 match self.state.tx.get_mut(key.as_ref()) {
-                    Some(slot) => std::mem::swap(slot, &mut digits),
+                    Some(slot) => {
+                        let new = number(slot).saturating_add(change);
+                        slot.clear();
+                        write_number(slot, new);
+                    }
                     None => {
+                        let mut digits = Vec::new();
+                        write_number(&mut digits, change);
                         self.state.tx.insert(key.into_owned(), digits);
                     }
                 }
@@ -1347,10 +1368,11 @@ fn transform_all<'a>(transforms: &[crate::transform::Transform], value: &'a [u8]
     current
 }
 
-fn expand(template: &Template, ctx: &Ctx<'_, '_>) -> Vec<u8> {
+/// A setvar's value: a literal one (`=0`, `=+1`) is read in place.
+fn expand<'t>(template: &'t Template, ctx: &Ctx<'_, '_>) -> Cow<'t, [u8]> {
     match template.literal() {
-        Some(l) => l.as_bytes().to_vec(),
-        None => template.expand(ctx),
+        Some(l) => Cow::Borrowed(l.as_bytes()),
+        None => Cow::Owned(template.expand(ctx)),
     }
 }
 
@@ -1558,8 +1580,23 @@ impl std::hash::Hasher for FxHasher {
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
-fn itoa_bytes(n: i64) -> Vec<u8> {
-    n.to_string().into_bytes()
+/// The decimal digits of `n`, by hand: through `fmt` this was most of a score update.
+fn write_number(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -1823,6 +1860,15 @@ mod tests {
             data.len()
         );
         assert!(data.len() > MATCHED_DATA_MAX - 3, "{}", data.len());
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, -7, 10, 12345, i64::MAX, i64::MIN] {
+            let mut out = b"x".to_vec();
+            write_number(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
