@@ -47,10 +47,14 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("Cargo.lock").display()
-    );
+    // The lock file pins the modules' dependencies; the workspace manifest holds the
+    // `wasm-module` profile they are built with.
+    for file in ["Cargo.lock", "Cargo.toml"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(file).display()
+        );
+    }
 
     let lean = nested_target.join(LEAN).join(PROFILE);
     let wasip2 = nested_target.join(WASIP2).join(PROFILE);
