@@ -210,13 +210,7 @@ fn native_request(case: &Case, i: usize) -> edge_module_waf::Request {
 
 /// The cases the command line keeps (`--only TEXT`).
 fn chosen_cases() -> Vec<Case> {
-    let args: Vec<String> = std::env::args().collect();
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_default();
+    let only = support::option("--only").unwrap_or_default();
     cases()
         .into_iter()
         .filter(|c| c.name.contains(&only))
@@ -237,11 +231,8 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (warm, runs) = if quick { (5, 20) } else { (500, 5_000) };
     // `--runs N`: more runs, for a profile of one case.
-    let args: Vec<String> = std::env::args().collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
+    let runs = support::option("--runs")
+        .and_then(|n| n.parse().ok())
         .unwrap_or(runs);
     let config = crs_config();
 

@@ -50,10 +50,7 @@ fn main() {
     // The lock file pins the modules' dependencies; the workspace manifest holds the
     // `wasm-module` profile they are built with.
     for file in ["Cargo.lock", "Cargo.toml"] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(file).display()
-        );
+        println!("cargo:rerun-if-changed={}", workspace.join(file).display());
     }
 
     let lean = nested_target.join(LEAN).join(PROFILE);

@@ -53,3 +53,11 @@ pub fn percentiles(mut times: Vec<Duration>) -> (f64, f64) {
     let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
     (pct(0.50).as_secs_f64() * 1e6, pct(0.99).as_secs_f64() * 1e6)
 }
+
+/// The value after `--name` on the command line (`cargo bench ... -- --name VALUE`).
+#[allow(dead_code)] // not every benchmark takes options
+pub fn option(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1).cloned()
+}
