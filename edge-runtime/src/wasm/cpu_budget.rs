@@ -5,26 +5,38 @@
 //! microseconds; a wall-clock deadline would then fail a request the module did nothing
 //! wrong in. So the epoch deadline only says "look now": once the budget has passed on
 //! the wall clock, the call gets the budget again in CPU time of its thread, measured at
-//! each later deadline, and is stopped when that is spent. A module that spins is stopped
-//! after between one and two budgets; one that was merely descheduled is not stopped.
+//! each later deadline, and is stopped when that is spent. A module that computes is
+//! stopped after one to two budgets; one whose thread was merely descheduled is not.
 //!
-//! Reading the thread's CPU time costs a file read, so it happens only at deadlines
-//! (calls that outlast their budget on the wall clock), never on an ordinary call.
+//! A call also ends after [`WALL_FACTOR`] budgets of wall-clock time (at least
+//! [`WALL_MIN`]) whatever its CPU time: a module on a fiber that waits (a WASI sleep)
+//! uses none, and a call must end. Like every epoch check this happens when the module
+//! runs code: one wait that never returns (a single endless WASI sleep) is not cut short.
+//!
+//! The thread's CPU time is read only at deadlines (calls that outlast their budget on
+//! the wall clock), never on an ordinary call.
 
 use super::engine::TICK;
 use std::thread::{self, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A call ends after this many budgets of wall-clock time.
+pub const WALL_FACTOR: u32 = 20;
+/// ...and not before this much.
+pub const WALL_MIN: Duration = Duration::from_millis(100);
 
 /// The budget of the call in progress, and what it has used since its first deadline.
 #[derive(Debug, Clone)]
 pub struct CpuBudget {
     budget: Duration,
+    /// Wall-clock time after which the call stops, whatever its CPU time.
+    wall_cap: Duration,
     /// CPU time counted against the budget so far, from the first deadline on.
     used: Duration,
     /// The thread and its CPU time at the last deadline; `None` before the first.
     mark: Option<(ThreadId, Duration)>,
-    /// Wall-clock time granted since the last deadline.
-    window: Duration,
+    /// When the first deadline was seen: the budget had passed on the wall clock by then.
+    first_look: Option<Instant>,
 }
 
 /// What to do at an epoch deadline.
@@ -40,46 +52,47 @@ impl CpuBudget {
     pub fn new(budget: Duration) -> CpuBudget {
         CpuBudget {
             budget,
+            wall_cap: (budget * WALL_FACTOR).max(WALL_MIN),
             used: Duration::ZERO,
             mark: None,
-            window: budget,
+            first_look: None,
         }
     }
 
-    /// The epoch deadline to arm a call with, in ticks from now: at least the budget (the
-    /// next tick may come at once), at most one tick more.
+    /// The epoch deadline to arm a call with, in ticks from now.
     pub fn first_deadline(&self) -> u64 {
-        ticks(self.budget) + 1
+        first_deadline(self.budget)
     }
 
     /// At an epoch deadline, with the current thread's CPU time.
     pub fn at_deadline(&mut self) -> AtDeadline {
-        self.at_deadline_with(thread::current().id(), thread_cpu_time())
+        let now = Instant::now();
+        self.at_deadline_with(thread::current().id(), thread_cpu_time(), now)
     }
 
-    fn at_deadline_with(&mut self, thread: ThreadId, cpu: Option<Duration>) -> AtDeadline {
-        // Without a reading, the wall clock is all there is.
-        let Some(cpu) = cpu else {
-            return AtDeadline::Stop;
-        };
-        if let Some((marked_thread, marked_cpu)) = self.mark {
-            self.used += if marked_thread == thread {
-                cpu.saturating_sub(marked_cpu)
-            } else {
-                // A call on a fiber resumed on another worker: what ran on the first
-                // thread is unknown, so the whole window since the last look counts.
-                self.window
-            };
+    fn at_deadline_with(&mut self, thread: ThreadId, cpu: Duration, now: Instant) -> AtDeadline {
+        // Instant::now() only from the first deadline on: an ordinary call reads no clock.
+        let first_look = *self.first_look.get_or_insert(now);
+        let waited = self.budget + now.saturating_duration_since(first_look);
+        match self.mark {
+            Some((marked_thread, marked_cpu)) if marked_thread == thread => {
+                self.used += cpu.saturating_sub(marked_cpu);
+            }
+            // A call on a fiber resumed on another worker: what it ran on the first thread
+            // is unknown; the wall-clock cap bounds it.
+            _ => {}
         }
         self.mark = Some((thread, cpu));
-        if self.used >= self.budget {
-            AtDeadline::Stop
-        } else {
-            let ticks = ticks(self.budget - self.used);
-            self.window = TICK * ticks as u32;
-            AtDeadline::Continue(ticks)
+        if self.used >= self.budget || waited >= self.wall_cap {
+            return AtDeadline::Stop;
         }
+        AtDeadline::Continue(ticks(self.budget - self.used))
     }
+}
+
+/// At least the budget (the next tick may come at once), at most one tick more.
+fn first_deadline(budget: Duration) -> u64 {
+    ticks(budget) + 1
 }
 
 /// Whole ticks in `d`, rounded up.
@@ -88,12 +101,14 @@ fn ticks(d: Duration) -> u64 {
     d.as_nanos().div_ceil(tick).max(1) as u64
 }
 
-/// CPU time the calling thread has run, from `/proc/thread-self/schedstat` (Linux, the
-/// node's only target): read by hand rather than through an unsafe `clock_gettime`.
-fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
+/// CPU time the calling thread has run (`CLOCK_THREAD_CPUTIME_ID`: exact for the running
+/// thread, unlike the scheduler's statistics, which lag by up to a scheduler tick).
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -105,51 +120,68 @@ mod tests {
     #[test]
     fn a_descheduled_call_keeps_running_and_a_spinning_one_stops() {
         let here = thread::current().id();
+        let t = Instant::now();
         let mut budget = CpuBudget::new(5 * MS);
         assert_eq!(budget.first_deadline(), 6);
         // The wall-clock budget passed; from here the thread's CPU time counts.
         assert_eq!(
-            budget.at_deadline_with(here, Some(100 * MS)),
+            budget.at_deadline_with(here, 100 * MS, t),
             AtDeadline::Continue(5)
         );
-        // Descheduled: 1 ms of CPU in the window.
+        // Descheduled: 1 ms of CPU in the window, then none.
         assert_eq!(
-            budget.at_deadline_with(here, Some(101 * MS)),
+            budget.at_deadline_with(here, 101 * MS, t + 10 * MS),
             AtDeadline::Continue(4)
         );
         assert_eq!(
-            budget.at_deadline_with(here, Some(101 * MS)),
+            budget.at_deadline_with(here, 101 * MS, t + 20 * MS),
             AtDeadline::Continue(4)
         );
         // Spinning: the rest of the budget.
         assert_eq!(
-            budget.at_deadline_with(here, Some(105 * MS)),
+            budget.at_deadline_with(here, 105 * MS, t + 25 * MS),
             AtDeadline::Stop
         );
     }
 
     #[test]
-    fn another_thread_counts_the_whole_window() {
+    fn a_call_that_uses_no_cpu_still_ends_at_the_wall_clock_cap() {
         let here = thread::current().id();
-        let there = thread::spawn(|| thread::current().id()).join().unwrap();
+        let t = Instant::now();
         let mut budget = CpuBudget::new(5 * MS);
+        // The cap is 20 budgets (100 ms), the first of which passed before the first look.
+        for waited in [0, 50, 94] {
+            assert_eq!(
+                budget.at_deadline_with(here, 100 * MS, t + waited * MS),
+                AtDeadline::Continue(5),
+                "{waited}"
+            );
+        }
         assert_eq!(
-            budget.at_deadline_with(here, Some(100 * MS)),
-            AtDeadline::Continue(5)
+            budget.at_deadline_with(here, 100 * MS, t + 95 * MS),
+            AtDeadline::Stop
         );
-        assert_eq!(budget.at_deadline_with(there, Some(MS)), AtDeadline::Stop);
+        assert_eq!(CpuBudget::new(50 * MS).wall_cap, 1000 * MS);
+        assert_eq!(CpuBudget::new(MS).wall_cap, WALL_MIN);
     }
 
     #[test]
-    fn without_a_cpu_reading_the_wall_clock_decides() {
+    fn another_thread_is_not_charged_and_the_wall_clock_cap_bounds_it() {
+        let here = thread::current().id();
+        let there = thread::spawn(|| thread::current().id()).join().unwrap();
+        let t = Instant::now();
         let mut budget = CpuBudget::new(5 * MS);
         assert_eq!(
-            budget.at_deadline(),
-            AtDeadline::Continue(5),
-            "this host has schedstat"
+            budget.at_deadline_with(here, 100 * MS, t),
+            AtDeadline::Continue(5)
+        );
+        // Resumed elsewhere with a CPU time that says nothing about this call.
+        assert_eq!(
+            budget.at_deadline_with(there, 900 * MS, t + 10 * MS),
+            AtDeadline::Continue(5)
         );
         assert_eq!(
-            budget.at_deadline_with(thread::current().id(), None),
+            budget.at_deadline_with(here, 100 * MS, t + 95 * MS),
             AtDeadline::Stop
         );
     }
@@ -161,9 +193,9 @@ mod tests {
         thread::sleep(40 * MS);
         assert!(matches!(budget.at_deadline(), AtDeadline::Continue(_)));
         // Spin until the thread has run 25 ms (bounded, should the reading stall).
-        let from = thread_cpu_time().unwrap();
-        let give_up = std::time::Instant::now() + Duration::from_secs(10);
-        while thread_cpu_time().unwrap() < from + 25 * MS && std::time::Instant::now() < give_up {
+        let from = thread_cpu_time();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while thread_cpu_time() < from + 25 * MS && Instant::now() < give_up {
             std::hint::black_box(0);
         }
         assert_eq!(budget.at_deadline(), AtDeadline::Stop);

@@ -174,7 +174,6 @@ mod tests {
                 };
                 let mut store =
                     ModuleState::store(version.pre.engine(), identity, services.clone(), limits);
-                crate::wasm::state::arm(&mut store, limits.budget);
                 let parts = http::Request::get("https://cdn.example.com/a")
                     .body(())
                     .unwrap()
@@ -193,6 +192,7 @@ mod tests {
                 };
                 rt.block_on(async {
                     let hooks = version.pre.instantiate(&mut store).await.unwrap();
+                    crate::wasm::state::arm(&mut store, limits.budget);
                     let own = store.data_mut().table.push(view).unwrap();
                     let borrow = || Resource::<RequestView>::new_borrow(own.rep());
                     let result = hooks.on_request(&mut store, borrow()).await;
@@ -234,5 +234,74 @@ mod tests {
             assert!(result.is_err(), "{path}");
             assert!(said.contains("trapped on purpose"), "{path}: {said}");
         }
+    }
+
+    /// A module that waits in WASI (on a fiber) uses almost no CPU, so its CPU budget
+    /// would never run out: the wall-clock cap ends the call.
+    #[test]
+    fn a_module_waiting_in_wasi_is_stopped_at_the_wall_clock_cap() {
+        let limits = crate::wasm::registry::ModuleLimits {
+            budget: std::time::Duration::from_millis(5),
+            ..test_limits()
+        };
+        let services = test_services(&[]);
+        let host = crate::wasm::registry::tests::rate_limit_host(
+            limits,
+            Default::default(),
+            services.clone(),
+        );
+        let bytes = std::fs::read(edge_module_artifacts::testing::TEST_MODULE_WASIP2).unwrap();
+        host.load("sleeper", &bytes, Source::Deployed, limits)
+            .expect("load");
+        let version = host.slot("sleeper").unwrap().current();
+        let identity = InstanceIdentity {
+            name: "sleeper".into(),
+            version: version.version.clone(),
+            config_json: r#"{"mode":"sleep-loop"}"#.into(),
+        };
+        let mut store = ModuleState::store(version.pre.engine(), identity, services, limits);
+        let view = RequestView {
+            parts: http::Request::get("https://cdn.example.com/a")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0,
+            authority: "cdn.example.com".into(),
+            client: std::net::IpAddr::from([192, 0, 2, 1]),
+            tls: true,
+            protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
+            route: "test".into(),
+            context: Vec::new(),
+            body: None,
+            body_truncated: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (result, waited) = rt.block_on(async {
+            let hooks = version.pre.instantiate(&mut store).await.unwrap();
+            crate::wasm::state::arm(&mut store, limits.budget);
+            let own = store.data_mut().table.push(view).unwrap();
+            let started = std::time::Instant::now();
+            let result = hooks
+                .on_request(&mut store, Resource::new_borrow(own.rep()))
+                .await;
+            (result, started.elapsed())
+        });
+        let error = result.expect_err("a module that never returns is stopped");
+        assert_eq!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{error:#}"
+        );
+        // Stopped by the cap (20 budgets, at least 100 ms; then the sleep in progress ends)
+        // rather than by its CPU time, which at ~10 wake-ups a second takes seconds to
+        // reach 5 ms (2.4 s in a debug build when tried with the cap out of the way).
+        assert!(waited >= crate::wasm::cpu_budget::WALL_MIN, "{waited:?}");
+        assert!(
+            waited < std::time::Duration::from_millis(1500),
+            "{waited:?}"
+        );
     }
 }

@@ -116,16 +116,7 @@ impl ModuleState {
     pub(crate) fn begin_call(&mut self) {
         self.last_error = None;
     }
-}
 
-/// Before a call into the module: it gets `budget` of CPU time (see [`CpuBudget`]).
-pub(crate) fn arm(store: &mut wasmtime::Store<ModuleState>, budget: std::time::Duration) {
-    let cpu = CpuBudget::new(budget);
-    store.set_epoch_deadline(cpu.first_deadline());
-    store.data_mut().cpu = cpu;
-}
-
-impl ModuleState {
     /// What the module said before it failed, for a failure report: its stderr,
     /// trimmed, or else its last error-level log line.
     pub fn last_words(&self) -> String {
@@ -138,6 +129,13 @@ impl ModuleState {
         }
         self.last_error.clone().unwrap_or_default()
     }
+}
+
+/// Before a call into the module: it gets `budget` of CPU time (see [`CpuBudget`]).
+pub(crate) fn arm(store: &mut wasmtime::Store<ModuleState>, budget: std::time::Duration) {
+    let cpu = CpuBudget::new(budget);
+    store.set_epoch_deadline(cpu.first_deadline());
+    store.data_mut().cpu = cpu;
 }
 
 impl WasiView for ModuleState {

@@ -57,6 +57,9 @@ impl Module for TestModule {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            Mode::SleepLoop => loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            },
             Mode::MemoryBomb => {
                 // Reserve without touching: memory.grow until the host says no.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();

@@ -38,6 +38,9 @@ pub enum Mode {
     TrapResponse,
     /// Never returns from the request hook.
     Loop,
+    /// Never returns from the request hook either, but waits: sleeps 100 ms at a time (the
+    /// `wasm32-wasip2` build, through WASI's clocks; it uses almost no CPU).
+    SleepLoop,
     /// Allocates until memory runs out.
     MemoryBomb,
     /// Upper-cases `text/plain` bodies.

@@ -679,9 +679,8 @@ impl<'r> Transaction<'r> {
         } in hits
         {
             if let Some(caps) = captures {
-                for (n, c) in caps.into_iter().enumerate() {
-                    // TX:0..9 exist after the first capture: no new key per match.
-                    let key = CAPTURE_KEYS[n];
+                // TX:0..9 exist after the first capture: no new key per match.
+                for (key, c) in CAPTURE_KEYS.into_iter().zip(caps) {
                     match self.state.tx.get_mut(key) {
                         Some(slot) => *slot = c,
                         None => {
