@@ -139,6 +139,25 @@ mod tests {
     use crate::wasm::state::InstanceIdentity;
     use crate::wasm::Source;
 
+    /// A bodiless `GET https://cdn.example.com/a` over HTTP/1.1 with TLS, as a hook sees it.
+    fn plain_get() -> RequestView {
+        RequestView {
+            parts: http::Request::get("https://cdn.example.com/a")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0,
+            authority: "cdn.example.com".into(),
+            client: std::net::IpAddr::from([192, 0, 2, 1]),
+            tls: true,
+            protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
+            route: "test".into(),
+            context: Vec::new(),
+            body: None,
+            body_truncated: false,
+        }
+    }
+
     /// The same module built both ways: without WASI imports it is called directly,
     /// with them on a fiber; both run every hook (request, response, body transform), and
     /// both report a panic's message (the direct one through its log, the other through
@@ -174,22 +193,7 @@ mod tests {
                 };
                 let mut store =
                     ModuleState::store(version.pre.engine(), identity, services.clone(), limits);
-                let parts = http::Request::get("https://cdn.example.com/a")
-                    .body(())
-                    .unwrap()
-                    .into_parts()
-                    .0;
-                let view = RequestView {
-                    parts,
-                    authority: "cdn.example.com".into(),
-                    client: std::net::IpAddr::from([192, 0, 2, 1]),
-                    tls: true,
-                    protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
-                    route: "test".into(),
-                    context: Vec::new(),
-                    body: None,
-                    body_truncated: false,
-                };
+                let view = plain_get();
                 rt.block_on(async {
                     let hooks = version.pre.instantiate(&mut store).await.unwrap();
                     crate::wasm::state::arm(&mut store, limits.budget);
@@ -260,21 +264,7 @@ mod tests {
             config_json: r#"{"mode":"sleep-loop"}"#.into(),
         };
         let mut store = ModuleState::store(version.pre.engine(), identity, services, limits);
-        let view = RequestView {
-            parts: http::Request::get("https://cdn.example.com/a")
-                .body(())
-                .unwrap()
-                .into_parts()
-                .0,
-            authority: "cdn.example.com".into(),
-            client: std::net::IpAddr::from([192, 0, 2, 1]),
-            tls: true,
-            protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
-            route: "test".into(),
-            context: Vec::new(),
-            body: None,
-            body_truncated: false,
-        };
+        let view = plain_get();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
