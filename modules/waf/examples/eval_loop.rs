@@ -97,6 +97,10 @@ fn main() {
     println!("prefilter: {links} links in {groups} groups");
     let (remembering, reading, sets) = rules.remembering();
     println!("memo: {remembering} of the {reading} links that read variables, {sets} value sets");
+    let (folded, start) = rules.folded();
+    println!(
+        "folded: {folded} rules with an outcome known at load, {start} TX variables set before any"
+    );
     let rules = if full {
         rules.without_prefilters()
     } else {

@@ -10,6 +10,7 @@
 pub mod action;
 pub mod body;
 pub mod config;
+pub mod fold;
 #[cfg(feature = "ftw")]
 pub mod ftw;
 pub mod injection;

@@ -65,6 +65,14 @@ impl Template {
         }
     }
 
+    /// The text before the first macro ("" when it starts with one).
+    pub fn literal_prefix(&self) -> &str {
+        match self.pieces.first() {
+            Some(Piece::Text(t)) => t,
+            _ => "",
+        }
+    }
+
     pub fn vars(&self) -> impl Iterator<Item = &MacroVar> {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Var(v) => Some(v),

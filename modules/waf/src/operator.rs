@@ -104,6 +104,25 @@ impl Operator {
         })
     }
 
+    /// The argument, when it may hold macros.
+    pub fn template(&self) -> Option<&Template> {
+        match self {
+            Operator::RxDynamic(t)
+            | Operator::Contains(t)
+            | Operator::ContainsWord(t)
+            | Operator::BeginsWith(t)
+            | Operator::EndsWith(t)
+            | Operator::Streq(t)
+            | Operator::Within(t)
+            | Operator::Eq(t)
+            | Operator::Ge(t)
+            | Operator::Gt(t)
+            | Operator::Le(t)
+            | Operator::Lt(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Whether the result depends on the value alone (no macro to expand); an operator that
     /// always or never matches gains nothing from remembering.
     pub fn is_pure(&self) -> bool {

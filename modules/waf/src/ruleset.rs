@@ -173,6 +173,8 @@ pub struct Rule {
     pub log: bool,
     pub auditlog: bool,
     pub flow: Option<Flow>,
+    /// Its outcome when known at load (see `fold`).
+    pub fold: Option<Box<crate::fold::Fold>>,
 }
 
 impl Rule {
@@ -208,6 +210,8 @@ pub struct RuleSet {
     /// Different for every rule set loaded in this process, so remembered results of one
     /// are never read for another.
     pub(crate) id: u64,
+    /// Where phase 1 starts for every request, and with what (see `fold`).
+    pub(crate) start: crate::fold::Start,
     /// Rules dropped because they did not compile (with `skip_errors`) and accepted
     /// directives or actions that have no effect here.
     pub warnings: Vec<Problem>,
@@ -275,6 +279,7 @@ impl RuleSet {
                 memo_links: 0,
                 memo_sets: Vec::new(),
                 id: 0,
+                start: Default::default(),
                 warnings: Vec::new(),
             },
             defaults: Default::default(),
@@ -301,6 +306,7 @@ impl RuleSet {
         set.resolve_skips();
         set.prefilters = crate::prefilter::build(&mut set.phases);
         set.number_memo_links();
+        crate::fold::fold(&mut set);
         static LOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         set.id = LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(set)
@@ -344,6 +350,27 @@ impl RuleSet {
             }
         }
         self.memo_links = n as usize;
+    }
+
+    /// The same rules with every rule evaluated per request (no outcome known at load):
+    /// what folding must never differ from, for tests and measurements.
+    pub fn without_folds(mut self) -> RuleSet {
+        for item in self.phases.iter_mut().flatten() {
+            if let Item::Rule(rule) = item {
+                rule.fold = None;
+            }
+        }
+        self.start = Default::default();
+        self
+    }
+
+    /// How many rules have an outcome known at load, and how many TX variables every
+    /// transaction starts with.
+    pub fn folded(&self) -> (usize, usize) {
+        (
+            self.rules().filter(|r| r.fold.is_some()).count(),
+            self.start.tx.len(),
+        )
     }
 
     /// The same rules with no link remembered as clean for a value: what the memo must
@@ -878,6 +905,7 @@ impl Loader<'_> {
                 .or_else(|| defaults.and_then(|d| d.auditlog))
                 .unwrap_or(true),
             flow: a.flow.clone(),
+            fold: None,
         };
         self.ids.insert(id, (file.to_string(), line));
         self.pending = Some(Pending {

@@ -4,6 +4,7 @@
 
 use crate::action::{self, Ctl, Disruptive, EngineMode, Flow, IdRange, SetVar};
 use crate::body::{self, FilePart, MultipartFlags, Pair};
+use crate::fold::Fold;
 use crate::macros::{MacroVar, Resolve, Template};
 use crate::memo::CleanValues;
 use crate::operator::number;
@@ -129,11 +130,12 @@ struct Xml {
 }
 
 /// What the rules change as they run.
-struct State {
+struct State<'r> {
     mode: EngineMode,
-    tx: FastMap<String, Vec<u8>>,
-    /// MATCHED_VAR when the current rule has matched nothing yet (see `matched_var()`).
-    matched_var: Option<(String, Vec<u8>)>,
+    tx: TxMap,
+    /// MATCHED_VAR when the current rule has matched nothing yet (see `matched_var()`);
+    /// borrowed when a rule whose outcome is known at load set it.
+    matched_var: Option<Cow<'r, (String, Vec<u8>)>>,
     matched_vars: Vec<(String, Vec<u8>)>,
     removed_ids: Vec<IdRange>,
     removed_tags: Vec<String>,
@@ -148,11 +150,20 @@ struct State {
     allowed: bool,
 }
 
-impl State {
+impl State<'_> {
     /// MATCHED_VAR: the last value matched, by this rule or, when it has matched none yet,
     /// an earlier one. (Kept as the last of MATCHED_VARS, not copied per match.)
     fn matched_var(&self) -> Option<&(String, Vec<u8>)> {
-        self.matched_vars.last().or(self.matched_var.as_ref())
+        self.matched_vars.last().or(self.matched_var.as_deref())
+    }
+
+    /// A rule starts: the last value the previous one matched stays MATCHED_VAR until
+    /// another rule matches one.
+    fn next_rule(&mut self) {
+        if let Some(last) = self.matched_vars.pop() {
+            self.matched_var = Some(Cow::Owned(last));
+        }
+        self.matched_vars.clear();
     }
 }
 
@@ -164,7 +175,7 @@ enum Scope {
 struct Transaction<'r> {
     rules: &'r RuleSet,
     data: Data<'r>,
-    state: State,
+    state: State<'r>,
     /// Transformed values by (address, length, transformation list); `None`: unchanged.
     /// Emptied when the body processor replaces the request's data.
     transform_cache: RefCell<TransformCache>,
@@ -358,8 +369,9 @@ impl<'r> Transaction<'r> {
             data,
             state: State {
                 mode: rules.engine,
-                // CRS's setup and initialization set about 60 variables per request.
-                tx: FastMap::with_capacity_and_hasher(128, Default::default()),
+                // What the rules folded at load set (CRS's setup and initialization: about
+                // 60 variables).
+                tx: rules.start.tx.clone(),
                 matched_var: None,
                 matched_vars: Vec::new(),
                 removed_ids: Vec::new(),
@@ -512,7 +524,8 @@ impl<'r> Transaction<'r> {
     }
 
     fn phase(&mut self, phase: u8) {
-        let items = &self.rules.phases[phase as usize - 1];
+        let rules: &'r RuleSet = self.rules;
+        let items = &rules.phases[phase as usize - 1];
         // The body processor ran between the phases: the request's values are new.
         for hits in self.prefilter_hits.borrow_mut().iter_mut() {
             hits.scanned = 0;
@@ -532,7 +545,11 @@ impl<'r> Transaction<'r> {
             if self.removed(rule) {
                 continue;
             }
-            if !self.rule_matches(rule) {
+            let matched = match &rule.fold {
+                Some(fold) => self.folded(fold),
+                None => self.rule_matches(rule),
+            };
+            if !matched {
                 continue;
             }
             match self.fire(rule) {
@@ -567,12 +584,19 @@ impl<'r> Transaction<'r> {
             || self.state.removed_tags.iter().any(|t| rule.has_tag(t))
     }
 
-    fn rule_matches(&mut self, rule: &Rule) -> bool {
-        // The last value matched stays MATCHED_VAR until another rule matches one.
-        if let Some(last) = self.state.matched_vars.pop() {
-            self.state.matched_var = Some(last);
+    /// A rule whose outcome is known at load: whether it matches, with what it leaves.
+    fn folded(&mut self, fold: &'r Fold) -> bool {
+        self.state.next_rule();
+        // A folded rule only sets TX and steers: nothing reads MATCHED_VARS before the next
+        // rule starts, which would move this value to MATCHED_VAR.
+        if let Some(m) = &fold.leaves {
+            self.state.matched_var = Some(Cow::Borrowed(m));
         }
-        self.state.matched_vars.clear();
+        fold.matches
+    }
+
+    fn rule_matches(&mut self, rule: &Rule) -> bool {
+        self.state.next_rule();
         for link in &rule.links {
             if !self.link_matches(rule, link) {
                 return false;
@@ -1351,6 +1375,74 @@ impl<'r> Transaction<'r> {
     }
 }
 
+/// A transaction over no request, to evaluate at load the rules that read only TX (see
+/// `fold`).
+pub(crate) struct Probe<'r> {
+    tx: Transaction<'r>,
+}
+
+/// A rule as the probe evaluated it.
+pub(crate) struct Outcome {
+    /// How many of its links matched, in order (all of them: the rule matched).
+    pub links_matched: usize,
+    /// MATCHED_VARS after it.
+    pub matched: Vec<(String, Vec<u8>)>,
+}
+
+/// The probe's variables, to go back to.
+#[derive(Clone)]
+pub(crate) struct Saved {
+    tx: TxMap,
+    matched_var: Option<(String, Vec<u8>)>,
+    matched_vars: Vec<(String, Vec<u8>)>,
+}
+
+impl<'r> Probe<'r> {
+    pub(crate) fn new(rules: &'r RuleSet, request: &'r Request) -> Self {
+        let mut tx = Transaction::new(rules, request, None);
+        tx.state.tx.clear();
+        tx.state.matched_var = None;
+        Probe { tx }
+    }
+
+    /// Evaluates `rule`'s links in order up to the first that does not match, running the
+    /// setvars of those that do (not their ctls: a rule with a ctl is not folded).
+    pub(crate) fn evaluate(&mut self, rule: &Rule) -> Outcome {
+        self.tx.state.next_rule();
+        let mut links_matched = 0;
+        for link in &rule.links {
+            if !self.tx.link_matches(rule, link) {
+                break;
+            }
+            links_matched += 1;
+        }
+        Outcome {
+            links_matched,
+            matched: self.tx.state.matched_vars.clone(),
+        }
+    }
+
+    pub(crate) fn save(&self) -> Saved {
+        let s = &self.tx.state;
+        Saved {
+            tx: s.tx.clone(),
+            matched_var: s.matched_var.as_deref().cloned(),
+            matched_vars: s.matched_vars.clone(),
+        }
+    }
+
+    pub(crate) fn restore(&mut self, saved: Saved) {
+        let s = &mut self.tx.state;
+        s.tx = saved.tx;
+        s.matched_var = saved.matched_var.map(Cow::Owned);
+        s.matched_vars = saved.matched_vars;
+    }
+
+    pub(crate) fn tx_value(&self, key: &str) -> Option<&[u8]> {
+        self.tx.state.tx.get(key).map(Vec::as_slice)
+    }
+}
+
 fn op_matches(link: &Link, value: &[u8], ctx: &Ctx<'_, '_>, captures: &mut Vec<Vec<u8>>) -> bool {
     let want = if link.capture { Some(captures) } else { None };
     link.operator.matches(value, ctx, want) != link.negated
@@ -1578,6 +1670,9 @@ impl std::hash::Hasher for FxHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// The TX collection of a transaction.
+pub(crate) type TxMap = FastMap<String, Vec<u8>>;
 
 /// The decimal digits of `n`, by hand: through `fmt` this was most of a score update.
 fn write_number(out: &mut Vec<u8>, n: i64) {
