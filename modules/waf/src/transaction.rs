@@ -132,7 +132,8 @@ struct Xml {
 /// What the rules change as they run.
 struct State<'r> {
     mode: EngineMode,
-    tx: TxMap,
+    /// Names and values borrowed from the rule set until a request writes them.
+    tx: Vars<'r>,
     /// MATCHED_VAR when the current rule has matched nothing yet (see `matched_var()`);
     /// borrowed when a rule whose outcome is known at load set it.
     matched_var: Option<Cow<'r, (String, Vec<u8>)>>,
@@ -369,9 +370,7 @@ impl<'r> Transaction<'r> {
             data,
             state: State {
                 mode: rules.engine,
-                // What the rules folded at load set (CRS's setup and initialization: about
-                // 60 variables).
-                tx: rules.start.tx.clone(),
+                tx: start_vars(rules),
                 matched_var: None,
                 matched_vars: Vec::new(),
                 removed_ids: Vec::new(),
@@ -595,7 +594,7 @@ impl<'r> Transaction<'r> {
         fold.matches
     }
 
-    fn rule_matches(&mut self, rule: &Rule) -> bool {
+    fn rule_matches(&mut self, rule: &'r Rule) -> bool {
         self.state.next_rule();
         for link in &rule.links {
             if !self.link_matches(rule, link) {
@@ -609,7 +608,7 @@ impl<'r> Transaction<'r> {
         true
     }
 
-    fn link_matches(&mut self, rule: &Rule, link: &Link) -> bool {
+    fn link_matches(&mut self, rule: &Rule, link: &'r Link) -> bool {
         let Some(targets) = &link.targets else {
             for setvar in &link.setvars {
                 self.setvar(rule, setvar);
@@ -706,9 +705,9 @@ impl<'r> Transaction<'r> {
                 // TX:0..9 exist after the first capture: no new key per match.
                 for (key, c) in CAPTURE_KEYS.into_iter().zip(caps) {
                     match self.state.tx.get_mut(key) {
-                        Some(slot) => *slot = c,
+                        Some(slot) => *slot = Cow::Owned(c),
                         None => {
-                            self.state.tx.insert(key.to_owned(), c);
+                            self.state.tx.insert(Cow::Borrowed(key), Cow::Owned(c));
                         }
                     }
                 }
@@ -1061,7 +1060,7 @@ impl<'r> Transaction<'r> {
                             emit(Value {
                                 collection: c,
                                 key: Cow::Borrowed(k.as_bytes()),
-                                value: Cow::Borrowed(v),
+                                value: Cow::Borrowed(v.as_ref()),
                                 count: false,
                             });
                         }
@@ -1069,7 +1068,7 @@ impl<'r> Transaction<'r> {
                 }
             }
             Collection::Tx => {
-                let mut keys: Vec<&String> = self
+                let mut keys: Vec<&Cow<str>> = self
                     .state
                     .tx
                     .keys()
@@ -1081,7 +1080,7 @@ impl<'r> Transaction<'r> {
                         emit(Value {
                             collection: c,
                             key: Cow::Borrowed(k.as_bytes()),
-                            value: Cow::Borrowed(&self.state.tx[k]),
+                            value: Cow::Borrowed(&self.state.tx[k.as_ref()]),
                             count: false,
                         });
                     }
@@ -1288,7 +1287,7 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    fn setvar(&mut self, rule: &Rule, setvar: &SetVar) {
+    fn setvar(&mut self, rule: &Rule, setvar: &'r SetVar) {
         let ctx = Ctx { tx: self, rule };
         let (key, change) = match setvar {
             SetVar::Set { key, value } => (key, Some((0, expand(value, &ctx)))),
@@ -1297,18 +1296,19 @@ impl<'r> Transaction<'r> {
             SetVar::Delete { key } => (key, None),
         };
         // Keys are lower-cased at load; only a key with a macro is built per request.
-        let key: Cow<str> = match key.literal() {
+        let key: Cow<'r, str> = match key.literal() {
             Some(k) => Cow::Borrowed(k),
             None => Cow::Owned(String::from_utf8_lossy(&key.expand(&ctx)).to_ascii_lowercase()),
         };
+        // A literal name or value is stored borrowed from the rule set.
         match change {
             None => {
                 self.state.tx.remove(key.as_ref());
             }
             Some((0, value)) => match self.state.tx.get_mut(key.as_ref()) {
-                Some(slot) => *slot = value.into_owned(),
+                Some(slot) => *slot = value,
                 None => {
-                    self.state.tx.insert(key.into_owned(), value.into_owned());
+                    self.state.tx.insert(key, value);
                 }
             },
             Some((sign, value)) => {
@@ -1317,13 +1317,14 @@ impl<'r> Transaction<'r> {
                 match self.state.tx.get_mut(key.as_ref()) {
                     Some(slot) => {
                         let new = number(slot).saturating_add(change);
-                        slot.clear();
-                        write_number(slot, new);
+                        let digits = slot.to_mut();
+                        digits.clear();
+                        write_number(digits, new);
                     }
                     None => {
                         let mut digits = Vec::new();
                         write_number(&mut digits, change);
-                        self.state.tx.insert(key.into_owned(), digits);
+                        self.state.tx.insert(key, Cow::Owned(digits));
                     }
                 }
             }
@@ -1391,8 +1392,8 @@ pub(crate) struct Outcome {
 
 /// The probe's variables, to go back to.
 #[derive(Clone)]
-pub(crate) struct Saved {
-    tx: TxMap,
+pub(crate) struct Saved<'r> {
+    tx: Vars<'r>,
     matched_var: Option<(String, Vec<u8>)>,
     matched_vars: Vec<(String, Vec<u8>)>,
 }
@@ -1407,7 +1408,7 @@ impl<'r> Probe<'r> {
 
     /// Evaluates `rule`'s links in order up to the first that does not match, running the
     /// setvars of those that do (not their ctls: a rule with a ctl is not folded).
-    pub(crate) fn evaluate(&mut self, rule: &Rule) -> Outcome {
+    pub(crate) fn evaluate(&mut self, rule: &'r Rule) -> Outcome {
         self.tx.state.next_rule();
         let mut links_matched = 0;
         for link in &rule.links {
@@ -1422,7 +1423,7 @@ impl<'r> Probe<'r> {
         }
     }
 
-    pub(crate) fn save(&self) -> Saved {
+    pub(crate) fn save(&self) -> Saved<'r> {
         let s = &self.tx.state;
         Saved {
             tx: s.tx.clone(),
@@ -1431,7 +1432,7 @@ impl<'r> Probe<'r> {
         }
     }
 
-    pub(crate) fn restore(&mut self, saved: Saved) {
+    pub(crate) fn restore(&mut self, saved: Saved<'r>) {
         let s = &mut self.tx.state;
         s.tx = saved.tx;
         s.matched_var = saved.matched_var.map(Cow::Owned);
@@ -1439,7 +1440,7 @@ impl<'r> Probe<'r> {
     }
 
     pub(crate) fn tx_value(&self, key: &str) -> Option<&[u8]> {
-        self.tx.state.tx.get(key).map(Vec::as_slice)
+        self.tx.state.tx.get(key).map(|v| v.as_ref())
     }
 }
 
@@ -1671,8 +1672,25 @@ impl std::hash::Hasher for FxHasher {
 
 type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
 
-/// The TX collection of a transaction.
+/// TX variables owned (what the rule set starts every transaction with).
 pub(crate) type TxMap = FastMap<String, Vec<u8>>;
+
+/// A transaction's TX collection.
+type Vars<'r> = FastMap<Cow<'r, str>, Cow<'r, [u8]>>;
+
+/// The variables every transaction starts with (CRS's setup and initialization, folded at
+/// load: about 60), borrowed: no copy of a name or value per request.
+fn start_vars(rules: &RuleSet) -> Vars<'_> {
+    let start = &rules.start.tx;
+    // Room for what a request sets on top without growing.
+    let mut vars = Vars::with_capacity_and_hasher(start.len() + 64, Default::default());
+    vars.extend(
+        start
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_slice()))),
+    );
+    vars
+}
 
 /// The decimal digits of `n`, by hand: through `fmt` this was most of a score update.
 fn write_number(out: &mut Vec<u8>, n: i64) {
