@@ -13,7 +13,8 @@
 //!   no ctl met before may remove it) that only sets TX variables and steers, none of them
 //!   read or written per request by an earlier rule, is folded with its writes moved into
 //!   the state every transaction starts from ([`Start`]).
-//! - Any rule whose first link never matches is folded: it has no effect.
+//! - Any rule whose first link never matches is folded: it has no effect (only that link's
+//!   targets and operator argument need be known).
 //! - A one-link rule that always matches and only steers (`pass`, `nolog`, no setvar, ctl
 //!   or capture) is folded, wherever it is.
 //!
@@ -178,7 +179,8 @@ impl<'r> Walk<'r> {
 
     /// Walks one phase; false when folding must stop here.
     fn phase(&mut self, phase: usize) -> bool {
-        let items = &self.set.phases[phase];
+        let set: &'r RuleSet = self.set;
+        let items = &set.phases[phase];
         // Rules before this index may be jumped over by a rule whose outcome is not known.
         let mut uncertain_until = 0;
         let mut i = 0;
@@ -188,6 +190,19 @@ impl<'r> Walk<'r> {
                 continue;
             };
             let certain = i >= uncertain_until && !self.removable(rule);
+            if !self.constant(rule) && self.first_link_never_matches(rule) {
+                // Nothing after its first link runs: no effect, whatever it would read.
+                self.folds.push((
+                    phase,
+                    i,
+                    Fold {
+                        matches: false,
+                        leaves: None,
+                    },
+                ));
+                i += 1;
+                continue;
+            }
             if !self.constant(rule) {
                 self.per_request.add_reads(rule);
                 self.per_request.add_writes(&rule.links);
@@ -291,6 +306,41 @@ impl<'r> Walk<'r> {
                 _ => true,
             }
             && keys.iter().all(|k| !self.unknown.contains(k))
+    }
+
+    /// Whether the rule's first link reads only known TX variables (its targets and its
+    /// operator's argument) and matches none of them.
+    fn first_link_never_matches(&mut self, rule: &'r Rule) -> bool {
+        let link = &rule.links[0];
+        let mut keys = Vec::new();
+        let reads_known = match &link.targets {
+            Some(targets) => {
+                targets.exclude.is_empty()
+                    && targets
+                        .include
+                        .iter()
+                        .all(|t| match (&t.collection, &t.selector) {
+                            (Collection::Tx, Selector::Key(k)) => {
+                                keys.push(k.clone());
+                                true
+                            }
+                            _ => false,
+                        })
+            }
+            // `SecAction` always matches.
+            None => false,
+        } && link
+            .operator
+            .template()
+            .is_none_or(|t| template_reads(t, &mut keys))
+            && keys.iter().all(|k| !self.unknown.contains(k));
+        if !reads_known {
+            return false;
+        }
+        let before = self.probe.save();
+        let outcome = self.probe.evaluate(rule);
+        self.probe.restore(before);
+        outcome.links_matched == 0
     }
 
     /// Takes account of the ctls of links that may run; false when folding must stop.
@@ -536,6 +586,20 @@ mod tests {
         assert_eq!(folded_ids(text), [1]);
         assert_eq!(fired(text, "/?x=1"), Vec::<u32>::new());
         assert_eq!(fired(text, "/"), [3]);
+    }
+
+    #[test]
+    fn a_rule_whose_first_link_never_matches_is_folded_whatever_its_actions_read() {
+        let text = r#"
+            SecRule ARGS "@rx attack" "id:1,phase:1,pass,nolog,setvar:tx.score=+5"
+            SecAction "id:2,phase:1,pass,nolog,setvar:tx.pl=1"
+            SecRule TX:pl "@ge 2" "id:3,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}"
+            SecRule TX:pl "@ge 1" "id:4,phase:2,pass,nolog,setvar:tx.total=+%{tx.score}"
+            SecRule TX:total "@ge 5" "id:5,phase:2,deny,log"
+        "#;
+        assert_eq!(folded_ids(text), [2, 3]);
+        assert_eq!(fired(text, "/?q=attack"), [5]);
+        assert_eq!(fired(text, "/"), Vec::<u32>::new());
     }
 
     #[test]
