@@ -359,6 +359,9 @@ pub struct Group {
     /// `Link::chain` of the list (the request's transformation cache key).
     pub chain: u32,
     pub slots: usize,
+    /// Where the group's slot bits start in a request's bits of all groups (in 64-bit
+    /// words).
+    pub word_offset: usize,
     /// Indexed by `Source as usize`.
     scanners: Vec<Option<Scanner>>,
 }
@@ -416,6 +419,8 @@ impl Slot {
 #[derive(Debug, Default)]
 pub struct Prefilters {
     pub groups: Vec<Group>,
+    /// The slot bits of all groups, in 64-bit words.
+    pub words: usize,
 }
 
 /// A factor ordinary requests are full of: a letter, digit or URL punctuation alone, or two
@@ -506,9 +511,15 @@ pub fn build(phases: &mut [Vec<Item>]) -> Prefilters {
             link.prefilter = Some(slot);
         }
     }
+    let mut words = 0;
     let groups = groups
         .into_iter()
         .map(|g| Group {
+            word_offset: {
+                let at = words;
+                words += (g.slots as usize).div_ceil(64);
+                at
+            },
             scanners: g
                 .sources
                 .into_iter()
@@ -529,7 +540,7 @@ pub fn build(phases: &mut [Vec<Item>]) -> Prefilters {
             slots: g.slots as usize,
         })
         .collect();
-    Prefilters { groups }
+    Prefilters { groups, words }
 }
 
 #[cfg(test)]
@@ -608,6 +619,7 @@ mod tests {
             transforms: Vec::new(),
             chain: 0,
             slots: 2,
+            word_offset: 0,
             scanners: Source::ALL
                 .iter()
                 .map(|&s| (s == Source::GetValues).then(|| scanner(automaton.clone())))

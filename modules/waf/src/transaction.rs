@@ -103,11 +103,14 @@ struct Data<'r> {
     query: &'r [u8],
     request_line: Vec<u8>,
     server_name: Vec<u8>,
-    args_get: Vec<Pair>,
-    /// `args_get` without the parameters the node's token auth verified (a signature is
+    /// The query's arguments without those the node's token auth verified (a signature is
     /// random-looking base64 that trips injection heuristics; a forged one never gets
-    /// here). Counts and sizes still use `args_get`.
+    /// here).
     args_get_inspected: Vec<Pair>,
+    /// How many arguments the query has, and their names' and values' bytes, verified ones
+    /// included (the argument limit and ARGS_COMBINED_SIZE count them).
+    args_get_count: usize,
+    args_get_bytes: usize,
     args_post: Vec<Pair>,
     cookies: Vec<Pair>,
     files: Vec<FilePart>,
@@ -182,7 +185,7 @@ struct Transaction<'r> {
     transform_cache: RefCell<TransformCache>,
     /// Per prefilter group, which of its links may match in this phase (computed when a
     /// phase first reaches one of them).
-    prefilter_hits: RefCell<Vec<GroupHits>>,
+    prefilter_hits: RefCell<PrefilterHits>,
     /// Values known clean for pure links, across requests.
     memo: RefCell<Option<&'r mut CleanValues>>,
     /// Per value set of the rule set (computed when a phase first asks): the links clean
@@ -198,12 +201,12 @@ struct CleanSets {
     bits: Vec<u64>,
 }
 
-/// What a prefilter group's scans of the request found so far.
-#[derive(Clone, Default)]
-struct GroupHits {
-    /// The sources scanned (a bit set of `Source`).
-    scanned: u32,
-    /// The slots whose factors occur in some value of those sources.
+/// What the prefilter groups' scans of the request found so far, in one allocation.
+struct PrefilterHits {
+    /// Per group, the sources scanned (a bit set of `Source`).
+    scanned: Vec<u32>,
+    /// Per group (from `Group::word_offset`), the slots whose factors occur in some value
+    /// of those sources.
     slots: Vec<u64>,
 }
 
@@ -337,17 +340,19 @@ impl<'r> Transaction<'r> {
         }
         let content_type = req.header("content-type").unwrap_or_default();
         let processor = processor_for(content_type);
+        let mut args_get = body::parse_urlencoded(query);
+        let args_get_count = args_get.len();
+        let args_get_bytes = pair_bytes(&args_get);
+        args_get.retain(|(k, _)| {
+            !req.verified_args
+                .iter()
+                .any(|a| a.as_bytes() == k.as_slice())
+        });
         let data = Data {
             req,
-            args_get_inspected: body::parse_urlencoded(query)
-                .into_iter()
-                .filter(|(k, _)| {
-                    !req.verified_args
-                        .iter()
-                        .any(|a| a.as_bytes() == k.as_slice())
-                })
-                .collect(),
-            args_get: body::parse_urlencoded(query),
+            args_get_inspected: args_get,
+            args_get_count,
+            args_get_bytes,
             uri,
             filename,
             basename_at,
@@ -390,17 +395,10 @@ impl<'r> Transaction<'r> {
                 if memo.is_some() { 32 } else { 512 },
                 Default::default(),
             )),
-            prefilter_hits: RefCell::new(
-                rules
-                    .prefilters
-                    .groups
-                    .iter()
-                    .map(|g| GroupHits {
-                        scanned: 0,
-                        slots: vec![0; g.slots.div_ceil(64)],
-                    })
-                    .collect(),
-            ),
+            prefilter_hits: RefCell::new(PrefilterHits {
+                scanned: vec![0; rules.prefilters.groups.len()],
+                slots: vec![0; rules.prefilters.words],
+            }),
             memo: RefCell::new(memo),
             clean_sets: Default::default(),
         }
@@ -515,7 +513,7 @@ impl<'r> Transaction<'r> {
             self.data.request_body = Some(body);
         }
         let limit = config.arguments_limit;
-        if self.data.args_get.len() + self.data.args_post.len() > limit {
+        if self.data.args_get_count + self.data.args_post.len() > limit {
             self.data
                 .body_error
                 .get_or_insert_with(|| format!("more than {limit} arguments"));
@@ -526,10 +524,9 @@ impl<'r> Transaction<'r> {
         let rules: &'r RuleSet = self.rules;
         let items = &rules.phases[phase as usize - 1];
         // The body processor ran between the phases: the request's values are new.
-        for hits in self.prefilter_hits.borrow_mut().iter_mut() {
-            hits.scanned = 0;
-            hits.slots.fill(0);
-        }
+        let hits = self.prefilter_hits.get_mut();
+        hits.scanned.fill(0);
+        hits.slots.fill(0);
         self.clean_sets.get_mut().computed.fill(0);
         let mut i = 0;
         while i < items.len() {
@@ -804,24 +801,25 @@ impl<'r> Transaction<'r> {
     fn may_match(&self, slot: Slot) -> bool {
         let at = slot.group as usize;
         let group = &self.rules.prefilters.groups[at];
-        let mut hits = std::mem::take(&mut self.prefilter_hits.borrow_mut()[at]);
+        let mut all = self.prefilter_hits.borrow_mut();
+        let PrefilterHits { scanned, slots } = &mut *all;
+        let scanned = &mut scanned[at];
+        let slots = &mut slots[group.word_offset..group.word_offset + group.slots.div_ceil(64)];
         for source in slot.sources() {
-            if hits.scanned & (1 << source as u8) != 0 {
+            if *scanned & (1 << source as u8) != 0 {
                 continue;
             }
-            hits.scanned |= 1 << source as u8;
+            *scanned |= 1 << source as u8;
             let complete = self.each_source_value(source, &mut |value| {
                 let t = self.transformed_stable(group.chain, &group.transforms, value);
-                group.scan(source, t.bytes(), &mut hits.slots);
+                group.scan(source, t.bytes(), slots);
             });
             if !complete {
-                hits.slots.fill(u64::MAX);
+                slots.fill(u64::MAX);
             }
         }
         let s = slot.slot as usize;
-        let may = hits.slots[s / 64] & (1 << (s % 64)) != 0;
-        self.prefilter_hits.borrow_mut()[at] = hits;
-        may
+        slots[s / 64] & (1 << (s % 64)) != 0
     }
 
     /// Every value of `source`, borrowed from the request as `each_member` yields it (so the
@@ -1164,14 +1162,9 @@ impl<'r> Transaction<'r> {
             Collection::RemotePort => owned(d.req.remote_port.to_string()),
             Collection::ServerName => Some(Cow::Borrowed(&d.server_name)),
             Collection::UniqueId => b(d.req.unique_id.as_bytes()),
-            Collection::ArgsCombinedSize => owned(
-                d.args_get
-                    .iter()
-                    .chain(&d.args_post)
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>()
-                    .to_string(),
-            ),
+            Collection::ArgsCombinedSize => {
+                owned((d.args_get_bytes + pair_bytes(&d.args_post)).to_string())
+            }
             Collection::FilesCombinedSize => {
                 owned(d.files.iter().map(|f| f.size).sum::<usize>().to_string())
             }
@@ -1458,6 +1451,11 @@ fn transform_all<'a>(transforms: &[crate::transform::Transform], value: &'a [u8]
         };
     }
     current
+}
+
+/// The bytes of the names and values of `pairs`.
+fn pair_bytes(pairs: &[Pair]) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// A setvar's value: a literal one (`=0`, `=+1`) is read in place.
