@@ -1973,6 +1973,29 @@ mod tests {
     }
 
     #[test]
+    fn verified_arguments_are_not_inspected_but_still_counted() {
+        let set = rules(
+            r#"
+            SecRule ARGS "@contains forged" "id:1,phase:1,deny,log"
+            SecRule ARGS_COMBINED_SIZE "@gt 20" "id:2,phase:1,pass,log"
+            SecRule &ARGS_GET "@eq 1" "id:3,phase:1,pass,log"
+            "#,
+        );
+        let mut request = Request {
+            method: "GET".into(),
+            uri: "/seg.ts?Signature=not-forged-at-all".into(),
+            protocol: "HTTP/1.1".into(),
+            verified_args: vec!["Signature".into()],
+            ..Request::default()
+        };
+        // `&ARGS_GET` counts the inspected arguments, the combined size all of them.
+        assert_eq!(ids(&evaluate(&set, &request)), [2]);
+        request.uri = "/seg.ts?Signature=forged&a=b".into();
+        request.verified_args.clear();
+        assert_eq!(ids(&evaluate(&set, &request)), [1]);
+    }
+
+    #[test]
     fn numbers_are_written_in_decimal() {
         for n in [0, 7, -7, 10, 12345, i64::MAX, i64::MIN] {
             let mut out = b"x".to_vec();
