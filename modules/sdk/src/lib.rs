@@ -29,6 +29,8 @@
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 mod guest_alloc;
 #[cfg(any(test, all(target_arch = "wasm32", target_os = "unknown")))]
+mod guest_memcmp;
+#[cfg(any(test, all(target_arch = "wasm32", target_os = "unknown")))]
 mod small_blocks;
 
 #[doc(hidden)]
