@@ -60,6 +60,11 @@ impl CpuBudget {
     }
 
     /// The epoch deadline to arm a call with, in ticks from now.
+    /// Wall-clock time after which the call stops, whatever its CPU time.
+    pub fn wall_cap(&self) -> Duration {
+        self.wall_cap
+    }
+
     pub fn first_deadline(&self) -> u64 {
         first_deadline(self.budget)
     }

@@ -6,6 +6,11 @@
 //! synchronous. One that imports WASI (a module built for `wasm32-wasip2`) must run on a
 //! fiber, because WASI's host side is async in wasmtime (its output streams are Tokio
 //! tasks). The direct path saves the fiber switch and its stack on every call.
+//!
+//! A call on a fiber also ends at its budget's wall-clock cap while it waits in the host
+//! (one WASI sleep that never returns runs no guest code, so no epoch deadline can stop
+//! it): the call's future is dropped, which unwinds the fiber, and the call fails as one
+//! that ran out of time.
 
 use super::bindings::edge::module::types::{ModuleInfo, RequestAction};
 use super::bindings::Module as FiberModule;
@@ -32,6 +37,21 @@ pub(crate) enum Hooks {
 }
 
 type Call<T> = wasmtime::Result<T>;
+
+/// `call` on a fiber, ended at the wall-clock cap of the budget armed for it.
+async fn capped<T>(
+    cap: std::time::Duration,
+    call: impl std::future::Future<Output = Call<T>>,
+) -> Call<T> {
+    match tokio::time::timeout(cap, call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)),
+    }
+}
+
+fn cap(store: &Store<ModuleState>) -> std::time::Duration {
+    store.data().wall_cap()
+}
 
 impl Linked {
     pub(crate) fn new(
@@ -74,14 +94,14 @@ impl Hooks {
     pub(crate) async fn describe(&self, store: &mut Store<ModuleState>) -> Call<ModuleInfo> {
         match self {
             Hooks::Direct(m) => m.edge_module_hooks().call_describe(store),
-            Hooks::Fiber(m) => m.edge_module_hooks().call_describe(store).await,
+            Hooks::Fiber(m) => capped(cap(store), m.edge_module_hooks().call_describe(store)).await,
         }
     }
 
     pub(crate) async fn init(&self, store: &mut Store<ModuleState>) -> Call<Result<(), String>> {
         match self {
             Hooks::Direct(m) => m.edge_module_hooks().call_init(store),
-            Hooks::Fiber(m) => m.edge_module_hooks().call_init(store).await,
+            Hooks::Fiber(m) => capped(cap(store), m.edge_module_hooks().call_init(store)).await,
         }
     }
 
@@ -92,7 +112,10 @@ impl Hooks {
     ) -> Call<RequestAction> {
         match self {
             Hooks::Direct(m) => m.edge_module_hooks().call_on_request(store, req),
-            Hooks::Fiber(m) => m.edge_module_hooks().call_on_request(store, req).await,
+            Hooks::Fiber(m) => {
+                let cap = cap(store);
+                capped(cap, m.edge_module_hooks().call_on_request(store, req)).await
+            }
         }
     }
 
@@ -105,9 +128,12 @@ impl Hooks {
         match self {
             Hooks::Direct(m) => m.edge_module_hooks().call_on_response(store, req, resp),
             Hooks::Fiber(m) => {
-                m.edge_module_hooks()
-                    .call_on_response(store, req, resp)
-                    .await
+                let cap = cap(store);
+                capped(
+                    cap,
+                    m.edge_module_hooks().call_on_response(store, req, resp),
+                )
+                .await
             }
         }
     }
@@ -124,9 +150,11 @@ impl Hooks {
                 .edge_module_hooks()
                 .call_transform_body(store, req, resp, body),
             Hooks::Fiber(m) => {
-                m.edge_module_hooks()
-                    .call_transform_body(store, req, resp, body)
-                    .await
+                let cap = cap(store);
+                let call = m
+                    .edge_module_hooks()
+                    .call_transform_body(store, req, resp, body);
+                capped(cap, call).await
             }
         }
     }
@@ -240,10 +268,9 @@ mod tests {
         }
     }
 
-    /// A module that waits in WASI (on a fiber) uses almost no CPU, so its CPU budget
-    /// would never run out: the wall-clock cap ends the call.
-    #[test]
-    fn a_module_waiting_in_wasi_is_stopped_at_the_wall_clock_cap() {
+    /// The wasip2 test module in `mode`, its request hook called with a 5 ms budget: the
+    /// result and how long the call took.
+    fn call_sleeper(mode: &str) -> (Call<RequestAction>, std::time::Duration) {
         let limits = crate::wasm::registry::ModuleLimits {
             budget: std::time::Duration::from_millis(5),
             ..test_limits()
@@ -261,7 +288,7 @@ mod tests {
         let identity = InstanceIdentity {
             name: "sleeper".into(),
             version: version.version.clone(),
-            config_json: r#"{"mode":"sleep-loop"}"#.into(),
+            config_json: format!(r#"{{"mode":"{mode}"}}"#).into(),
         };
         let mut store = ModuleState::store(version.pre.engine(), identity, services, limits);
         let view = plain_get();
@@ -269,7 +296,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (result, waited) = rt.block_on(async {
+        rt.block_on(async {
             let hooks = version.pre.instantiate(&mut store).await.unwrap();
             crate::wasm::state::arm(&mut store, limits.budget);
             let own = store.data_mut().table.push(view).unwrap();
@@ -278,15 +305,39 @@ mod tests {
                 .on_request(&mut store, Resource::new_borrow(own.rep()))
                 .await;
             (result, started.elapsed())
-        });
+        })
+    }
+
+    /// One WASI wait that does not return (an hour's sleep) runs no guest code, so no
+    /// epoch deadline can end it: the call's future is dropped at the wall-clock cap.
+    #[test]
+    fn a_single_endless_wasi_wait_is_cut_at_the_wall_clock_cap() {
+        let (result, waited) = call_sleeper("sleep-once");
         let error = result.expect_err("a module that never returns is stopped");
         assert_eq!(
             error.downcast_ref::<wasmtime::Trap>(),
             Some(&wasmtime::Trap::Interrupt),
             "{error:#}"
         );
-        // Stopped by the cap (20 budgets, at least 100 ms; then the sleep in progress ends)
-        // rather than by its CPU time, which at ~10 wake-ups a second takes seconds to
+        assert!(waited >= crate::wasm::cpu_budget::WALL_MIN, "{waited:?}");
+        assert!(
+            waited < std::time::Duration::from_millis(1500),
+            "{waited:?}"
+        );
+    }
+
+    /// A module that waits in WASI (on a fiber) uses almost no CPU, so its CPU budget
+    /// would never run out: the wall-clock cap ends the call.
+    #[test]
+    fn a_module_waiting_in_wasi_is_stopped_at_the_wall_clock_cap() {
+        let (result, waited) = call_sleeper("sleep-loop");
+        let error = result.expect_err("a module that never returns is stopped");
+        assert_eq!(
+            error.downcast_ref::<wasmtime::Trap>(),
+            Some(&wasmtime::Trap::Interrupt),
+            "{error:#}"
+        );
+        // Stopped by the cap (20 budgets, at least 100 ms) rather than by its CPU time, which at ~10 wake-ups a second takes seconds to
         // reach 5 ms (2.4 s in a debug build when tried with the cap out of the way).
         assert!(waited >= crate::wasm::cpu_budget::WALL_MIN, "{waited:?}");
         assert!(

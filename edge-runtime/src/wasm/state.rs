@@ -132,6 +132,13 @@ impl ModuleState {
 }
 
 /// Before a call into the module: it gets `budget` of CPU time (see [`CpuBudget`]).
+impl ModuleState {
+    /// Wall-clock time after which the call armed last stops, whatever its CPU time.
+    pub(crate) fn wall_cap(&self) -> std::time::Duration {
+        self.cpu.wall_cap()
+    }
+}
+
 pub(crate) fn arm(store: &mut wasmtime::Store<ModuleState>, budget: std::time::Duration) {
     let cpu = CpuBudget::new(budget);
     store.set_epoch_deadline(cpu.first_deadline());

@@ -60,6 +60,10 @@ impl Module for TestModule {
             Mode::SleepLoop => loop {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             },
+            Mode::SleepOnce => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Action::Continue
+            }
             Mode::MemoryBomb => {
                 // Reserve without touching: memory.grow until the host says no.
                 let mut hoard: Vec<Vec<u8>> = Vec::new();

@@ -41,6 +41,9 @@ pub enum Mode {
     /// Never returns from the request hook either, but waits: sleeps 100 ms at a time (the
     /// `wasm32-wasip2` build, through WASI's clocks; it uses almost no CPU).
     SleepLoop,
+    /// Waits once in the request hook, for an hour (the `wasm32-wasip2` build): a single
+    /// WASI wait that does not return, during which no guest code runs.
+    SleepOnce,
     /// Allocates until memory runs out.
     MemoryBomb,
     /// Upper-cases `text/plain` bodies.
