@@ -312,33 +312,27 @@ mod tests {
     /// epoch deadline can end it: the call's future is dropped at the wall-clock cap.
     #[test]
     fn a_single_endless_wasi_wait_is_cut_at_the_wall_clock_cap() {
-        let (result, waited) = call_sleeper("sleep-once");
-        let error = result.expect_err("a module that never returns is stopped");
-        assert_eq!(
-            error.downcast_ref::<wasmtime::Trap>(),
-            Some(&wasmtime::Trap::Interrupt),
-            "{error:#}"
-        );
-        assert!(waited >= crate::wasm::cpu_budget::WALL_MIN, "{waited:?}");
-        assert!(
-            waited < std::time::Duration::from_millis(1500),
-            "{waited:?}"
-        );
+        stopped_at_the_cap(call_sleeper("sleep-once"));
     }
 
     /// A module that waits in WASI (on a fiber) uses almost no CPU, so its CPU budget
     /// would never run out: the wall-clock cap ends the call.
     #[test]
     fn a_module_waiting_in_wasi_is_stopped_at_the_wall_clock_cap() {
-        let (result, waited) = call_sleeper("sleep-loop");
+        // Stopped by the cap rather than by its CPU time, which at ~10 wake-ups a second
+        // takes seconds to reach 5 ms (2.4 s in a debug build when tried with the cap out
+        // of the way).
+        stopped_at_the_cap(call_sleeper("sleep-loop"));
+    }
+
+    /// Failed as out of time, at the wall-clock cap (20 budgets, at least 100 ms).
+    fn stopped_at_the_cap((result, waited): (Call<RequestAction>, std::time::Duration)) {
         let error = result.expect_err("a module that never returns is stopped");
         assert_eq!(
             error.downcast_ref::<wasmtime::Trap>(),
             Some(&wasmtime::Trap::Interrupt),
             "{error:#}"
         );
-        // Stopped by the cap (20 budgets, at least 100 ms) rather than by its CPU time, which at ~10 wake-ups a second takes seconds to
-        // reach 5 ms (2.4 s in a debug build when tried with the cap out of the way).
         assert!(waited >= crate::wasm::cpu_budget::WALL_MIN, "{waited:?}");
         assert!(
             waited < std::time::Duration::from_millis(1500),

@@ -136,18 +136,8 @@ impl Operator {
             | Operator::ValidateUrlEncoding
             | Operator::ValidateUtf8Encoding
             | Operator::ValidateByteRange(_) => true,
-            Operator::Contains(t)
-            | Operator::ContainsWord(t)
-            | Operator::BeginsWith(t)
-            | Operator::EndsWith(t)
-            | Operator::Streq(t)
-            | Operator::Within(t)
-            | Operator::Eq(t)
-            | Operator::Ge(t)
-            | Operator::Gt(t)
-            | Operator::Le(t)
-            | Operator::Lt(t) => t.literal().is_some(),
-            Operator::RxDynamic(_) | Operator::UnconditionalMatch | Operator::NoMatch => false,
+            // `@rx` with a macro included: its template is not literal.
+            other => other.template().is_some_and(|t| t.literal().is_some()),
         }
     }
 

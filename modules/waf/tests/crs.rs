@@ -99,13 +99,7 @@ fn remembering_clean_values_never_changes_a_verdict() {
         .expect("CRS loads")
         .without_memo();
     let files = ftw::load_tests(&crs().join("tests")).expect("tests load");
-    let requests: Vec<(&str, &edge_module_waf::Request)> = files
-        .iter()
-        .flat_map(|f| &f.cases)
-        .flat_map(|c| c.stages.iter().map(move |s| (c.id.as_str(), s)))
-        .filter_map(|(id, s)| Some((id, s.request.as_ref().ok()?)))
-        .collect();
-    assert!(requests.len() > 4000, "{} requests", requests.len());
+    let requests = regression_requests(&files);
     let expected: Vec<_> = requests
         .iter()
         .map(|(_, r)| edge_module_waf::evaluate(&full, r))
@@ -144,13 +138,7 @@ fn remembering_clean_values_never_changes_a_verdict() {
 #[test]
 fn folding_never_changes_a_verdict() {
     let files = ftw::load_tests(&crs().join("tests")).expect("tests load");
-    let requests: Vec<(&str, &edge_module_waf::Request)> = files
-        .iter()
-        .flat_map(|f| &f.cases)
-        .flat_map(|c| c.stages.iter().map(move |s| (c.id.as_str(), s)))
-        .filter_map(|(id, s)| Some((id, s.request.as_ref().ok()?)))
-        .collect();
-    assert!(requests.len() > 4000, "{} requests", requests.len());
+    let requests = regression_requests(&files);
     let mut sets = Vec::new();
     for paranoia in [1, 2, 4] {
         let load = || ftw::load_for_tests(&[crs().join("rules")], paranoia).expect("CRS loads");
@@ -184,6 +172,18 @@ fn matches(v: &edge_module_waf::Verdict) -> Vec<(u32, String, String, String)> {
         .iter()
         .map(|m| (m.id, m.variable.clone(), m.data.clone(), m.msg.clone()))
         .collect()
+}
+
+/// Every request of the CRS regression tests, with its test's id.
+fn regression_requests(files: &[ftw::TestFile]) -> Vec<(&str, &edge_module_waf::Request)> {
+    let requests: Vec<_> = files
+        .iter()
+        .flat_map(|f| &f.cases)
+        .flat_map(|c| c.stages.iter().map(move |s| (c.id.as_str(), s)))
+        .filter_map(|(id, s)| Some((id, s.request.as_ref().ok()?)))
+        .collect();
+    assert!(requests.len() > 4000, "{} requests", requests.len());
+    requests
 }
 
 /// CRS as a route runs it, with the route's overrides applied to the JSON config.
