@@ -26,8 +26,9 @@
 use crate::action::{Ctl, Disruptive, Flow, IdRange, SetVar};
 use crate::macros::Template;
 use crate::request::Request;
+use crate::ruleset::BodyLimitAction;
 use crate::ruleset::{in_ranges, Item, Link, Rule, RuleSet};
-use crate::transaction::{Probe, TxMap};
+use crate::transaction::{Probe, TxMap, SCORE_VARIABLES};
 use crate::variable::{Collection, Selector};
 use std::collections::HashSet;
 
@@ -56,6 +57,7 @@ pub(crate) fn fold(set: &mut RuleSet) {
             probe: Probe::new(shared, &request),
             unknown: Access::default(),
             per_request: Access::default(),
+            may_have_ended: false,
             removable_ids: Vec::new(),
             removable_tags: Vec::new(),
             start: Start::default(),
@@ -160,6 +162,11 @@ struct Walk<'r> {
     unknown: Access,
     /// TX variables that rules evaluated per request so far may read or write.
     per_request: Access,
+    /// A request may have ended before this point (a rule evaluated per request may deny,
+    /// drop, redirect or allow; phase 2 after a body over the limit): the verdict, which
+    /// reads the anomaly score from TX, may come from here, so no write to the score
+    /// variables moves into the start past it.
+    may_have_ended: bool,
     /// Rules that a ctl met so far may remove per request: they are not certain to run.
     removable_ids: Vec<IdRange>,
     removable_tags: Vec<String>,
@@ -181,6 +188,9 @@ impl<'r> Walk<'r> {
     fn phase(&mut self, phase: usize) -> bool {
         let set: &'r RuleSet = self.set;
         let items = &set.phases[phase];
+        if phase == 1 && set.body.limit_action == BodyLimitAction::Reject {
+            self.may_have_ended = true;
+        }
         // Rules before this index may be jumped over by a rule whose outcome is not known.
         let mut uncertain_until = 0;
         let mut i = 0;
@@ -204,8 +214,7 @@ impl<'r> Walk<'r> {
                 continue;
             }
             if !self.constant(rule) {
-                self.per_request.add_reads(rule);
-                self.per_request.add_writes(&rule.links);
+                self.per_request(rule, &rule.links);
                 self.unknown.add_writes(&rule.links);
                 if !self.ctls(&rule.links) {
                     return false;
@@ -230,9 +239,12 @@ impl<'r> Walk<'r> {
             let writes = literal_writes(ran);
             let moved = certain
                 && sets_tx_only
-                && writes
-                    .as_ref()
-                    .is_some_and(|w| w.iter().all(|k| !self.per_request.contains(k)));
+                && writes.as_ref().is_some_and(|w| {
+                    w.iter().all(|k| {
+                        let score = SCORE_VARIABLES.contains(&k.as_str());
+                        !(self.per_request.contains(k) || self.may_have_ended && score)
+                    })
+                });
             if moved {
                 for key in writes.into_iter().flatten() {
                     match self.probe.tx_value(&key) {
@@ -258,8 +270,7 @@ impl<'r> Walk<'r> {
                     },
                 ));
             } else {
-                self.per_request.add_reads(rule);
-                self.per_request.add_writes(ran);
+                self.per_request(rule, ran);
                 if !self.ctls(ran) {
                     return false;
                 }
@@ -306,6 +317,15 @@ impl<'r> Walk<'r> {
                 _ => true,
             }
             && keys.iter().all(|k| !self.unknown.contains(k))
+    }
+
+    /// `rule` is evaluated per request, `links` of it may run.
+    fn per_request(&mut self, rule: &Rule, links: &[Link]) {
+        self.per_request.add_reads(rule);
+        self.per_request.add_writes(links);
+        if !matches!(rule.disruptive, Disruptive::Pass | Disruptive::Block) {
+            self.may_have_ended = true;
+        }
     }
 
     /// Whether the rule's first link reads only known TX variables (its targets and its
@@ -490,16 +510,14 @@ mod tests {
             protocol: "HTTP/1.1".into(),
             ..Request::default()
         };
-        let ids = |set: &RuleSet| -> Vec<u32> {
-            evaluate(set, &request)
-                .matches
-                .iter()
-                .map(|m| m.id)
-                .collect()
+        let verdict = |set: &RuleSet| {
+            let v = evaluate(set, &request);
+            let ids: Vec<u32> = v.matches.iter().map(|m| m.id).collect();
+            (ids, v.anomaly_score, v.interruption)
         };
-        let folded = ids(&rules(text));
-        assert_eq!(folded, ids(&rules(text).without_folds()), "{uri}");
-        folded
+        let folded = verdict(&rules(text));
+        assert_eq!(folded, verdict(&rules(text).without_folds()), "{uri}");
+        folded.0
     }
 
     fn folded_ids(text: &str) -> Vec<u32> {
@@ -599,6 +617,41 @@ mod tests {
         "#;
         assert_eq!(folded_ids(text), [2, 3]);
         assert_eq!(fired(text, "/?q=attack"), [5]);
+        assert_eq!(fired(text, "/"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn the_score_of_a_request_that_ended_early_holds_no_later_write() {
+        // Denied in phase 1, or allowed: rule 2 never runs, the verdict's score is 0.
+        let text = r#"
+            SecRule ARGS "@rx attack" "id:1,phase:1,deny,log"
+            SecRule ARGS "@rx health" "id:3,phase:1,allow,nolog"
+            SecAction "id:2,phase:2,pass,nolog,setvar:tx.anomaly_score=5,setvar:tx.other=1"
+        "#;
+        assert!(!folded_ids(text).contains(&2));
+        assert_eq!(fired(text, "/?q=attack"), [1]);
+        assert_eq!(fired(text, "/?q=health"), [3]);
+        // With nothing that can end a request first, the same write moves to the start.
+        let text = r#"
+            SecAction "id:2,phase:1,pass,nolog,setvar:tx.anomaly_score=5"
+            SecRule ARGS "@rx attack" "id:1,phase:1,deny,log"
+        "#;
+        assert_eq!(folded_ids(text), [2]);
+        assert_eq!(fired(text, "/?q=attack"), [1]);
+    }
+
+    #[test]
+    fn a_route_that_is_off_starts_from_nothing_folded() {
+        let text = r#"
+            SecRuleEngine Off
+            SecAction "id:1,phase:1,pass,nolog,setvar:tx.anomaly_score=5"
+        "#;
+        assert_eq!(folded_ids(text), [1]);
+        let request = Request {
+            uri: "/".into(),
+            ..Request::default()
+        };
+        assert_eq!(evaluate(&rules(text), &request).anomaly_score, 0);
         assert_eq!(fired(text, "/"), Vec::<u32>::new());
     }
 

@@ -91,6 +91,10 @@ pub fn evaluate_remembering(rules: &RuleSet, request: &Request, memo: &mut Clean
     tx.verdict()
 }
 
+/// The TX variables the verdict's anomaly score is read from, the first set: CRS v4's,
+/// then CRS v3's.
+pub(crate) const SCORE_VARIABLES: [&str; 2] = ["blocking_inbound_anomaly_score", "anomaly_score"];
+
 /// The names of TX:0..9, which a capturing operator fills (at most ten groups).
 const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
@@ -375,7 +379,13 @@ impl<'r> Transaction<'r> {
             data,
             state: State {
                 mode: rules.engine,
-                tx: start_vars(rules),
+                // A route that is off evaluates nothing: nothing folded ran either (its
+                // verdict's score reads TX).
+                tx: if rules.engine == EngineMode::Off {
+                    Vars::default()
+                } else {
+                    start_vars(rules)
+                },
                 matched_var: None,
                 matched_vars: Vec::new(),
                 removed_ids: Vec::new(),
@@ -430,9 +440,7 @@ impl<'r> Transaction<'r> {
             interruption: self.state.interruption,
             would_interrupt: self.state.would_interrupt,
             matches: self.state.matches,
-            anomaly_score: score("blocking_inbound_anomaly_score")
-                .or_else(|| score("anomaly_score"))
-                .unwrap_or(0),
+            anomaly_score: SCORE_VARIABLES.iter().find_map(|k| score(k)).unwrap_or(0),
             body_error: self.data.body_error,
         }
     }
