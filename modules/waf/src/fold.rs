@@ -200,7 +200,8 @@ impl<'r> Walk<'r> {
                 continue;
             };
             let certain = i >= uncertain_until && !self.removable(rule);
-            if !self.constant(rule) && self.first_link_never_matches(rule) {
+            let constant = self.constant(rule);
+            if !constant && self.first_link_never_matches(rule) {
                 // Nothing after its first link runs: no effect, whatever it would read.
                 self.folds.push((
                     phase,
@@ -213,7 +214,7 @@ impl<'r> Walk<'r> {
                 i += 1;
                 continue;
             }
-            if !self.constant(rule) {
+            if !constant {
                 self.per_request(rule, &rule.links);
                 self.unknown.add_writes(&rule.links);
                 if !self.ctls(&rule.links) {
@@ -252,15 +253,8 @@ impl<'r> Walk<'r> {
                         None => self.start.tx.remove(&key),
                     };
                 }
-                self.folds.push((
-                    phase,
-                    i,
-                    Fold {
-                        matches: matched,
-                        leaves,
-                    },
-                ));
-            } else if outcome.links_matched == 0 || matched && steers_only(rule) {
+            }
+            if moved || outcome.links_matched == 0 || matched && steers_only(rule) {
                 self.folds.push((
                     phase,
                     i,
