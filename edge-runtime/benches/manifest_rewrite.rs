@@ -203,6 +203,7 @@ fn main() {
     let (warm, runs) = if quick { (5, 20) } else { (500, 5_000) };
     let host = host();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     let mut baseline = 0.0;

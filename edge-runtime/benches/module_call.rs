@@ -137,6 +137,7 @@ fn run_once(
 fn bench(c: &mut Criterion) {
     let host = host();
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     let chains: Vec<Chain> = CASES

@@ -233,6 +233,7 @@ fn main() {
     let (warm, runs) = if quick { (10, 50) } else { (2_000, 20_000) };
     let host = host();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
     let mut baseline = 0.0;
