@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The HTTP/1.1 proxy floor: the node against a bare hyper proxy (pooled client and
+# The HTTP/1.1 floors: the node against a bare hyper proxy (pooled client and
 # in-task client) and nginx, in front of one origin (bench/floor.py says how).
-#   bench/floor.sh [ROUNDS]
+#   bench/floor.sh [proxy|hit] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""

@@ -10,12 +10,15 @@
 //! - `in-task`: a hyper client connection driven by the request's own task, kept in a
 //!   pool between requests (how Pingora-style proxies avoid the hand-offs).
 //!
+//! - `static`: no origin at all; every request gets the same 1 KiB body from memory, with
+//!   the fields of a cached answer. The floor for a cache hit: what hyper alone costs.
+//!
 //! Plain HTTP/1.1 with a bodiless request, on a current-thread runtime like the node's
 //! `workers = 1`.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1 as client;
 use hyper::service::service_fn;
@@ -152,21 +155,47 @@ async fn in_task(
     Ok(Response::from_parts(parts, Streamed { body, origin, pool }))
 }
 
+/// A cached 1 KiB answer: the body is shared, never copied, like a cache entry's.
+fn stored(body: &Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("cache-control", "max-age=3600")
+        .header("etag", "\"5f3a-400\"")
+        .header("age", "1")
+        .body(Full::new(body.clone()))
+        .expect("response")
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Pooled,
+    InTask,
+    Static,
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (Some(mode), Some(origin)) = (args.next(), args.next()) else {
-        eprintln!("usage: floor_proxy pooled|in-task ORIGIN_ADDR");
-        std::process::exit(2);
-    };
-    let origin: SocketAddr = origin.parse().expect("ORIGIN_ADDR is host:port");
-    let in_task_mode = match mode.as_str() {
-        "in-task" => true,
-        "pooled" => false,
-        other => {
-            eprintln!("unknown mode {other:?}: pooled or in-task");
+    let mode = match args.next().as_deref() {
+        Some("in-task") => Mode::InTask,
+        Some("pooled") => Mode::Pooled,
+        Some("static") => Mode::Static,
+        _ => {
+            eprintln!("usage: floor_proxy pooled|in-task ORIGIN_ADDR | floor_proxy static");
             std::process::exit(2);
         }
     };
+    let origin: SocketAddr = match (mode, args.next()) {
+        (Mode::Static, _) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        (_, Some(origin)) => origin.parse().expect("ORIGIN_ADDR is host:port"),
+        (_, None) => {
+            eprintln!(
+                "{}: needs ORIGIN_ADDR",
+                std::env::args().nth(1).unwrap_or_default()
+            );
+            std::process::exit(2);
+        }
+    };
+    let body = Bytes::from(vec![b'x'; 1024]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -185,11 +214,16 @@ fn main() {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (pool, pooled) = (pool.clone(), pooled.clone());
+            let (pool, pooled, body) = (pool.clone(), pooled.clone(), body.clone());
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
                 let server = hyper::server::conn::http1::Builder::new();
-                if in_task_mode {
+                if mode == Mode::Static {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        std::future::ready(Ok::<_, std::convert::Infallible>(stored(&body)))
+                    });
+                    let _ = server.serve_connection(io, service).await;
+                } else if mode == Mode::InTask {
                     let service = service_fn(move |req| in_task(req, pool.clone(), origin));
                     let _ = server.serve_connection(io, service).await;
                 } else {
