@@ -191,8 +191,8 @@ async fn hits_misses_stale_revalidations_coalescing_and_bytes_are_counted() {
     assert_eq!(metric("edge_cache_revalidated_total"), 1.0);
     assert_eq!(metric("edge_cache_stale_total"), 1.0);
     assert_eq!(metric("edge_cache_coalesced_total"), 4.0);
-    // Three 1000-byte hits and the 10-byte stale copy.
-    assert_eq!(metric("edge_cache_bytes_served_total"), 3010.0);
+    // Three 1000-byte hits, the 100-byte revalidated copy and the 10-byte stale one.
+    assert_eq!(metric("edge_cache_bytes_served_total"), 3110.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -297,6 +297,12 @@ impl Cache {
                     }
                 };
                 let response = answer_from_fill(&fill, shared, &req, status);
+                if shared.outcome != FillOutcome::Fetched {
+                    // Revalidated or stale: the body is the stored copy, like a hit's.
+                    self.metrics
+                        .bytes_from_cache
+                        .fetch_add(body_bytes(&response), Ordering::Relaxed);
+                }
                 Ok(CacheAnswer {
                     response,
                     status,
@@ -523,6 +529,19 @@ fn answer_from_fill(
     *r.status_mut() = code;
     *r.headers_mut() = headers;
     r
+}
+
+/// The body bytes an answer will carry: none for a 304 or a HEAD answer (empty bodies),
+/// else its Content-Length, which every answer from a stored copy has.
+fn body_bytes(response: &Response<Body>) -> u64 {
+    if http_body::Body::is_end_stream(response.body()) {
+        return 0;
+    }
+    response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The origin request for a fill: the viewer's request without the fields the node
