@@ -135,7 +135,8 @@ fn assert_blocked(a: &Answer, what: &str) {
         .expect("a request id")
         .to_str()
         .unwrap();
-    assert_eq!(id.len(), 16, "{id}");
+    // The node's id for the request (`edge.request-id`).
+    assert_eq!(id.len(), 20, "{id}");
     let body = String::from_utf8_lossy(&a.body);
     assert!(
         body.contains(id),
@@ -237,9 +238,12 @@ async fn crs_blocks_attacks_and_passes_viewers_over_h1_and_h3() {
         .filter(|l| l["blocked"] == true)
         .collect();
     assert!(blocked.len() >= 3, "{blocked:?}");
-    assert!(blocked
+    let ids: std::collections::HashSet<&str> = blocked
         .iter()
-        .all(|l| l["request_id"].as_str().unwrap().len() == 16));
+        .map(|l| l["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), blocked.len(), "one id per request: {blocked:?}");
+    assert!(ids.iter().all(|id| id.len() == 20), "{ids:?}");
 }
 
 #[test]

@@ -304,6 +304,7 @@ impl Chain {
             protocol,
             route: self.route.clone(),
             context: Vec::new(),
+            number: super::state::next_request_number(),
             body_truncated: body.as_ref().is_some_and(|(_, more)| *more),
             body: body.map(|(b, _)| b),
         };
@@ -433,6 +434,7 @@ impl Chain {
                 protocol: view.protocol,
                 route: view.route.clone(),
                 context: std::mem::take(&mut view.context),
+                number: view.number,
                 body: None,
                 body_truncated: false,
             });

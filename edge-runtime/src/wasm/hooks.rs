@@ -181,6 +181,7 @@ mod tests {
             protocol: crate::wasm::bindings::edge::module::types::Protocol::Http1,
             route: "test".into(),
             context: Vec::new(),
+            number: crate::wasm::state::next_request_number(),
             body: None,
             body_truncated: false,
         }

@@ -11,6 +11,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -55,6 +56,29 @@ pub struct ModuleState {
 pub const MAX_CONTEXT_ENTRIES: usize = 64;
 pub const MAX_CONTEXT_VALUE_BYTES: usize = 8 * 1024;
 pub const MAX_FIELDS: usize = 256;
+
+/// The context key under which every request carries the node's id for it (read-only):
+/// modules put it in their logs and error pages so one request can be followed across
+/// them and the node.
+pub const REQUEST_ID_KEY: &str = "edge.request-id";
+
+/// A number for a new request, unique within this process.
+pub fn next_request_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The request id modules read: 12 hex digits of the process's start time in µs (so a
+/// restarted node does not repeat ids), then the request's number in at least 8.
+fn request_id(number: u64) -> String {
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    });
+    format!("{:012x}{number:08x}", started & 0xffff_ffff_ffff)
+}
 
 /// The WASI context of an instance, and its stderr.
 struct Wasi {
@@ -205,6 +229,8 @@ pub struct RequestView {
     pub protocol: types::Protocol,
     pub route: Arc<str>,
     pub context: Vec<(String, String)>,
+    /// This request's number ([`next_request_number`]), read as [`REQUEST_ID_KEY`].
+    pub number: u64,
     /// The request body as far as modules asked for it (`request-body-bytes`).
     pub body: Option<bytes::Bytes>,
     pub body_truncated: bool,
@@ -454,6 +480,9 @@ impl types::HostRequest for ModuleState {
     }
     fn get_context(&mut self, r: Resource<RequestView>, key: String) -> Res<Option<String>> {
         let view = self.view(&r)?;
+        if key == REQUEST_ID_KEY {
+            return Ok(Some(request_id(view.number)));
+        }
         Ok(view
             .context
             .iter()
@@ -462,6 +491,9 @@ impl types::HostRequest for ModuleState {
     }
     fn set_context(&mut self, r: Resource<RequestView>, key: String, value: String) -> Res<()> {
         let view = self.view_mut(&r)?;
+        if key == REQUEST_ID_KEY {
+            wasmtime::bail!("{REQUEST_ID_KEY} is the node's and cannot be set");
+        }
         if value.len() > MAX_CONTEXT_VALUE_BYTES || key.len() > MAX_CONTEXT_VALUE_BYTES {
             wasmtime::bail!(
                 "request context values are limited to {MAX_CONTEXT_VALUE_BYTES} bytes"
@@ -637,6 +669,7 @@ mod tests {
             protocol: types::Protocol::Http1,
             route: "r".into(),
             context: Vec::new(),
+            number: next_request_number(),
             body: None,
             body_truncated: false,
         };
@@ -657,6 +690,24 @@ mod tests {
         );
         let huge = "x".repeat(MAX_CONTEXT_VALUE_BYTES + 1);
         assert!(state.set_context(r(), "k1".into(), huge).is_err());
+        // The node's request id: there to read, not to set.
+        let id = state.get_context(r(), REQUEST_ID_KEY.into()).unwrap();
+        assert_eq!(id.map(|id| id.len()), Some(20));
+        assert!(state
+            .set_context(r(), REQUEST_ID_KEY.into(), "mine".into())
+            .is_err());
+    }
+
+    #[test]
+    fn every_request_has_its_own_read_only_id() {
+        let id = |n| request_id(n);
+        let (a, b) = (next_request_number(), next_request_number());
+        assert_ne!(id(a), id(b));
+        assert_eq!(id(a).len(), 20);
+        assert!(id(a).bytes().all(|c| c.is_ascii_hexdigit()));
+        // Same process start, so the ids differ only in the number.
+        assert_eq!(id(a)[..12], id(b)[..12]);
+        assert_eq!(id(u64::from(u32::MAX) + 1).len(), 21);
     }
 
     #[test]

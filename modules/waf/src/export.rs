@@ -63,10 +63,18 @@ fn compile() -> Result<(RuleSet, usize), String> {
     Ok((set, config.clean_values))
 }
 
-/// An id for the request (in the 403 page and the audit line): the time, a count of this
+/// The request's id (in the 403 page, the audit line and `UNIQUE_ID`): the node's own
+/// (`edge.request-id`), the same one every module and the node see.
+fn request_id(req: &Request) -> String {
+    req.get_context("edge.request-id")
+        .unwrap_or_else(|| local_request_id(edge_module_sdk::clock::now_ms(), &req.client_addr()))
+}
+
+/// Without the node's id (another host of this component): the time, a count of this
 /// instance's requests and the viewer's address, hashed. Instances start from the same
-/// memory (a module has no random source), so the address keeps two instances' ids apart.
-fn request_id(now_ms: u64, client: &str) -> String {
+/// memory (a module has no random source), so the address keeps two instances' ids apart;
+/// two instances may still give one viewer the same id in the same millisecond.
+fn local_request_id(now_ms: u64, client: &str) -> String {
     use std::hash::{Hash, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -211,8 +219,7 @@ impl Module for Waf {
             // `init` ran first or the node would not call this; refuse rather than pass.
             return Action::respond(500, "500 Internal Server Error: WAF rules not loaded\n");
         };
-        let now = edge_module_sdk::clock::now_ms();
-        let id = request_id(now, &req.client_addr());
+        let id = request_id(req);
         let request = to_waf_request(req, &id);
         let verdict = CLEAN.with_borrow_mut(|clean| match clean {
             Some(memo) => evaluate_remembering(rules, &request, memo),
