@@ -75,7 +75,7 @@ def main() -> None:
     target = f"{path}?cc=max-age%3D3600&size=1024" if hits else path
     tmp = Path(tempfile.mkdtemp(prefix="floor-"))
     procs: list[subprocess.Popen] = []
-    procs_cleanup: list[Path] = []
+    dirs_cleanup: list[Path] = []
     try:
         origin = subprocess.Popen([str(RELEASE / "origin"), "--listen", "127.0.0.1:0",
                                    "--dir", str(tmp / "origin-dir")],
@@ -130,8 +130,9 @@ enabled = {"true" if hits else "false"}
         if hits:
             # nginx caches in files: on tmpfs its hits come from memory, as bench/run.py has it.
             shm = Path(tempfile.mkdtemp(prefix="floor-cache-", dir="/dev/shm"))
-            procs_cleanup.append(shm)
-            cache = f"proxy_cache_path {shm} levels=1:2 keys_zone=floor:32m use_temp_path=off;"
+            dirs_cleanup.append(shm)
+            cache = (f"proxy_cache_path {shm} levels=1:2 keys_zone=floor:32m use_temp_path=off; "
+                     "open_file_cache max=1000;")
             cache_directives = ("proxy_cache floor; proxy_cache_valid 200 10m; "
                                 "proxy_cache_lock on;")
         (tmp / "nginx.conf").write_text(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid;
@@ -139,7 +140,6 @@ error_log {tmp}/logs/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  open_file_cache max=1000;
   {cache}
   upstream o {{ server {origin_addr}; keepalive 64; keepalive_requests 1000000; }}
   server {{
@@ -201,7 +201,7 @@ http {{
                 p.kill()
                 p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-        for path_ in procs_cleanup:
+        for path_ in dirs_cleanup:
             shutil.rmtree(path_, ignore_errors=True)
 
     nginx_median = statistics.median(results["nginx"])

@@ -169,6 +169,14 @@ async fn hits_misses_stale_revalidations_coalescing_and_bytes_are_counted() {
         x_cache(&get(&node, Proto::H1, validated, &[]).await),
         "REVALIDATED"
     );
+    // Sent chunked by the origin: the refreshed copy is answered with its length.
+    let chunked = "/object/m5?cc=max-age%3D0&etag=m5&size=50&chunked=1";
+    let first = get(&node, Proto::H1, chunked, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    let again = get(&node, Proto::H1, chunked, &[]).await;
+    assert_eq!(x_cache(&again), "REVALIDATED");
+    assert_eq!(again.headers["content-length"], "50");
+    assert_eq!(again.body, first.body);
     let failing =
         "/object/m3?cc=max-age%3D0%2C%20stale-if-error%3D600&etag=m3&size=10&fail_after=1";
     assert_eq!(x_cache(&get(&node, Proto::H1, failing, &[]).await), "MISS");
@@ -185,14 +193,15 @@ async fn hits_misses_stale_revalidations_coalescing_and_bytes_are_counted() {
     assert_eq!(metric("edge_cache_hits_total"), 3.0);
     assert_eq!(
         metric("edge_cache_misses_total"),
-        8.0,
-        "3 leaders + 5 on the slow object"
+        9.0,
+        "4 leaders + 5 on the slow object"
     );
-    assert_eq!(metric("edge_cache_revalidated_total"), 1.0);
+    assert_eq!(metric("edge_cache_revalidated_total"), 2.0);
     assert_eq!(metric("edge_cache_stale_total"), 1.0);
     assert_eq!(metric("edge_cache_coalesced_total"), 4.0);
-    // Three 1000-byte hits, the 100-byte revalidated copy and the 10-byte stale one.
-    assert_eq!(metric("edge_cache_bytes_served_total"), 3110.0);
+    // Three 1000-byte hits, the revalidated copies (100 and 50 bytes) and the 10-byte
+    // stale one.
+    assert_eq!(metric("edge_cache_bytes_served_total"), 3160.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

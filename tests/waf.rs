@@ -182,6 +182,11 @@ async fn crs_blocks_attacks_and_passes_viewers_over_h1_and_h3() {
     ];
     let a = send(&node, "PUT", "/object/form", &form, b"comment=1' OR '1'='1").await;
     assert_blocked(&a, "form body");
+    // The node logs the request under the id the WAF gave the viewer.
+    let id = a.headers["x-request-id"].to_str().unwrap().to_owned();
+    let line = node.wait_for_access(|l| l["request_id"] == id.as_str());
+    assert_eq!(line["status"], 403, "{line}");
+    assert_eq!(line["path"], "/object/form", "{line}");
 
     // Bodies reach the origin byte for byte: a small one, and one past the 1 MiB the WAF
     // reads (on the detection-only route, so it passes).

@@ -19,7 +19,8 @@
 //! `fail_after=N` (503 from the N+1th request for that path on), `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
 //! `ct` (the Content-Type; default `application/octet-stream`), `reflect=a,b` (the values
-//! of request fields `a` and `b` in `X-Reflected`).
+//! of request fields `a` and `b` in `X-Reflected`), `chunked=1` (no `Content-Length`: sent
+//! chunked over HTTP/1.1).
 //! | anything else | a file under the library directory, with `Range` support |
 
 use crate::body::{self, Body, BoxError};
@@ -416,8 +417,10 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if param("chunked").is_none() {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r
 }

@@ -50,8 +50,6 @@ pub enum FillOutcome {
     Fetched,
     /// The origin said 304: the stored body is still current.
     Revalidated,
-    /// The origin failed and `stale-if-error` allowed the stored copy.
-    StaleOnError,
 }
 
 #[derive(Default)]

@@ -291,14 +291,10 @@ impl Cache {
                         inc(&self.metrics.revalidated);
                         CacheStatus::Revalidated
                     }
-                    FillOutcome::StaleOnError => {
-                        inc(&self.metrics.stale);
-                        CacheStatus::Stale
-                    }
                 };
                 let response = answer_from_fill(&fill, shared, &req, status);
                 if shared.outcome != FillOutcome::Fetched {
-                    // Revalidated or stale: the body is the stored copy, like a hit's.
+                    // Revalidated: the body is the stored copy, like a hit's.
                     self.metrics
                         .bytes_from_cache
                         .fetch_add(body_bytes(&response), Ordering::Relaxed);
@@ -516,7 +512,12 @@ fn answer_from_fill(
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
                 (StatusCode::RANGE_NOT_SATISFIABLE, fill.reader(0, Some(0)))
             }
-            RangeAnswer::Full => (head.status, fill.reader(0, None)),
+            RangeAnswer::Full => {
+                // A stored copy refreshed by a 304 keeps the origin's fields, which lack
+                // a length if the origin sent it chunked; the length is known here.
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+                (head.status, fill.reader(0, None))
+            }
         },
         None => (head.status, fill.reader(0, None)),
     };
@@ -532,7 +533,7 @@ fn answer_from_fill(
 }
 
 /// The body bytes an answer will carry: none for a 304 or a HEAD answer (empty bodies),
-/// else its Content-Length, which every answer from a stored copy has.
+/// else its Content-Length, which every answer of known length has.
 fn body_bytes(response: &Response<Body>) -> u64 {
     if http_body::Body::is_end_stream(response.body()) {
         return 0;

@@ -207,6 +207,7 @@ impl Pipeline {
             }
         };
         if let (Some(run), Some(host)) = (chain_run, &self.modules) {
+            record.request_number = Some(run.request_number);
             let (r, module_time) = run.on_response(response, head, &host.services).await;
             response = r;
             record.module_time = Some(module_time);

@@ -31,6 +31,9 @@ pub struct AccessRecord {
     pub attempts: Option<u32>,
     /// Time in the route's modules (instantiation and hooks).
     pub module_time: Option<Duration>,
+    /// The request's number when modules ran: logged as the id they saw
+    /// (`edge.request-id`), so their log lines and this one can be matched.
+    pub request_number: Option<u64>,
 }
 
 impl AccessRecord {
@@ -50,6 +53,7 @@ impl AccessRecord {
             cache: None,
             attempts: None,
             module_time: None,
+            request_number: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl Drop for LoggedBody {
             upstream = r.upstream.as_deref(),
             attempts = r.attempts,
             module_ms = r.module_time.map(|t| t.as_secs_f64() * 1e3),
+            request_id = r.request_number.map(crate::wasm::state::request_id),
             error,
             error_side = r.error_side,
         );

@@ -185,6 +185,8 @@ pub struct ChainRun {
     route: Arc<str>,
     /// Time spent in module code and instantiation, for `Server-Timing`.
     pub elapsed: Duration,
+    /// The request's number: its id (`edge.request-id`) for the access log.
+    pub request_number: u64,
 }
 
 struct Live {
@@ -314,6 +316,7 @@ impl Chain {
             on_error: self.on_error,
             route: self.route.clone(),
             elapsed: Duration::ZERO,
+            request_number: view.number,
         };
         let mut outcome = Outcome::Continue;
         for entry in &self.entries {
@@ -588,6 +591,7 @@ impl ChainRun {
             version = &*version.version,
             id = version.id,
             route = &*self.route,
+            request_id = super::state::request_id(self.request_number),
             hook,
             kind = failure.kind.as_str(),
             on_error = self.on_error.as_str(),

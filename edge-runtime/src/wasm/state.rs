@@ -68,9 +68,10 @@ pub fn next_request_number() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The request id modules read: 12 hex digits of the process's start time in µs (so a
-/// restarted node does not repeat ids), then the request's number in at least 8.
-fn request_id(number: u64) -> String {
+/// The request id modules read: 12 hex digits (the low 48 bits) of the time in µs this
+/// process first made one, so a restarted node does not repeat ids, then the request's
+/// number in at least 8 (20 digits in all until 2³² requests).
+pub fn request_id(number: u64) -> String {
     static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let started = *STARTED.get_or_init(|| {
         std::time::SystemTime::now()
@@ -699,8 +700,8 @@ mod tests {
     }
 
     #[test]
-    fn every_request_has_its_own_read_only_id() {
-        let id = |n| request_id(n);
+    fn request_ids_are_unique_within_the_process() {
+        let id = request_id;
         let (a, b) = (next_request_number(), next_request_number());
         assert_ne!(id(a), id(b));
         assert_eq!(id(a).len(), 20);
