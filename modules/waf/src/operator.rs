@@ -17,8 +17,9 @@ const REGEX_SIZE_LIMIT: usize = 64 << 20;
 #[derive(Debug)]
 pub enum Operator {
     Rx(Regex),
-    /// An `@rx` whose pattern holds a macro: compiled per request (CRS has none).
-    RxDynamic(Template),
+    /// An `@rx` whose pattern holds a macro (CRS has none): compiled when its expansion
+    /// differs from the last one.
+    RxDynamic(Box<DynamicRx>),
     Pm(AhoCorasick),
     Contains(Template),
     ContainsWord(Template),
@@ -42,6 +43,33 @@ pub enum Operator {
     NoMatch,
 }
 
+/// An `@rx` pattern with macros. Macros usually expand to the same text on every request
+/// (values set at startup, like CRS's `tx.*` settings), so the last expansion and its
+/// compiled regex (or its compile failure) are kept: a regex is compiled again only when
+/// the expansion changes.
+#[derive(Debug)]
+pub struct DynamicRx {
+    template: Template,
+    /// Held only while comparing and replacing, never while matching.
+    last: std::sync::Mutex<Option<(Vec<u8>, Option<Regex>)>>,
+}
+
+impl DynamicRx {
+    /// The regex for this request's expansion; `None` when it does not compile.
+    fn regex(&self, resolver: &dyn Resolve) -> Option<Regex> {
+        let pattern = self.template.expand(resolver);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((seen, re)) if *seen == pattern => re.clone(),
+            _ => {
+                let re = compile_regex(&String::from_utf8_lossy(&pattern)).ok();
+                *last = Some((pattern, re.clone()));
+                re
+            }
+        }
+    }
+}
+
 /// An operator's argument: a literal one (all but a few) is read in place, no copy per
 /// call.
 fn argument<'t>(t: &'t Template, resolver: &dyn Resolve) -> std::borrow::Cow<'t, [u8]> {
@@ -63,7 +91,10 @@ impl Operator {
                 let t = template();
                 match t.literal() {
                     Some(pattern) => Operator::Rx(compile_regex(pattern)?),
-                    None => Operator::RxDynamic(t),
+                    None => Operator::RxDynamic(Box::new(DynamicRx {
+                        template: t,
+                        last: std::sync::Mutex::new(None),
+                    })),
                 }
             }
             "pm" => Operator::Pm(phrases(argument.split_whitespace())?),
@@ -107,8 +138,8 @@ impl Operator {
     /// The argument, when it may hold macros.
     pub fn template(&self) -> Option<&Template> {
         match self {
-            Operator::RxDynamic(t)
-            | Operator::Contains(t)
+            Operator::RxDynamic(d) => Some(&d.template),
+            Operator::Contains(t)
             | Operator::ContainsWord(t)
             | Operator::BeginsWith(t)
             | Operator::EndsWith(t)
@@ -152,13 +183,10 @@ impl Operator {
         let expand = |t| argument(t, resolver);
         match self {
             Operator::Rx(re) => regex_match(re, value, captures),
-            Operator::RxDynamic(t) => {
-                let pattern = String::from_utf8_lossy(&t.expand(resolver)).into_owned();
-                match compile_regex(&pattern) {
-                    Ok(re) => regex_match(&re, value, captures),
-                    Err(_) => false,
-                }
-            }
+            // A `Regex` clone shares the compiled program: no lock is held while matching.
+            Operator::RxDynamic(d) => d
+                .regex(resolver)
+                .is_some_and(|re| regex_match(&re, value, captures)),
             Operator::Pm(ac) => match ac.find(value) {
                 Some(m) => {
                     if let Some(c) = captures {
@@ -456,6 +484,41 @@ mod tests {
             Operator::compile("pmFromFile", "missing", &|f| Err(format!("{f}: not found")))
                 .is_err()
         );
+    }
+
+    /// Resolves `tx.pattern` to whatever the test sets.
+    struct Pattern(&'static str);
+    impl Resolve for Pattern {
+        fn resolve(&self, _: &MacroVar, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.0.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_regex_with_macros_is_compiled_again_only_when_its_expansion_changes() {
+        let o = op("rx", "^%{tx.pattern}$");
+        let Operator::RxDynamic(d) = &o else {
+            panic!("{o:?}")
+        };
+        let last = || {
+            d.last
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|(p, re)| (p.clone(), re.is_some()))
+        };
+        assert!(o.matches(b"abc", &Pattern("a.c"), None));
+        assert_eq!(last(), Some((b"^a.c$".to_vec(), true)));
+        // Same expansion: the kept regex answers.
+        assert!(!o.matches(b"abcd", &Pattern("a.c"), None));
+        // Another expansion: compiled again, the old regex is not used.
+        assert!(o.matches(b"abcd", &Pattern("a.c."), None));
+        assert!(!o.matches(b"abc", &Pattern("a.c."), None));
+        assert_eq!(last(), Some((b"^a.c.$".to_vec(), true)));
+        // One that does not compile never matches, and its failure is kept too.
+        assert!(!o.matches(b"(", &Pattern("("), None));
+        assert_eq!(last(), Some((b"^($".to_vec(), false)));
+        assert!(o.matches(b"x", &Pattern("x"), None));
     }
 
     #[test]
