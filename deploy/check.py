@@ -133,10 +133,14 @@ def ensure_venv(venv: Path, requirements: Path):
     stamp.write_text(digest + "\n")
 
 
-def install_and_reexec(args, argv):
-    tools = Path(args.tools_dir)
+def install_tools(tools: Path):
     ensure_venv(tools / "venv", DEPLOY / "requirements.txt")
     ensure_venv(tools / "checkov", DEPLOY / "requirements-checkov.txt")
+
+
+def install_and_reexec(args, argv):
+    tools = Path(args.tools_dir)
+    install_tools(tools)
     python = venv_python(tools / "venv")
     if Path(sys.prefix).resolve() != (tools / "venv").resolve():
         rest = [a for a in argv if a != "--install"]
@@ -1055,7 +1059,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--edge", help="the edge binary (e.g. target/debug/edge): runs `edge check-config`")
     parser.add_argument("--install", action="store_true", help="install the tools (deploy/requirements*.txt) into --tools-dir first")
     parser.add_argument("--install-only", action="store_true", help="install the tools into --tools-dir and exit (scripts/test-tools)")
-    parser.add_argument("--tools-dir", default=str(ROOT / "target" / "deploy-tools"), help="where --install puts its venvs (default: target/deploy-tools)")
+    parser.add_argument("--tools-dir", default=str(ROOT / "target" / "deploy-tools"), help="where --install and --install-only put the venvs (default: target/deploy-tools)")
     parser.add_argument("--skip-tool", action="append", default=[], choices=["checkov", "hadolint", "kubernetes-validate", "terraform"], help="do not run this tool (reported)")
     parser.add_argument("--sync", action="store_true", help="copy deploy/edge.toml and deploy/regions/ into the Helm chart's files/ and exit")
     args = parser.parse_args(argv)
@@ -1063,9 +1067,7 @@ def main(argv: list[str]) -> int:
         sync()
         return 0
     if args.install_only:
-        tools = Path(args.tools_dir)
-        ensure_venv(tools / "venv", DEPLOY / "requirements.txt")
-        ensure_venv(tools / "checkov", DEPLOY / "requirements-checkov.txt")
+        install_tools(Path(args.tools_dir))
         return 0
     if args.install:
         install_and_reexec(args, argv)
