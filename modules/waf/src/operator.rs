@@ -511,6 +511,16 @@ mod tests {
         assert_eq!(last(), Some((b"^a.c$".to_vec(), true)));
         // Same expansion: the kept regex answers.
         assert!(!o.matches(b"abcd", &Pattern("a.c"), None));
+        // ... and it is the kept one, not a new compile: swapped for one that matches only
+        // "zzz", it decides.
+        let kept = d
+            .last
+            .lock()
+            .unwrap()
+            .replace((b"^a.c$".to_vec(), Some(compile_regex("^zzz$").unwrap())));
+        assert!(!o.matches(b"abc", &Pattern("a.c"), None));
+        assert!(o.matches(b"zzz", &Pattern("a.c"), None));
+        *d.last.lock().unwrap() = kept;
         // Another expansion: compiled again, the old regex is not used.
         assert!(o.matches(b"abcd", &Pattern("a.c."), None));
         assert!(!o.matches(b"abc", &Pattern("a.c."), None));
