@@ -243,6 +243,25 @@ async fn revalidation_conditional_requests_and_ranges() {
     assert_eq!(again.body.len(), 4000);
     assert_eq!(origin_count(&origin, "/object/rv").await, 2);
 
+    // A Last-Modified validator alone: the node revalidates with If-Modified-Since, and
+    // the origin (which answers 304 only to that field here) confirms the stored copy.
+    let path = "/object/rv-lm?cc=max-age%3D0&lm=1000000&size=3000";
+    let first = get(&node, Proto::H1, path, &[]).await;
+    assert_eq!(x_cache(&first), "MISS");
+    for proto in ALL {
+        let again = get(&node, proto, path, &[]).await;
+        assert_eq!(
+            (again.status.as_u16(), x_cache(&again)),
+            (200, "REVALIDATED"),
+            "{proto:?}"
+        );
+        assert_eq!(again.body, first.body, "{proto:?}");
+    }
+    assert_eq!(origin_count(&origin, "/object/rv-lm").await, 4);
+    let line =
+        node.wait_for_access(|l| l["path"] == "/object/rv-lm" && l["cache"] == "REVALIDATED");
+    assert_eq!(line["status"], 200, "{line}");
+
     // Age on answers from the stored copy: the origin (a cache itself) says 30 s on its
     // 200 and on its 304; the node adds its own time, and says so on a revalidation too.
     let aged = "/object/aged?cc=max-age%3D0&etag=a1&size=100&age=30";
@@ -320,6 +339,27 @@ async fn revalidation_conditional_requests_and_ranges() {
     assert_eq!(x_cache(&whole), "HIT");
     assert_eq!(part.body, whole.body.slice(40000..40010));
     assert_eq!(origin_count(&origin, "/object/cold").await, 1);
+
+    // Twenty viewers asking for different ranges of another cold object at once: one
+    // whole-object fetch serves every slice.
+    let cold = "/object/cold-many?cc=max-age%3D600&size=60000&delay_ms=200";
+    let parts = join_all((0..20u64).map(|i| {
+        let (ca, url) = (node.ca.clone(), node.url(cold));
+        let range = format!("bytes={}-{}", i * 3000, i * 3000 + 99);
+        async move { clients::get(ALL[i as usize % 3], &ca, &url, &[("range", &range)]).await }
+    }))
+    .await;
+    let whole = origin.direct("/object/cold-many?size=60000").await;
+    for (i, part) in parts.iter().enumerate() {
+        let at = i * 3000;
+        assert_eq!(part.status, 206, "viewer {i}");
+        assert_eq!(part.body, whole.slice(at..at + 100), "viewer {i}");
+    }
+    assert_eq!(
+        origin_count(&origin, "/object/cold-many").await,
+        2,
+        "one fill plus our direct read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,6 +463,14 @@ async fn stale_while_revalidate_refreshes_once_in_the_background() {
         origin_count(&origin, "/object/swr").await,
         2,
         "exactly one refresh"
+    );
+    // Still one once the refresh has had time to repeat, and the refreshed copy is fresh
+    // for its second (max-age=1): the requests right after it are hits, not new refreshes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        origin_count(&origin, "/object/swr").await,
+        2,
+        "a second background refresh"
     );
 }
 
@@ -731,4 +779,121 @@ async fn unkeyed_headers_cannot_poison_the_cache_for_other_viewers() {
         assert_eq!(viewer.headers["x-reflected"], seen.as_str());
     }
     assert_eq!(origin_count(&origin, "/object/poison").await, 1);
+}
+
+/// An origin that breaks HTTP/1.1 framing on purpose, one way per path: it counts the
+/// requests per path and answers each with the canned bytes below, then closes.
+async fn misframing_origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(support::WAIT, tcp.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                *seen.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                let cacheable = "HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n";
+                let answer: Vec<u8> = match path.as_str() {
+                    // Announces 1,000 bytes, sends 500 and closes cleanly (FIN, no error).
+                    "/short" => [
+                        format!("{cacheable}Content-Length: 1000\r\n\r\n").into_bytes(),
+                        vec![b's'; 500],
+                    ]
+                    .concat(),
+                    // Chunked, and the connection closes before the last chunk.
+                    "/chunked-cut" => [
+                        format!("{cacheable}Transfer-Encoding: chunked\r\n\r\n").into_bytes(),
+                        b"1f4\r\n".to_vec(),
+                        vec![b'c'; 500],
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat(),
+                    // 1,000 bytes as announced, then 200 bytes that belong to no response.
+                    "/long" => [
+                        format!("{cacheable}Content-Length: 1000\r\n\r\n").into_bytes(),
+                        vec![b'l'; 1000],
+                        b"HTTP/1.1 200 OK\r\nX-Smuggled: 1\r\n\r\n".to_vec(),
+                        vec![b'x'; 200],
+                    ]
+                    .concat(),
+                    _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                };
+                let _ = tcp.write_all(&answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// One HTTP/1.1 request over TLS, everything the node sends until it closes (bounded).
+async fn read_until_closed(node: &Node, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = clients::raw_tls(node.https, &node.ca).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(support::WAIT, tls.read_to_end(&mut all)).await;
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_or_longer_than_its_framing_is_never_cached_as_something_else() {
+    let (addr, counts) = misframing_origin().await;
+    let node = Node::start(&format!(
+        "[origins.raw]\nprimary = \"http://{addr}\"\nretries = 0\n\n[[routes]]\norigin = \"raw\"\n\
+         [routes.cache]\nenabled = true\n"
+    ));
+    let count = |path: &str| counts.lock().unwrap().get(path).copied().unwrap_or(0);
+
+    // Shorter than its framing: the viewer's connection ends before the announced length
+    // (never a short body that looks complete), nothing is stored, the next viewer makes
+    // the origin answer again.
+    for (path, announced) in [("/short", 1000), ("/chunked-cut", 0)] {
+        for _ in 0..2 {
+            let text = read_until_closed(&node, path).await;
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            if head.is_empty() {
+                // Closed before the head went out: nothing that could pass for an answer.
+            } else if head.starts_with("HTTP/1.1 200") {
+                if announced > 0 {
+                    assert!(body.len() < announced, "{path}: {head}");
+                } else {
+                    // Chunked to the viewer too: the terminating chunk never comes.
+                    assert!(!body.ends_with("0\r\n\r\n"), "{path}: looked complete");
+                }
+            } else {
+                assert!(head.starts_with("HTTP/1.1 502"), "{path}: {head}");
+            }
+        }
+        assert_eq!(count(path), 2, "{path}: a broken body was stored");
+        let line = node.wait_for_access(|l| l["path"] == path && l["complete"] == false);
+        assert!(line["error"].as_str().is_some(), "{line}");
+    }
+
+    // Longer than its framing: the response is the announced 1,000 bytes, and what came
+    // after them is never taken for a response of its own, nor appended.
+    for proto in ALL {
+        let a = get(&node, proto, "/long", &[]).await;
+        assert_eq!(a.status, 200, "{proto:?}");
+        assert_eq!(a.body.len(), 1000, "{proto:?}");
+        assert!(a.body.iter().all(|&b| b == b'l'), "{proto:?}");
+        assert!(a.headers.get("x-smuggled").is_none(), "{proto:?}");
+    }
+    assert_eq!(count("/long"), 1, "the complete response is stored once");
 }

@@ -134,6 +134,77 @@ async fn forwarding_headers_and_hop_by_hop_rules() {
     }
 }
 
+/// On a route without cache every answer comes through the origin client, so each
+/// protocol's bytes are the origin's own; the origin's hop-by-hop fields stay on its hop;
+/// and sequential requests share one pooled upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncached_answers_keep_their_bytes_drop_hop_by_hop_fields_and_reuse_connections() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&format!(
+        "[origins.media]\nprimary = \"{}\"\n\n[[routes]]\norigin = \"media\"\n\
+         [routes.cache]\nenabled = false\n",
+        origin.url
+    ));
+    let paths = [
+        "/vod/sample/720p/seg_00001.ts",
+        "/bytes/1000000",
+        "/object/hop?hop=1&size=3000",
+    ];
+    for path in paths {
+        let direct = origin.direct(path).await;
+        for proto in ALL {
+            let answer = clients::get(proto, &node.ca, &node.url(path), &[]).await;
+            assert_eq!(answer.status, 200, "{proto:?} {path}");
+            assert_eq!(answer.body, direct, "{proto:?} {path}: bytes differ");
+            for hop in [
+                "connection",
+                "x-hop",
+                "keep-alive",
+                "proxy-connection",
+                "upgrade",
+            ] {
+                assert!(
+                    answer.headers.get(hop).is_none(),
+                    "{proto:?} {path}: the origin's {hop} reached the viewer: {:?}",
+                    answer.headers
+                );
+            }
+        }
+    }
+    assert_eq!(
+        origin_count_of(&origin, "/object/hop").await,
+        4,
+        "every request went to the origin"
+    );
+
+    // Twenty requests one after another: one upstream connection (or one per worker),
+    // not one per request. Each direct read of the count is a connection of its own.
+    let accepted = || async {
+        let body = origin.direct("/counts?connections").await;
+        std::str::from_utf8(&body)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = accepted().await;
+    for i in 0..20 {
+        let proto = ALL[i % 3];
+        let answer = clients::get(proto, &node.ca, &node.url("/bytes/1000"), &[]).await;
+        assert_eq!(answer.status, 200);
+    }
+    let opened = accepted().await - before - 1;
+    assert!(
+        opened <= 2,
+        "{opened} new upstream connections for 20 requests"
+    );
+}
+
+async fn origin_count_of(origin: &Origin, path: &str) -> u64 {
+    let body = origin.direct(&format!("/counts?path={path}")).await;
+    std::str::from_utf8(&body).unwrap().trim().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_secondary_when_primary_is_killed() {
     let mut primary = Origin::start("primary");

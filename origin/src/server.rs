@@ -11,10 +11,14 @@
 //! | `/live/<name>/index.m3u8`, `/live/<name>/seg_<n>.ts` | live HLS, rolling window |
 //! | `/object/<name>?...` | a response shaped by its query (below), for cache tests |
 //! | `/counts?path=/object/x` | how many requests this origin saw for that path |
+//! | `/counts?connections` | how many TCP connections this origin accepted |
 //!
 //! `/object` parameters: `size` (bytes, default 1000), `v` (content version), `cc`
 //! (`Cache-Control`), `etag` (answered with 304 on a matching `If-None-Match`), `lm`
-//! (`Last-Modified`, unix seconds), `expires` (unix seconds), `sk` (`Surrogate-Key`),
+//! (`Last-Modified`, unix seconds; without `etag`, answered with 304 on an
+//! `If-Modified-Since` at or after it), `expires` (unix seconds), `hop=1` (hop-by-hop
+//! fields a proxy must drop: `Connection: x-hop`, `X-Hop`, `Keep-Alive`,
+//! `Proxy-Connection`, `Upgrade`), `sk` (`Surrogate-Key`),
 //! `tag` (`Cache-Tag`), `age` (`Age`, seconds: an origin that is itself a cache),
 //! `fail_after=N` (503 from the N+1th request for that path on), `vary`, `loc` (`Location`), `status`, `cookie=1` (`Set-Cookie`), `delay_ms` (before the head),
 //! `chunk_ms` (between 16 KiB chunks), `truncate=1` (announce `size`, send half, abort),
@@ -43,6 +47,8 @@ pub struct SampleOrigin {
     root: PathBuf,
     name: String,
     counts: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// TCP connections accepted, for tests of the node's connection reuse.
+    connections: std::sync::atomic::AtomicU64,
     live: LiveStream,
     /// One chunk of the `/bytes` pattern, shared by every response (sliced, never copied).
     pattern: Bytes,
@@ -57,6 +63,7 @@ impl SampleOrigin {
             root,
             name,
             counts: Default::default(),
+            connections: Default::default(),
             live: LiveStream::new(Duration::from_secs(2), 5, 32 * 1024, UNIX_EPOCH),
             pattern: Bytes::from(pattern),
         })
@@ -66,6 +73,8 @@ impl SampleOrigin {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         loop {
             let (stream, _) = listener.accept().await?;
+            self.connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let origin = self.clone();
             tokio::spawn(async move {
@@ -127,6 +136,10 @@ impl SampleOrigin {
             let count = counts.entry(path.to_owned()).or_default();
             *count += 1;
             seen = *count;
+        }
+        if path == "/counts" && req.uri().query() == Some("connections") {
+            let n = self.connections.load(std::sync::atomic::Ordering::Relaxed);
+            return text(StatusCode::OK, &format!("{n}\n"));
         }
         if path == "/counts" {
             let wanted = query_param(req.uri().query(), "path").unwrap_or_default();
@@ -325,7 +338,8 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
     if let Some(etag) = &etag {
         set("etag", etag.clone());
     }
-    if let Some(lm) = num("lm") {
+    let last_modified = num("lm");
+    if let Some(lm) = last_modified {
         set(
             "last-modified",
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(lm)),
@@ -336,6 +350,13 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
             "expires",
             httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(exp)),
         );
+    }
+    if param("hop").is_some() {
+        set("connection", "x-hop".into());
+        set("x-hop", "1".into());
+        set("keep-alive", "timeout=5".into());
+        set("proxy-connection", "keep-alive".into());
+        set("upgrade", "h2c".into());
     }
     if let Some(sk) = param("sk") {
         set("surrogate-key", sk);
@@ -366,11 +387,18 @@ async fn object<B>(name: &str, req: &Request<B>) -> Response<Body> {
             .collect();
         set("x-reflected", seen.join("; "));
     }
-    let matches = etag.as_ref().is_some_and(|e| {
-        req.headers()
+    let matches = match (&etag, last_modified) {
+        (Some(e), _) => req
+            .headers()
             .get(header::IF_NONE_MATCH)
-            .is_some_and(|inm| inm.as_bytes() == e.as_bytes())
-    });
+            .is_some_and(|inm| inm.as_bytes() == e.as_bytes()),
+        (None, Some(lm)) => req
+            .headers()
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+            .is_some_and(|since| since >= UNIX_EPOCH + Duration::from_secs(lm)),
+        (None, None) => false,
+    };
     if matches {
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
