@@ -127,6 +127,26 @@ async fn request_hooks_in_order_response_hooks_in_reverse_over_every_protocol() 
             "https://localhost/echo",
             "{proto:?}"
         );
+        // A fresh instance per request: each module's instance has seen one request,
+        // however many this route has served.
+        let seen: Vec<&str> = a
+            .headers
+            .get_all("x-instance-requests")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(seen, ["1", "1"], "{proto:?}");
+        // The request as the hook sees it: method, protocol, route, client address.
+        let protocol = match proto {
+            Proto::H1 => "http1",
+            Proto::H2 => "http2",
+            Proto::H3 => "http3",
+        };
+        assert_eq!(
+            header(&a, "x-module-request"),
+            format!("GET {protocol} */echo 127.0.0.1"),
+            "{proto:?}"
+        );
         let module_now: i64 = header(&a, "x-module-clock").parse().unwrap();
         assert!((now - module_now).abs() < 60_000, "{module_now} vs {now}");
 
@@ -548,6 +568,10 @@ async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_se
     // A signature of other bytes.
     let (status, body) = deploy(v2.clone(), sign(&key, b"other bytes")).await;
     assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("no trusted key verifies the signature"),
+        "{body}"
+    );
     // No signature.
     let (status, body) = admin(&node, "PUT", "/modules/tagger", &[], &v2).await;
     assert_eq!(status, 400);

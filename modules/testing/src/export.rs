@@ -1,10 +1,13 @@
 use crate::{append_tag, hex, parse_config, Config, Mode};
 use edge_module_sdk::rate_limit::{self, Decision};
 use edge_module_sdk::{
-    clock, crypto, export_module, log, metrics, Action, Module, Request, Response,
+    clock, crypto, export_module, log, metrics, Action, Module, Protocol, Request, Response,
 };
 
 struct TestModule;
+
+/// Requests this instance has seen: a fresh instance per request always reports 1.
+static REQUESTS_SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn config() -> Config {
     let mut config = parse_config(&edge_module_sdk::bindings::edge::module::config::get())
@@ -33,6 +36,7 @@ impl Module for TestModule {
             Mode::Noop | Mode::Upper | Mode::TrapResponse | Mode::Context => Action::Continue,
             Mode::Deny => Action::respond(403, "denied by test-module\n"),
             Mode::Tag => {
+                REQUESTS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tag = config.tag.as_deref().unwrap_or("tag");
                 let value = append_tag(req.header("x-chain"), tag);
                 req.set_header("x-chain", &value).expect("valid header");
@@ -120,6 +124,22 @@ impl Module for TestModule {
                 resp.set_header("x-module-clock", &clock::now_ms().to_string())
                     .expect("valid header");
                 resp.set_header("x-module-url", &req.url())
+                    .expect("valid header");
+                let seen = REQUESTS_SEEN.load(std::sync::atomic::Ordering::Relaxed);
+                resp.append_header("x-instance-requests", &seen.to_string())
+                    .expect("valid header");
+                let protocol = match req.protocol() {
+                    Protocol::Http1 => "http1",
+                    Protocol::Http2 => "http2",
+                    Protocol::Http3 => "http3",
+                };
+                let what = format!(
+                    "{} {protocol} {} {}",
+                    req.method(),
+                    req.route(),
+                    req.client_addr()
+                );
+                resp.set_header("x-module-request", &what)
                     .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
