@@ -171,7 +171,7 @@ fn audit_line(mut line: serde_json::Value, verdict: &crate::Verdict) -> String {
     const ROOM: usize = 3800;
     let mut text = line.to_string();
     let mut details = Vec::new();
-    for m in verdict.matches.iter().filter(|m| m.logged) {
+    for m in verdict.matches.iter().filter(|m| m.audited) {
         let detail = serde_json::json!({
             "id": m.id, "msg": m.msg, "data": m.data, "severity": m.severity, "variable": m.variable,
         });
@@ -226,12 +226,12 @@ impl Module for Waf {
             None => evaluate(rules, &request),
         });
         metrics::counter_add("requests", 1);
-        let logged = verdict.matches.iter().any(|m| m.logged);
+        let logged = verdict.matches.iter().any(|m| m.audited);
         if logged {
             metrics::counter_add("matched", 1);
             // Per rule, for the node's metrics (`name="rule:942100"`); the host bounds
             // the names a module may create.
-            for m in verdict.matches.iter().filter(|m| m.logged) {
+            for m in verdict.matches.iter().filter(|m| m.audited) {
                 metrics::counter_add(&format!("rule:{}", m.id), 1);
             }
             let line = serde_json::json!({
@@ -244,7 +244,7 @@ impl Module for Waf {
                 "anomaly_score": verdict.anomaly_score,
                 "blocked": verdict.interruption.is_some(),
                 "would_block": verdict.would_interrupt.is_some(),
-                "rule_ids": verdict.matches.iter().filter(|m| m.logged).map(|m| m.id).collect::<Vec<_>>(),
+                "rule_ids": verdict.matches.iter().filter(|m| m.audited).map(|m| m.id).collect::<Vec<_>>(),
                 "rules": [],
             });
             log::warn(&audit_line(line, &verdict));

@@ -37,6 +37,10 @@ pub struct Match {
     /// The rule logs (`log`, or no `nolog`): what ModSecurity's error log would show.
     #[serde(skip)]
     pub logged: bool,
+    /// The match goes to the audit line (`auditlog`, or `log` without `noauditlog`;
+    /// `nolog` alone turns both off, `nolog,auditlog` keeps this one).
+    #[serde(skip)]
+    pub audited: bool,
 }
 
 /// The request is (or in detection-only mode, would be) stopped.
@@ -1209,7 +1213,7 @@ impl<'r> Transaction<'r> {
         // A rule that does not log (CRS's initialization and paranoia-level skips fire on
         // every request) leaves no record: nothing reads one.
         let disrupts = !matches!(rule.disruptive, Disruptive::Pass | Disruptive::Block);
-        if rule.log || disrupts {
+        if rule.log || rule.auditlog || disrupts {
             let ctx = Ctx { tx: self, rule };
             let msg = rule
                 .msg
@@ -1236,6 +1240,7 @@ impl<'r> Transaction<'r> {
                 tags: rule.tags.clone(),
                 variable,
                 logged: rule.log,
+                audited: rule.auditlog,
             });
         }
         let disruptive = rule.disruptive.clone();
@@ -1774,6 +1779,58 @@ mod tests {
 
     fn ids(verdict: &Verdict) -> Vec<u32> {
         verdict.matches.iter().map(|m| m.id).collect()
+    }
+
+    /// `log` is ModSecurity's error log, `auditlog` the audit line: `nolog` silences both
+    /// unless `auditlog` follows, `noauditlog` keeps a match out of the audit line only.
+    #[test]
+    fn log_and_auditlog_decide_where_a_match_is_recorded() {
+        let set = rules(
+            "SecRule ARGS:a \"@streq x\" \"id:1,phase:1,pass,log\"\n\
+             SecRule ARGS:a \"@streq x\" \"id:2,phase:1,pass,nolog\"\n\
+             SecRule ARGS:a \"@streq x\" \"id:3,phase:1,pass,nolog,auditlog\"\n\
+             SecRule ARGS:a \"@streq x\" \"id:4,phase:1,pass,log,noauditlog\"\n",
+        );
+        let request = Request {
+            method: "GET".into(),
+            uri: "/?a=x".into(),
+            protocol: "HTTP/1.1".into(),
+            ..Request::default()
+        };
+        let verdict = evaluate(&set, &request);
+        let recorded: Vec<(u32, bool, bool)> = verdict
+            .matches
+            .iter()
+            .map(|m| (m.id, m.logged, m.audited))
+            .collect();
+        assert_eq!(
+            recorded,
+            [(1, true, true), (3, false, true), (4, true, false)],
+            "rule 2 leaves no record"
+        );
+    }
+
+    /// `drop` interrupts like `deny` (the node answers it the same way, it cannot close a
+    /// connection from a module), under its own name; `UNIQUE_ID` is the request's id.
+    #[test]
+    fn drop_interrupts_and_unique_id_is_the_requests_own() {
+        let set = rules(
+            "SecRule UNIQUE_ID \"@streq req-42\" \"id:5,phase:1,pass,log\"\n\
+             SecRule ARGS:a \"@streq x\" \"id:6,phase:1,drop,status:403,log\"\n",
+        );
+        let request = |uri: &str, id: &str| Request {
+            method: "GET".into(),
+            uri: uri.into(),
+            protocol: "HTTP/1.1".into(),
+            unique_id: id.into(),
+            ..Request::default()
+        };
+        let verdict = evaluate(&set, &request("/?a=x", "req-42"));
+        assert_eq!(ids(&verdict), [5, 6]);
+        let stop = verdict.interruption.expect("drop interrupts");
+        assert_eq!((stop.rule_id, stop.status, stop.action), (6, 403, "drop"));
+        let verdict = evaluate(&set, &request("/?a=y", "req-43"));
+        assert!(ids(&verdict).is_empty() && verdict.interruption.is_none());
     }
 
     #[test]
