@@ -134,6 +134,88 @@ async fn forwarding_headers_and_hop_by_hop_rules() {
     }
 }
 
+/// `http2 = true`: the node speaks HTTP/2 (prior knowledge) to a plaintext upstream,
+/// whatever the viewer's protocol, and the answers are the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_is_reached_over_http2_from_every_protocol() {
+    let origin = Origin::start("o1");
+    let node = Node::start(&format!(
+        "[origins.media]\nprimary = \"{}\"\nhttp2 = true\n\n[[routes]]\norigin = \"media\"\n\
+         [routes.cache]\nenabled = false\n",
+        origin.url
+    ));
+    let direct = origin.direct("/bytes/200000").await;
+    for proto in ALL {
+        let a = clients::get(proto, &node.ca, &node.url("/echo"), &[]).await;
+        assert_eq!(a.status, 200, "{proto:?}");
+        let echo: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(echo["version"], "HTTP/2.0", "{proto:?}: {echo}");
+        let bytes = clients::get(proto, &node.ca, &node.url("/bytes/200000"), &[]).await;
+        assert_eq!(bytes.body, direct, "{proto:?}");
+    }
+}
+
+/// Several certificates, chosen by SNI over TCP and over QUIC: a viewer asking for
+/// `media.test` gets that name's certificate, one asking for `localhost` the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_chosen_by_sni_over_tcp_and_quic() {
+    let origin = Origin::start("o1");
+    let second = tempfile::tempdir().unwrap();
+    let (cert, key) =
+        edge_runtime::listener::tls::generate_self_signed(second.path(), &["media.test"]).unwrap();
+    let node = Node::start(&format!(
+        "[[tls.certs]]\ncert = \"{}\"\nkey = \"{}\"\nnames = [\"media.test\"]\n\n{}",
+        cert.display(),
+        key.display(),
+        support::one_origin(&origin.url)
+    ));
+    // TCP: a client that trusts only one certificate completes the handshake only when
+    // the node presents that one.
+    let tls_with = |trusted: &std::path::Path, name: &'static str| {
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(clients::tls_config(
+            trusted,
+            &[b"http/1.1"],
+        )));
+        let addr = node.https;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            connector
+                .connect(name.try_into().unwrap(), tcp)
+                .await
+                .is_ok()
+        }
+    };
+    assert!(tls_with(&cert, "media.test").await, "media.test over TCP");
+    assert!(tls_with(&node.ca, "localhost").await, "default over TCP");
+    assert!(
+        !tls_with(&cert, "localhost").await,
+        "default presented to media.test's name"
+    );
+    assert!(
+        !tls_with(&node.ca, "media.test").await,
+        "media.test got the default"
+    );
+
+    // QUIC: the same choice.
+    let quic_with = |trusted: &std::path::Path, name: &'static str| {
+        let endpoint = clients::quic_endpoint("127.0.0.1:0".parse().unwrap(), trusted);
+        let addr = node.https;
+        async move {
+            let connecting = endpoint.connect(addr, name).unwrap();
+            let ok = tokio::time::timeout(support::WAIT, connecting)
+                .await
+                .expect("QUIC handshake hung")
+                .is_ok();
+            endpoint.close(0u32.into(), b"done");
+            ok
+        }
+    };
+    assert!(quic_with(&cert, "media.test").await, "media.test over QUIC");
+    assert!(quic_with(&node.ca, "localhost").await, "default over QUIC");
+    assert!(!quic_with(&cert, "localhost").await);
+    assert!(!quic_with(&node.ca, "media.test").await);
+}
+
 /// On a route without cache every answer comes through the origin client, so each
 /// protocol's bytes are the origin's own; the origin's hop-by-hop fields stay on its hop;
 /// and sequential requests share one pooled upstream connection.
@@ -288,6 +370,22 @@ async fn sigterm_drains_in_flight_downloads_then_exits_zero() {
     tokio::time::timeout(support::WAIT, refused)
         .await
         .expect("listener still open after SIGTERM");
+    // And new QUIC connections too, while the in-flight h3 download goes on.
+    let quic_refused = async {
+        loop {
+            let endpoint = clients::quic_endpoint("127.0.0.1:0".parse().unwrap(), &node.ca);
+            let attempt = endpoint.connect(node.https, "localhost").unwrap();
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Err(_)) => break,
+                Ok(Ok(conn)) => conn.close(0u32.into(), b"done"),
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(support::WAIT, quic_refused)
+        .await
+        .expect("QUIC still accepts new connections after SIGTERM");
 
     // Both in-flight downloads complete in full.
     let h1_done = async {
@@ -357,8 +455,46 @@ async fn sigint_with_idle_viewers_sends_goaway_and_exits_before_the_drain_timeou
     let (response, _) = send.send_request(request, true).unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
 
+    // A third, on a raw HTTP/2 connection, to read the frames the node sends.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = clients::raw_tls_alpn(node.https, &node.ca, b"h2").await;
+    let mut hello = clients::H2_PREFACE.to_vec();
+    hello.extend(clients::h2_frame(0x4, 0, 0, &[]));
+    raw.write_all(&hello).await.unwrap();
+
     let signalled = Instant::now();
     node.proc.signal("INT");
+    // Its frames until the node closes (answering its SETTINGS and PINGs as a live
+    // client does): a GOAWAY with NO_ERROR among them.
+    let mut goaway = None;
+    let read_all = async {
+        let (mut pending, mut buf) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let n = raw.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while let Some((kind, flags, _, payload)) = clients::take_h2_frame(&mut pending) {
+                let answer = match (kind, flags & 0x1) {
+                    (0x4, 0) => clients::h2_frame(0x4, 0x1, 0, &[]),
+                    (0x6, 0) => clients::h2_frame(0x6, 0x1, 0, &payload),
+                    (0x7, _) => {
+                        goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if raw.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(support::WAIT, read_all)
+        .await
+        .expect("the raw h2 connection stayed open");
+    assert_eq!(goaway, Some(0), "no GOAWAY with NO_ERROR before the close");
     // h2: a GOAWAY with NO_ERROR, then the node closes: the client's connection ends
     // cleanly (an abrupt close would end it with an error).
     tokio::time::timeout(support::WAIT, h2_ended)

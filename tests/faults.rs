@@ -27,6 +27,55 @@ async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A listener whose accept queue is full and never drained: the kernel drops further
+/// SYNs, so a new connection to it never completes (an origin behind a dropping firewall).
+async fn unreachable_listener() -> (std::net::SocketAddr, Vec<std::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = socket.listen(0).unwrap();
+    // Fill the queue (backlog 0 still queues one); the connections are never accepted.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(tcp) => fillers.push(tcp),
+            Err(_) => break,
+        }
+    }
+    std::mem::forget(listener);
+    (addr, fillers)
+}
+
+/// An origin whose TCP handshake never completes: the request fails at the connect
+/// timeout (not the first-byte or total timeout, both far longer), with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_completes_the_handshake_fails_at_the_connect_timeout() {
+    let (addr, _fillers) = unreachable_listener().await;
+    let node = Node::start(&format!(
+        "[origins.media]\nprimary = \"http://{addr}\"\nconnect_timeout_ms = 300\n\
+         first_byte_timeout_ms = 20000\ntotal_timeout_ms = 60000\nretries = 0\n\n\
+         [[routes]]\nprefix = \"/\"\norigin = \"media\"\n[routes.cache]\nenabled = false\n"
+    ));
+    for proto in ALL {
+        let started = Instant::now();
+        let a = clients::get(proto, &node.ca, &node.url("/object/x?size=100"), &[]).await;
+        let took = started.elapsed();
+        assert!(
+            [502, 504].contains(&a.status.as_u16()),
+            "{proto:?}: {} {:?}",
+            a.status,
+            a.body
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(10),
+            "{proto:?}: answered after {took:?}"
+        );
+    }
+    let line = node.wait_for_access(|l| l["status"] == 502 || l["status"] == 504);
+    let error = line["error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("connect"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_primary_fails_over_within_a_bounded_time() {
     let (hole, _task) = black_hole().await;

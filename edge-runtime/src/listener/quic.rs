@@ -104,9 +104,19 @@ pub async fn serve(
             _ = stop.changed() => break,
         }
     }
-    // No new connections from here on; existing ones drain on their own `stop` watch.
-    endpoint.set_server_config(None);
-    while connections.join_next().await.is_some() {}
+    // No new connections from here on: each is refused (CONNECTION_REFUSED) rather than
+    // left unanswered, so a viewer fails over at once instead of waiting out its handshake
+    // timeout. Existing connections drain on their own `stop` watch.
+    loop {
+        tokio::select! {
+            Some(incoming) = endpoint.accept() => incoming.refuse(),
+            joined = connections.join_next() => {
+                if joined.is_none() {
+                    break;
+                }
+            }
+        }
+    }
     endpoint.wait_idle().await;
 }
 
