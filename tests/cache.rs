@@ -897,3 +897,96 @@ async fn a_body_shorter_or_longer_than_its_framing_is_never_cached_as_something_
     }
     assert_eq!(count("/long"), 1, "the complete response is stored once");
 }
+
+/// Freshness from each field an origin can give, and the route's own say over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_from_each_origin_field_and_the_routes_overrides() {
+    let origin = Origin::start("o");
+    let node = Node::start(&format!(
+        "[origins.media]\nprimary = \"{}\"\n\n\
+         [[routes]]\nprefix = \"/object/ovr\"\norigin = \"media\"\n\
+         [routes.cache]\noverride_ttl_s = 600\n\n\
+         [[routes]]\nprefix = \"/object/dev\"\norigin = \"media\"\n\
+         [routes.cache]\nkey_headers = [\"x-device\"]\n\n\
+         [[routes]]\norigin = \"media\"\n",
+        origin.url
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // (path, what the second request is, origin requests after two)
+    let cases = [
+        // no-cache: stored, but confirmed with the origin before each reuse.
+        ("/object/nc?cc=no-cache&etag=n1", "REVALIDATED", 2),
+        // s-maxage is the shared cache's own lifetime and beats max-age.
+        ("/object/sm?cc=s-maxage%3D600%2C%20max-age%3D0", "HIT", 1),
+        // Expires in the future, no Cache-Control.
+        (&format!("/object/ex?expires={}", now + 600), "HIT", 1),
+        // Expires in the past and no validator: fetched again.
+        ("/object/ex-old?expires=1000", "MISS", 2),
+        // The route's override_ttl_s makes an origin's max-age=0 fresh for 10 minutes...
+        ("/object/ovr/a?cc=max-age%3D0", "HIT", 1),
+        // ...but never stores what no-store forbids.
+        ("/object/ovr/b?cc=no-store", "MISS", 2),
+    ];
+    for (path, second, requests) in cases {
+        let first = get(&node, Proto::H1, path, &[]).await;
+        assert_eq!(
+            (first.status.as_u16(), x_cache(&first)),
+            (200, "MISS"),
+            "{path}"
+        );
+        let again = get(&node, Proto::H2, path, &[]).await;
+        assert_eq!(again.status, 200, "{path}");
+        assert_eq!(x_cache(&again), second, "{path}");
+        assert_eq!(again.body, first.body, "{path}");
+        let counted = path.split('?').next().unwrap();
+        assert_eq!(origin_count(&origin, counted).await, requests, "{path}");
+    }
+
+    // key_headers: the route keys on x-device, with no Vary from the origin.
+    let path = "/object/dev/seg?cc=max-age%3D600";
+    for (device, cache) in [
+        ("tv", "MISS"),
+        ("phone", "MISS"),
+        ("tv", "HIT"),
+        ("phone", "HIT"),
+    ] {
+        let a = get(&node, Proto::H3, path, &[("x-device", device)]).await;
+        assert_eq!(x_cache(&a), cache, "{device}");
+    }
+    assert_eq!(origin_count(&origin, "/object/dev/seg").await, 2);
+}
+
+/// Viewers waiting on a fill whose origin cannot be reached at all (no head ever comes)
+/// are each released with a 502, none left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_a_fetch_that_fails_before_its_head_are_all_released() {
+    // A port nothing listens on: every connection is refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let node = Node::start(&format!(
+        "[origins.media]\nprimary = \"http://{dead}\"\nretries = 0\n\n\
+         [[routes]]\norigin = \"media\"\n[routes.cache]\nenabled = true\n"
+    ));
+    let viewers = (0..12).map(|i| {
+        let (ca, url) = (node.ca.clone(), node.url("/object/gone?cc=max-age%3D60"));
+        async move { clients::get(ALL[i % 3], &ca, &url, &[]).await }
+    });
+    let answers = tokio::time::timeout(support::WAIT, join_all(viewers))
+        .await
+        .expect("a viewer of a failed fetch hung");
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.status, 502, "viewer {i}");
+        assert!(
+            std::str::from_utf8(&a.body)
+                .unwrap()
+                .contains("origin unavailable"),
+            "viewer {i}: {:?}",
+            a.body
+        );
+    }
+}
