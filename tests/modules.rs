@@ -246,7 +246,9 @@ async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
             "/object/bad-open",
             &[r#"{ mode = "bad-answer" }"#],
             "fail-open",
-        );
+        )
+        + &route("/echo", &[r#"{ mode = "tag-then-trap" }"#], "fail-open")
+        + &route("/object/status", &[r#"{ mode = "status" }"#], "fail-closed");
     let node = node(&origin, "", &routes);
     for proto in ALL {
         let closed = get(&node, proto, "/object/closed").await;
@@ -263,6 +265,20 @@ async fn traps_fail_closed_or_open_per_route_and_are_logged_with_the_module() {
         assert_eq!(get(&node, proto, "/object/bad-closed").await.status, 500);
         let open = get(&node, proto, "/object/bad-open?size=3").await;
         assert_eq!((open.status.as_u16(), &open.body[..]), (200, &b"bad"[..]));
+        // Fail-open undoes what the failed module changed: the origin sees the request
+        // as the viewer sent it (no header, the path not rewritten).
+        let half = get(&node, proto, "/echo?half=1").await;
+        assert_eq!(half.status, 200, "{proto:?}");
+        let echo: serde_json::Value = serde_json::from_slice(&half.body).unwrap();
+        assert!(
+            echo["headers"].get("x-chain").is_none(),
+            "{proto:?}: {echo}"
+        );
+        assert_eq!(echo["uri"], "/echo?half=1", "{proto:?}: {echo}");
+        // A response hook sets the status.
+        let status = get(&node, proto, "/object/status?size=4").await;
+        assert_eq!(status.status, 203, "{proto:?}");
+        assert_eq!(status.body.len(), 4, "{proto:?}");
     }
     let event = wait_for_event(&node, "module failed", |e| {
         e["hook"] == "on-request" && e["kind"] == "trap"
@@ -383,6 +399,14 @@ async fn host_crypto_from_a_module() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(std::str::from_utf8(&a.body).unwrap(), expected);
+    // SHA-256 of the path, and the constant-time compare (equal, then one bit off).
+    let digest: String = ring::digest::digest(&ring::digest::SHA256, b"/sig/x")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header(&a, "x-sha256"), digest);
+    assert_eq!(header(&a, "x-ct-eq"), "true,false");
 }
 
 /// A node with the test module as `tagger` (tag mode) on `/object`, deployable by the

@@ -1232,6 +1232,36 @@ origin = "media"
         Config::load(&path, None).expect_err("config should be rejected")
     }
 
+    /// A module's limits when neither `[wasm]` nor its own table sets them: 5 ms of CPU
+    /// per hook call and 16 MiB of memory (the WAF, which holds a compiled rule set, gets
+    /// at least 50 ms and 256 MiB); the pool holds 1,000 instances.
+    #[test]
+    fn module_limits_default_to_5_ms_and_16_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{GOOD}\n[[routes]]\nprefix = \"/m\"\norigin = \"media\"\n\
+             [[routes.modules]]\nmodule = \"headers\"\n[[routes.modules]]\nmodule = \"waf\"\n\
+             config = {{ before = \"SecRule ARGS \\\"@contains x\\\" \\\"id:1,deny\\\"\" }}\n"
+        );
+        let c = Config::load(&write(dir.path(), "edge.toml", &text), None).unwrap();
+        let defaults = c.wasm.default_limits;
+        assert_eq!(defaults.budget, Duration::from_millis(5));
+        assert_eq!(defaults.memory_bytes, 16 << 20);
+        assert_eq!(c.wasm.max_instances, 1000);
+        let of = |name: &str| {
+            c.wasm
+                .modules
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .limits
+        };
+        assert_eq!(of("headers").budget, Duration::from_millis(5));
+        assert_eq!(of("headers").memory_bytes, 16 << 20);
+        assert_eq!(of("waf").budget, Duration::from_millis(50));
+        assert_eq!(of("waf").memory_bytes, 256 << 20);
+    }
+
     #[test]
     fn good_config_loads() {
         let dir = tempfile::tempdir().unwrap();

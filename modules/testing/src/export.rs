@@ -33,7 +33,16 @@ impl Module for TestModule {
     fn on_request(req: &Request) -> Action {
         let config = config();
         match config.mode {
-            Mode::Noop | Mode::Upper | Mode::TrapResponse | Mode::Context => Action::Continue,
+            Mode::Noop | Mode::Upper | Mode::TrapResponse | Mode::Context | Mode::Status => {
+                Action::Continue
+            }
+            Mode::TagThenTrap => {
+                let value = append_tag(req.header("x-chain"), "half-done");
+                req.set_header("x-chain", &value).expect("valid header");
+                req.set_path_and_query("/echo?rewritten=1")
+                    .expect("valid path");
+                panic!("test-module trapped after changing the request")
+            }
             Mode::Deny => Action::respond(403, "denied by test-module\n"),
             Mode::Tag => {
                 REQUESTS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -97,9 +106,19 @@ impl Module for TestModule {
                     path.as_bytes(),
                     &tag,
                 );
+                let digest = hex(&crypto::sha256(path.as_bytes()));
+                let mut flipped = tag.clone();
+                flipped[0] ^= 1;
+                let same = crypto::constant_time_eq(&tag, &tag);
+                let differs = crypto::constant_time_eq(&tag, &flipped);
+                let ct_eq = format!("{same},{differs}");
                 Action::respond_with(
                     200,
-                    &[("x-verified", if ok { "yes" } else { "no" })],
+                    &[
+                        ("x-verified", if ok { "yes" } else { "no" }),
+                        ("x-sha256", &digest),
+                        ("x-ct-eq", &ct_eq),
+                    ],
                     hex(&tag).as_bytes(),
                 )
             }
@@ -143,6 +162,7 @@ impl Module for TestModule {
                     .expect("valid header");
             }
             Mode::TrapResponse => panic!("test-module trapped in the response hook"),
+            Mode::Status => resp.set_status(203).expect("a valid status"),
             Mode::Done => {
                 let value = append_tag(resp.header("x-chain-response"), "done");
                 resp.set_header("x-chain-response", &value)

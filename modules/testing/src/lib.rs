@@ -34,6 +34,10 @@ pub enum Mode {
     Tag,
     /// Panics (a trap) in the request hook.
     Trap,
+    /// Tags the request like `tag`, then panics: under `fail-open` the tag must be undone.
+    TagThenTrap,
+    /// Sets the response status to 203 in the response hook.
+    Status,
     /// Panics in the response hook.
     TrapResponse,
     /// Never returns from the request hook.
@@ -50,7 +54,9 @@ pub enum Mode {
     Upper,
     /// 429 when the node's limiter `policy` denies the viewer's address.
     RateLimit,
-    /// Answers with HMAC-SHA256("key", path) in hex, checked against the host's verify.
+    /// Answers with HMAC-SHA256("key", path) in hex, checked against the host's verify;
+    /// `x-sha256` is SHA-256(path) in hex and `x-ct-eq` the host's constant-time compare
+    /// of the tag with itself and with one bit flipped.
     Hmac,
     /// Answers with a field the node manages (`content-length`): a bad response.
     BadAnswer,
