@@ -589,6 +589,29 @@ async fn bad_deploys_are_rejected_with_their_reason_and_the_old_version_keeps_se
         body.contains("no trusted key verifies the signature"),
         "{body}"
     );
+    // The same through the CLI: a non-zero exit and the node's reason on stderr.
+    let candidate = keys.path().join("intruder-v2.wasm");
+    std::fs::copy(TEST_MODULE_V2, &candidate).unwrap();
+    let candidate = candidate.to_str().unwrap().to_owned();
+    edge_cli(&["module", "sign", "--key", &intruder, &candidate], &[]);
+    let admin_url = node.proc.ready["admin_url"].as_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(edge_bin())
+            .args([
+                "module", "deploy", "--admin", &admin_url, "--name", "tagger", &candidate,
+            ])
+            .env("EDGE_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused deploy exited 0: {stderr}");
+    assert!(
+        stderr.contains("no trusted key verifies the signature"),
+        "{stderr}"
+    );
     // A signature of other bytes.
     let (status, body) = deploy(v2.clone(), sign(&key, b"other bytes")).await;
     assert_eq!(status, 422, "{body}");

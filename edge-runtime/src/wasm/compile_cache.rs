@@ -184,6 +184,51 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// The file is keyed by the component and the engine's settings: a second start with
+    /// the same engine loads the machine code; an engine with other settings compiles its
+    /// own; a damaged file is compiled again and replaced.
+    #[test]
+    fn compiled_code_is_keyed_by_engine_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(Some(dir.path().join("cwasm")));
+        let bytes = std::fs::read(edge_module_artifacts::testing::TEST_MODULE).unwrap();
+        let sha = "0123abcd";
+        let engine = |epochs: bool| {
+            let mut config = wasmtime::Config::new();
+            config.epoch_interruption(epochs);
+            Engine::new(&config).unwrap()
+        };
+        let (a, b) = (engine(true), engine(false));
+        let compiled = |e: &Engine| cache.load_or_compile(e, &bytes, sha).unwrap().1;
+        assert_eq!(compiled(&a), Compiled::Fresh);
+        assert_eq!(compiled(&a), Compiled::FromCache);
+        assert_eq!(
+            compiled(&b),
+            Compiled::Fresh,
+            "another engine's code was reused"
+        );
+        assert_eq!(compiled(&b), Compiled::FromCache);
+        let files: Vec<PathBuf> = std::fs::read_dir(cache.dir().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 2, "{files:?}");
+
+        // One byte changed in the payload: the checksum refuses it, and it is rewritten.
+        let file = files.iter().find(|f| {
+            f.to_str()
+                .unwrap()
+                .ends_with(&format!("{:016x}.cwasm", engine_hash(&a)))
+        });
+        let file = file.unwrap();
+        let mut damaged = std::fs::read(file).unwrap();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        std::fs::write(file, &damaged).unwrap();
+        assert_eq!(compiled(&a), Compiled::Fresh);
+        assert_eq!(compiled(&a), Compiled::FromCache);
+    }
+
     #[test]
     fn only_a_private_folder_is_used() {
         let base = tempfile::tempdir().unwrap();
