@@ -1781,6 +1781,42 @@ mod tests {
         verdict.matches.iter().map(|m| m.id).collect()
     }
 
+    /// `multiMatch` runs the operator on the value before and after each transformation:
+    /// a match on an intermediate value counts.
+    #[test]
+    fn multi_match_checks_every_intermediate_value() {
+        let set = rules(
+            "SecRule ARGS:a \"@streq a b\" \"id:1,phase:1,pass,log,t:lowercase,t:removeWhitespace\"\n\
+             SecRule ARGS:a \"@streq a b\" \"id:2,phase:1,pass,log,t:lowercase,t:removeWhitespace,multiMatch\"\n",
+        );
+        assert_eq!(fired(&set, "/?a=A%20B"), vec![2]);
+        assert_eq!(fired(&set, "/?a=AB"), Vec::<u32>::new());
+    }
+
+    /// `SecRuleUpdateTargetById` changes what a loaded rule reads: an added target is
+    /// evaluated, an excluded one no longer is.
+    #[test]
+    fn updated_targets_are_what_the_rule_reads() {
+        let set = rules(
+            "SecRule ARGS:a \"@streq x\" \"id:3,phase:1,pass,log\"\n\
+             SecRule ARGS \"@streq y\" \"id:4,phase:1,pass,log\"\n\
+             SecRuleUpdateTargetById 3 \"ARGS:b\"\n\
+             SecRuleUpdateTargetById 4 \"!ARGS:skip\"\n",
+        );
+        assert_eq!(fired(&set, "/?b=x"), vec![3]);
+        assert_eq!(fired(&set, "/?a=x"), vec![3]);
+        assert_eq!(fired(&set, "/?c=y"), vec![4]);
+        assert_eq!(fired(&set, "/?skip=y"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn strmatch_finds_the_string_anywhere_and_only_it() {
+        let set = rules("SecRule ARGS:c \"@strmatch needle\" \"id:5,phase:1,pass,log\"\n");
+        assert_eq!(fired(&set, "/?c=a%20needle%20b"), vec![5]);
+        assert_eq!(fired(&set, "/?c=needl"), Vec::<u32>::new());
+        assert_eq!(fired(&set, "/?c=haystack"), Vec::<u32>::new());
+    }
+
     /// `log` is ModSecurity's error log, `auditlog` the audit line: `nolog` silences both
     /// unless `auditlog` follows, `noauditlog` keeps a match out of the audit line only.
     #[test]
