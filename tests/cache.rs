@@ -107,10 +107,24 @@ async fn hundred_concurrent_viewers_make_one_origin_request_and_stream() {
         let (ca, url) = (node.ca.clone(), node.url(path));
         async move { clients::get(Proto::H1, &ca, &url, &[]).await }
     });
+    // The leader's fill has reached the origin before the h3 viewer asks: it waits on it.
+    let deadline = Instant::now() + support::WAIT;
+    while origin_count(&origin, "/object/slow").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut h3 = clients::H3Client::connect(node.https, &node.ca).await;
     let mut stream = h3.start(&node.url(path), &[]).await;
     let response = stream.recv_response().await.unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-cache"],
+        "MISS",
+        "a waiter of the fill"
+    );
     let t0 = Instant::now();
     let first = stream.recv_data().await.unwrap();
     let first_at = t0.elapsed();

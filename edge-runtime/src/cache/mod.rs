@@ -914,3 +914,55 @@ impl inflight::Fill {
         all.freeze()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn first_chunk(response: Response<Body>) -> Bytes {
+        let frame = response.into_body().frame().await.unwrap().unwrap();
+        frame.into_data().unwrap()
+    }
+
+    /// A hit lends the stored bytes themselves: the body of a whole answer and of a range
+    /// point into the entry's buffer, so no viewer's answer copies the object.
+    #[tokio::test]
+    async fn hits_lend_the_stored_bytes_without_copying() {
+        let cache = Cache::new(1 << 20, 1, 1 << 20);
+        let stored = Bytes::from(vec![7u8; 10_000]);
+        let now = SystemTime::now();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        let entry = new_entry(
+            StatusCode::OK,
+            headers,
+            stored.clone(),
+            &RoutePolicy::default(),
+            now,
+            now,
+            Vec::new(),
+            Vec::new(),
+        );
+        let get = |range: Option<&str>| {
+            let mut req = Request::get("/a");
+            if let Some(range) = range {
+                req = req.header(header::RANGE, range);
+            }
+            req.body(origin::body::empty()).unwrap()
+        };
+        let answer = |req: &Request<Body>| {
+            cache
+                .answer_from_entry(&entry, req, CacheStatus::Hit, Instant::now())
+                .response
+        };
+        let whole = first_chunk(answer(&get(None))).await;
+        assert_eq!((whole.as_ptr(), whole.len()), (stored.as_ptr(), 10_000));
+        let part = answer(&get(Some("bytes=100-199")));
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        let part = first_chunk(part).await;
+        assert_eq!((part.as_ptr(), part.len()), (stored[100..].as_ptr(), 100));
+    }
+}
