@@ -12,7 +12,7 @@ Progress goes to stderr; the markdown report goes to stdout and bench/results/la
 Scenarios (--only ids):
   proxying, no cache:  h1-1k, h2-1k, h1-1m (edge vs nginx), h3-1k, h3-1m (edge h3 vs h1)
   cache hits:          hit-h1-1k, hit-h1-1m (edge vs nginx proxy_cache vs varnish),
-                       hit-h2-1k (edge vs nginx proxy_cache), hit-h3-1k, hit-h3-1m (edge h3 vs h1)
+                       hit-h2-1k, hit-h2-1m (edge vs nginx proxy_cache), hit-h3-1k, hit-h3-1m (edge h3 vs h1)
   miss storm:          storm (1,000 concurrent requests for one new object: origin fetches)
   Wasm modules:        mods-h1-1k (1 KiB cache hits through 0, 1 and 4 no-op modules: the
                        CPU they add per request, wrk at saturation), mods-rate-h1-1k (the same
@@ -1184,6 +1184,10 @@ def scenario_defs(h1_peer: str, lat_rate: int = LAT_RATE_DEFAULT) -> list[dict]:
          "target": ("mib_s", "edge", "nginx", ">=", 1.0, "edge/nginx MiB/s"),
          "sides": [("edge", "edge_plain", "wrk"), ("nginx", "nginx_plain", "wrk"),
                    ("varnish", "varnish_plain", "wrk")]},
+        {"id": "hit-h2-1m", "title": "e6. Cache hits, 1 MiB over HTTP/2 over TLS", "tool": "h2load",
+         "conns": 16, "streams": 4, "size": MIB, "primary": "mib", "cache": True,
+         "target": ("mib_s", "edge", "nginx", ">=", 1.0, "edge/nginx MiB/s"),
+         "sides": [("edge", "edge_tls", "h2load"), ("nginx", "nginx_tls", "h2load")]},
         {"id": "hit-h3-1k", "title": "e4. Cache hits, 1 KiB: HTTP/3 vs HTTP/1.1 on the edge (oha)", "tool": "oha",
          "conns": 16, "size": KIB, "primary": "cpu", "h3": True, "cache": True,
          "target": ("cpu_us", "edge-h3", None, "<=", 20.0, "edge h3 CPU µs per 1 KiB hit"),
