@@ -769,3 +769,64 @@ async fn a_request_in_flight_during_a_deploy_finishes_on_the_old_version() {
     assert_eq!(old.status, 200);
     assert_eq!(header(&old, "x-module-version"), "1");
 }
+
+/// A deploy compiles the new component off the request path: while a large one (the
+/// WAF, 2 MB, compiled afresh into an empty code cache) compiles, requests on another
+/// route keep being answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_compiles_off_the_request_path() {
+    let origin = Origin::start("o");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "team.pem");
+    let cache = tempfile::tempdir().unwrap();
+    let node = tagger_node(
+        &origin,
+        &public,
+        &format!("cache_dir = \"{}\"", cache.path().join("cwasm").display()),
+    );
+    let big = keys.path().join("big.wasm");
+    std::fs::write(&big, edge_module_artifacts::standard::WAF).unwrap();
+    let (sig, _) = edge_cli(
+        &["module", "sign", "--key", &key, big.to_str().unwrap()],
+        &[],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = tokio::spawn({
+        let (stop, ca, url) = (stop.clone(), node.ca.clone(), node.url("/object/p?size=10"));
+        async move {
+            let mut slowest = Duration::ZERO;
+            let mut served = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let a = clients::get(Proto::H2, &ca, &url, &[]).await;
+                assert_eq!(a.status, 200);
+                slowest = slowest.max(t.elapsed());
+                served += 1;
+            }
+            (slowest, served)
+        }
+    });
+    let started = Instant::now();
+    let (status, body) = admin(
+        &node,
+        "PUT",
+        "/modules/big",
+        &[("edge-signature", sig.trim())],
+        edge_module_artifacts::standard::WAF,
+    )
+    .await;
+    let compile = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (slowest, served) = probe.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    eprintln!(
+        "deploy of the WAF component: {compile:?}; {served} requests meanwhile, the slowest {slowest:?}"
+    );
+    assert!(served >= 3, "{served} requests during a {compile:?} deploy");
+    // The code cache was empty: this was a real compile, long enough to stall a worker.
+    assert!(compile > Duration::from_millis(300), "{compile:?}");
+    assert!(
+        slowest < compile / 2,
+        "a request took {slowest:?} while the deploy took {compile:?}"
+    );
+}
