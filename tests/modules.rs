@@ -325,6 +325,9 @@ async fn endless_loop_stops_at_the_deadline_while_other_requests_are_served() {
     assert!(started.elapsed() < Duration::from_secs(15));
     let event = wait_for_event(&node, "module failed", |_| true);
     assert_eq!(event["kind"], "deadline", "{event}");
+    // Stopped by its CPU budget (a module that computes), not the wall-clock cap.
+    let detail = event["detail"].as_str().unwrap();
+    assert!(detail.contains("CPU budget of 50ms spent"), "{event}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -642,11 +642,21 @@ fn classify(store: &Store<ModuleState>, error: wasmtime::Error, default: Failure
         default
     };
     let said = state.last_words();
-    let detail = if said.is_empty() {
-        format!("{error:#}")
-    } else {
-        format!("{error:#}; the module said: {said}")
-    };
+    let mut detail = format!("{error:#}");
+    if kind == FailureKind::Deadline {
+        // Which limit: a module that computes spends its CPU budget; one that waits (or
+        // whose thread starves) meets the wall-clock cap.
+        match state.stopped_by() {
+            Some(limit) => detail.push_str(&format!(" ({limit})")),
+            None => detail.push_str(&format!(
+                " (wall-clock cap of {:?} reached while it waited)",
+                state.wall_cap()
+            )),
+        }
+    }
+    if !said.is_empty() {
+        detail.push_str(&format!("; the module said: {said}"));
+    }
     Failure { kind, detail }
 }
 

@@ -37,6 +37,34 @@ pub struct CpuBudget {
     mark: Option<(ThreadId, Duration)>,
     /// When the first deadline was seen: the budget had passed on the wall clock by then.
     first_look: Option<Instant>,
+    /// Which limit stopped the call, once one has.
+    stopped: Option<Stopped>,
+}
+
+/// The limit that ended a call, for the failure report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The call computed for its whole budget of CPU time.
+    CpuBudget { budget: Duration, used: Duration },
+    /// The call reached the wall-clock cap (it waited, or its thread was starved).
+    WallCap { cap: Duration, used: Duration },
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::CpuBudget { budget, used } => {
+                write!(
+                    f,
+                    "CPU budget of {budget:?} spent ({used:?} of CPU counted)"
+                )
+            }
+            Stopped::WallCap { cap, used } => write!(
+                f,
+                "wall-clock cap of {cap:?} reached ({used:?} of CPU counted)"
+            ),
+        }
+    }
 }
 
 /// What to do at an epoch deadline.
@@ -56,7 +84,13 @@ impl CpuBudget {
             used: Duration::ZERO,
             mark: None,
             first_look: None,
+            stopped: None,
         }
+    }
+
+    /// The limit that stopped the call, if one did.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
     }
 
     /// The epoch deadline to arm a call with, in ticks from now.
@@ -88,7 +122,18 @@ impl CpuBudget {
             _ => {}
         }
         self.mark = Some((thread, cpu));
-        if self.used >= self.budget || waited >= self.wall_cap {
+        if self.used >= self.budget {
+            self.stopped = Some(Stopped::CpuBudget {
+                budget: self.budget,
+                used: self.used,
+            });
+            return AtDeadline::Stop;
+        }
+        if waited >= self.wall_cap {
+            self.stopped = Some(Stopped::WallCap {
+                cap: self.wall_cap,
+                used: self.used,
+            });
             return AtDeadline::Stop;
         }
         AtDeadline::Continue(ticks(self.budget - self.used))
@@ -147,6 +192,13 @@ mod tests {
             budget.at_deadline_with(here, 105 * MS, t + 25 * MS),
             AtDeadline::Stop
         );
+        assert_eq!(
+            budget.stopped(),
+            Some(Stopped::CpuBudget {
+                budget: 5 * MS,
+                used: 5 * MS
+            })
+        );
     }
 
     #[test]
@@ -165,6 +217,13 @@ mod tests {
         assert_eq!(
             budget.at_deadline_with(here, 100 * MS, t + 95 * MS),
             AtDeadline::Stop
+        );
+        assert_eq!(
+            budget.stopped(),
+            Some(Stopped::WallCap {
+                cap: 100 * MS,
+                used: Duration::ZERO
+            })
         );
         assert_eq!(CpuBudget::new(50 * MS).wall_cap, 1000 * MS);
         assert_eq!(CpuBudget::new(MS).wall_cap, WALL_MIN);

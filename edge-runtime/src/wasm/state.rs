@@ -162,6 +162,12 @@ impl ModuleState {
     pub(crate) fn wall_cap(&self) -> std::time::Duration {
         self.cpu.wall_cap()
     }
+
+    /// Which limit ended the call armed last, when an epoch deadline stopped it (a call on
+    /// a fiber cut at the wall-clock cap while it waited in the host has none).
+    pub(crate) fn stopped_by(&self) -> Option<super::cpu_budget::Stopped> {
+        self.cpu.stopped()
+    }
 }
 
 pub(crate) fn arm(store: &mut wasmtime::Store<ModuleState>, budget: std::time::Duration) {
