@@ -826,6 +826,27 @@ async fn a_deploy_compiles_off_the_request_path() {
         "deploy of the WAF component: {compile:?}; {served} requests meanwhile, the slowest {slowest:?}"
     );
     assert!(served >= 3, "{served} requests during a {compile:?} deploy");
+    // A real component of another world (a wasi:http handler, properly signed) is
+    // refused by name.
+    let other = keys.path().join("handler.wasm");
+    std::fs::copy(edge_module_artifacts::edge_function::COMPONENT, &other).unwrap();
+    let (sig, _) = edge_cli(
+        &["module", "sign", "--key", &key, other.to_str().unwrap()],
+        &[],
+    );
+    let (status, refused) = admin(
+        &node,
+        "PUT",
+        "/modules/handler",
+        &[("edge-signature", sig.trim())],
+        &std::fs::read(&other).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused.contains("does not implement the edge:module world"),
+        "{refused}"
+    );
     // The code cache was empty: this was a real compile, long enough to stall a worker.
     assert!(compile > Duration::from_millis(300), "{compile:?}");
     assert!(
