@@ -412,6 +412,25 @@ async fn host_crypto_from_a_module() {
     assert_eq!(header(&a, "x-ct-eq"), "true,false");
 }
 
+/// Signs `bytes` with `key` (`edge module sign`, in `dir`) and deploys them as `name`
+/// through the admin API: (status, body).
+async fn signed_deploy(
+    node: &Node,
+    dir: &std::path::Path,
+    key: &str,
+    name: &str,
+    bytes: &[u8],
+) -> (u16, String) {
+    let file = dir.join(format!("{name}.wasm"));
+    std::fs::write(&file, bytes).unwrap();
+    let (sig, _) = edge_cli(
+        &["module", "sign", "--key", key, file.to_str().unwrap()],
+        &[],
+    );
+    let path = format!("/modules/{name}");
+    admin(node, "PUT", &path, &[("edge-signature", sig.trim())], bytes).await
+}
+
 /// A node with the test module as `tagger` (tag mode) on `/object`, deployable by the
 /// holder of `public`'s private key.
 fn tagger_node(origin: &Origin, public: &str, wasm_extra: &str) -> Node {
@@ -746,20 +765,7 @@ async fn a_request_in_flight_during_a_deploy_finishes_on_the_old_version() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let v2 = std::fs::read(TEST_MODULE_V2).unwrap();
-    let file = keys.path().join("v2.wasm");
-    std::fs::write(&file, &v2).unwrap();
-    let (sig, _) = edge_cli(
-        &["module", "sign", "--key", &key, file.to_str().unwrap()],
-        &[],
-    );
-    let (status, body) = admin(
-        &node,
-        "PUT",
-        "/modules/tagger",
-        &[("edge-signature", sig.trim())],
-        &v2,
-    )
-    .await;
+    let (status, body) = signed_deploy(&node, keys.path(), &key, "tagger", &v2).await;
     assert_eq!(status, 201, "{body}");
     assert!(
         !slow.is_finished(),
@@ -828,20 +834,8 @@ async fn a_deploy_compiles_off_the_request_path() {
     assert!(served >= 3, "{served} requests during a {compile:?} deploy");
     // A real component of another world (a wasi:http handler, properly signed) is
     // refused by name.
-    let other = keys.path().join("handler.wasm");
-    std::fs::copy(edge_module_artifacts::edge_function::COMPONENT, &other).unwrap();
-    let (sig, _) = edge_cli(
-        &["module", "sign", "--key", &key, other.to_str().unwrap()],
-        &[],
-    );
-    let (status, refused) = admin(
-        &node,
-        "PUT",
-        "/modules/handler",
-        &[("edge-signature", sig.trim())],
-        &std::fs::read(&other).unwrap(),
-    )
-    .await;
+    let other = std::fs::read(edge_module_artifacts::edge_function::COMPONENT).unwrap();
+    let (status, refused) = signed_deploy(&node, keys.path(), &key, "handler", &other).await;
     assert_eq!(status, 422, "{refused}");
     assert!(
         refused.contains("does not implement the edge:module world"),

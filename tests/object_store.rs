@@ -133,23 +133,11 @@ async fn s3_objects_through_the_cache_with_ranges_and_missing_keys() {
         first.headers["content-type"], "video/iso.segment",
         "the store's type is carried"
     );
-    // The store's own validators and length, as the store reports them.
     let meta = store
         .head(&ObjectPath::from("vod/title/seg_1.ts"))
         .await
         .unwrap();
-    assert_eq!(
-        first.headers["etag"].to_str().unwrap(),
-        meta.e_tag.as_deref().unwrap()
-    );
-    assert_eq!(
-        first.headers["last-modified"].to_str().unwrap(),
-        httpdate::fmt_http_date(meta.last_modified.into())
-    );
-    assert_eq!(
-        first.headers["content-length"],
-        meta.size.to_string().as_str()
-    );
+    assert_carries_the_stores_metadata(&first, &meta);
     for proto in ALL {
         let hit = clients::get(proto, &node.ca, &node.url("/title/seg_1.ts"), &[]).await;
         assert_eq!(x_cache(&hit), "HIT", "{proto:?}");
@@ -356,14 +344,7 @@ async fn azure_blobs_through_azurite() {
         .head(&ObjectPath::from("live/seg_9.ts"))
         .await
         .unwrap();
-    assert_eq!(
-        first.headers["etag"].to_str().unwrap(),
-        meta.e_tag.as_deref().unwrap()
-    );
-    assert_eq!(
-        first.headers["last-modified"].to_str().unwrap(),
-        httpdate::fmt_http_date(meta.last_modified.into())
-    );
+    assert_carries_the_stores_metadata(&first, &meta);
     let part = clients::get(
         Proto::H3,
         &node.ca,
@@ -381,5 +362,21 @@ async fn azure_blobs_through_azurite() {
     assert!(
         !log.contains(AZURITE_KEY),
         "the account key was logged: {log}"
+    );
+}
+
+/// The answer's validators and length are the store's own, as the store reports them.
+fn assert_carries_the_stores_metadata(answer: &clients::Answer, meta: &object_store::ObjectMeta) {
+    assert_eq!(
+        answer.headers["etag"].to_str().unwrap(),
+        meta.e_tag.as_deref().unwrap()
+    );
+    assert_eq!(
+        answer.headers["last-modified"].to_str().unwrap(),
+        httpdate::fmt_http_date(meta.last_modified.into())
+    );
+    assert_eq!(
+        answer.headers["content-length"],
+        meta.size.to_string().as_str()
     );
 }

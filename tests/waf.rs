@@ -109,6 +109,15 @@ async fn send(
         .expect("request timed out")
 }
 
+/// The status a player's request for `/bytes/10?q=<q>` gets from `node`.
+async fn query_status(node: &Node, proto: Proto, q: &str) -> u16 {
+    let url = node.url(&format!("/bytes/10?q={q}"));
+    clients::get(proto, &node.ca, &url, &PLAYER)
+        .await
+        .status
+        .as_u16()
+}
+
 fn waf_audit_lines(node: &Node) -> Vec<serde_json::Value> {
     support::read_log(&node.log)
         .into_iter()
@@ -570,15 +579,7 @@ before = 'SecAction "id:2001,phase:1,pass,nolog"'
         v1 = dir.path().join("v1").display(),
     ));
     let admin = node.proc.ready["admin_url"].as_str().unwrap().to_owned();
-    let status = |q: &'static str| {
-        let (ca, url) = (node.ca.clone(), node.url(&format!("/bytes/10?q={q}")));
-        async move {
-            clients::get(Proto::H1, &ca, &url, &PLAYER)
-                .await
-                .status
-                .as_u16()
-        }
-    };
+    let status = |q: &'static str| query_status(&node, Proto::H1, q);
     assert_eq!(status("evil").await, 403);
     assert_eq!(status("worse").await, 200);
 
@@ -715,15 +716,7 @@ async fn a_reload_with_broken_rules_keeps_the_running_rule_set() {
         origin.url,
         rules.display()
     ));
-    let status = |q: &'static str| {
-        let (ca, url) = (node.ca.clone(), node.url(&format!("/bytes/10?q={q}")));
-        async move {
-            clients::get(Proto::H2, &ca, &url, &PLAYER)
-                .await
-                .status
-                .as_u16()
-        }
-    };
+    let status = |q: &'static str| query_status(&node, Proto::H2, q);
     let reload =
         || support::admin_request(node.admin_addr(), Some(TOKEN), "POST", "/reload", &[], b"");
     assert_eq!(status("evil").await, 403);
@@ -771,15 +764,7 @@ async fn a_route_with_skip_errors_runs_what_compiles_and_logs_the_rest() {
         origin.url,
         rules.display()
     ));
-    let status = |q: &'static str| {
-        let (ca, url) = (node.ca.clone(), node.url(&format!("/bytes/10?q={q}")));
-        async move {
-            clients::get(Proto::H1, &ca, &url, &PLAYER)
-                .await
-                .status
-                .as_u16()
-        }
-    };
+    let status = |q: &'static str| query_status(&node, Proto::H1, q);
     assert_eq!(status("evil").await, 403);
     assert_eq!(status("fine").await, 200);
     let skipped = node.wait_for_log(|l| {

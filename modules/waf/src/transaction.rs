@@ -1742,14 +1742,18 @@ mod tests {
         rules_with(text, &[])
     }
 
-    fn fired(set: &RuleSet, uri: &str) -> Vec<u32> {
-        let request = Request {
+    /// A bodiless `GET uri HTTP/1.1`.
+    fn get(uri: &str) -> Request {
+        Request {
             method: "GET".into(),
             uri: uri.into(),
             protocol: "HTTP/1.1".into(),
             ..Request::default()
-        };
-        evaluate(set, &request)
+        }
+    }
+
+    fn fired(set: &RuleSet, uri: &str) -> Vec<u32> {
+        evaluate(set, &get(uri))
             .matches
             .iter()
             .map(|m| m.id)
@@ -1827,12 +1831,7 @@ mod tests {
              SecRule ARGS:a \"@streq x\" \"id:3,phase:1,pass,nolog,auditlog\"\n\
              SecRule ARGS:a \"@streq x\" \"id:4,phase:1,pass,log,noauditlog\"\n",
         );
-        let request = Request {
-            method: "GET".into(),
-            uri: "/?a=x".into(),
-            protocol: "HTTP/1.1".into(),
-            ..Request::default()
-        };
+        let request = get("/?a=x");
         let verdict = evaluate(&set, &request);
         let recorded: Vec<(u32, bool, bool)> = verdict
             .matches
@@ -1978,12 +1977,7 @@ mod tests {
             "SecRuleEngine Off\n\
              SecRule ARGS:x \"@streq bad\" \"id:50,phase:1,deny,log\"\n",
         );
-        let request = Request {
-            method: "GET".into(),
-            uri: "/?x=bad".into(),
-            protocol: "HTTP/1.1".into(),
-            ..Request::default()
-        };
+        let request = get("/?x=bad");
         let verdict = evaluate(&set, &request);
         assert!(verdict.matches.is_empty());
         assert_eq!(verdict.interruption, None);
