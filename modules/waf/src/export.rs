@@ -226,8 +226,8 @@ impl Module for Waf {
             None => evaluate(rules, &request),
         });
         metrics::counter_add("requests", 1);
-        let logged = verdict.matches.iter().any(|m| m.audited);
-        if logged {
+        let audited = verdict.matches.iter().any(|m| m.audited);
+        if audited {
             metrics::counter_add("matched", 1);
             // Per rule, for the node's metrics (`name="rule:942100"`); the host bounds
             // the names a module may create.
