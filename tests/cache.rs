@@ -478,8 +478,8 @@ async fn stale_while_revalidate_refreshes_once_in_the_background() {
         2,
         "exactly one refresh"
     );
-    // Still one once the refresh has had time to repeat, and the refreshed copy is fresh
-    // for its second (max-age=1): the requests right after it are hits, not new refreshes.
+    // Still one refresh once a second one would have had time to reach the origin (the
+    // eleven stale answers above share the first).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         origin_count(&origin, "/object/swr").await,
