@@ -373,11 +373,14 @@ pub struct VerifySpec {
     pub audience: Option<String>,
     pub path_claim: Option<String>,
     pub ip_claim: Option<String>,
+    /// Clock skew allowed on time checks, in seconds (the CLI checks with none; a route's
+    /// default is 30).
+    pub skew_s: u64,
 }
 
 /// The token-auth config for one format and key.
 fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Config, TokenError> {
-    let mut config = serde_json::json!({ "skew_s": 0 });
+    let mut config = serde_json::json!({ "skew_s": spec.skew_s });
     let one = |id: &str, value: String| {
         let mut m = BTreeMap::new();
         m.insert(id.to_owned(), value);
@@ -431,7 +434,13 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
                 "path_claim": spec.path_claim,
                 "ip_claim": spec.ip_claim,
             });
-            let kid = spec.key_id.clone().unwrap_or_else(|| "key".into());
+            // A key given without `--key-id` is filed under the kid the token names, so
+            // it is the key the verifier looks for.
+            let kid = spec
+                .key_id
+                .clone()
+                .or_else(|| jwt_key_id(spec))
+                .unwrap_or_else(|| "key".into());
             match key {
                 Key::Secret(s) => {
                     jwt["secrets"] =
@@ -450,6 +459,32 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
 }
 
 /// The `k=` field of a native token found in `text` (a token or a URL).
+/// The `kid` in the header of the JWT the request carries (`--token`, else the `jwt`
+/// query parameter or cookie), if it names one.
+fn jwt_key_id(spec: &VerifySpec) -> Option<String> {
+    use base64::Engine;
+    let token = spec
+        .token
+        .clone()
+        .or_else(|| {
+            edge_module_token_auth::request::query_param(
+                spec.url.split_once('?').map(|(_, q)| q),
+                "jwt",
+            )
+            .map(|(_, v)| v.into_owned())
+        })
+        .or_else(|| {
+            edge_module_token_auth::request::cookie(spec.cookie.as_deref(), "jwt")
+                .map(str::to_owned)
+        })?;
+    let header = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    header["kid"].as_str().map(str::to_owned)
+}
+
 fn native_key_id(text: &str) -> Option<String> {
     let start = text.find("k=")? + 2;
     let rest = &text[start..];
@@ -928,6 +963,68 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `verify --format jwt --key HEX` without `--key-id`: the secret stands for the key the
+    /// token names; another secret is a bad signature, not an unknown key. An `ip` claim
+    /// binds the token to the viewer's address.
+    #[test]
+    fn jwt_secrets_from_the_command_line_and_the_ip_claim() {
+        let secret = Key::Secret(b"0123456789abcdef0123456789abcdef".to_vec());
+        let now = 1_700_000_000;
+        let signed = |ip: Option<&str>| {
+            sign(
+                TokenFormat::Jwt,
+                &secret,
+                &SignSpec {
+                    key_id: Some("edge-1".into()),
+                    expires: now + 600,
+                    ip: ip.map(str::to_owned),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let token = signed(None);
+        assert!(check(TokenFormat::Jwt, &secret, &jwt_spec(&token, now)).is_ok());
+        let other = Key::Secret(b"another secret of the same length".to_vec());
+        assert_eq!(
+            check(TokenFormat::Jwt, &other, &jwt_spec(&token, now)).map(|_| ()),
+            Err(Reason::BadSignature)
+        );
+
+        let bound = signed(Some("203.0.113.7"));
+        let from = |ip: &str| {
+            let mut spec = jwt_spec(&bound, now);
+            spec.ip_claim = Some("ip".into());
+            spec.ip = Some(ip.into());
+            check(TokenFormat::Jwt, &secret, &spec).map(|_| ())
+        };
+        assert_eq!(from("203.0.113.7"), Ok(()));
+        assert_eq!(from("203.0.113.8"), Err(Reason::IpMismatch));
+
+        // Clock skew: 20 s past `exp` (or before `nbf`) passes with 30 s allowed, not
+        // with none.
+        let early = sign(
+            TokenFormat::Jwt,
+            &secret,
+            &SignSpec {
+                key_id: Some("edge-1".into()),
+                start: Some(now),
+                expires: now + 600,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let at = |t: u64, skew_s: u64| {
+            let mut spec = jwt_spec(&early, t);
+            spec.skew_s = skew_s;
+            check(TokenFormat::Jwt, &secret, &spec).map(|_| ())
+        };
+        assert_eq!(at(now + 620, 30), Ok(()));
+        assert_eq!(at(now + 620, 0), Err(Reason::Expired));
+        assert_eq!(at(now - 20, 30), Ok(()));
+        assert_eq!(at(now - 20, 0), Err(Reason::NotYetValid));
     }
 
     #[test]
