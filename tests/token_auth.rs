@@ -237,6 +237,48 @@ fn cli_signs_and_verifies_every_format() {
     ]);
     assert_eq!((code, out.as_str()), (1, "missing"));
 
+    // An HMAC JWT with a kid, checked with the hex secret alone (no --key-id), and with
+    // the kid given: valid both ways; with another secret, a bad signature (exit 1).
+    let secret = "00112233445566778899aabbccddeeff";
+    let (code, hs256, err) = cli(&[
+        "sign",
+        "--format",
+        "jwt",
+        "--key",
+        secret,
+        "--key-id",
+        "edge-1",
+        "--expires",
+        "2000000000",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let verify_with = |key: &str, key_id: Option<&str>| {
+        let mut args = vec![
+            "verify",
+            "--format",
+            "jwt",
+            "--key",
+            key,
+            "--url",
+            "https://edge.example/x",
+            "--token",
+            &hs256,
+            "--now",
+            "1999999999",
+        ];
+        if let Some(id) = key_id {
+            args.extend(["--key-id", id]);
+        }
+        let (code, out, _) = cli(&args);
+        (code, out)
+    };
+    assert_eq!(verify_with(secret, None), (0, "valid".to_owned()));
+    assert_eq!(verify_with(secret, Some("edge-1")), (0, "valid".to_owned()));
+    assert_eq!(
+        verify_with("ffeeddccbbaa99887766554433221100", None),
+        (1, "bad-signature".to_owned())
+    );
+
     // Unusable input: exit 2 with a message naming the problem.
     let (code, _, err) = cli(&[
         "verify",
