@@ -23,6 +23,7 @@ enum Tag {
     PlaylistType,
     Skip,
     ContentSteering,
+    DateRange,
     /// Other tags whose `URI` attribute a player fetches.
     OtherUri {
         master: bool,
@@ -49,6 +50,7 @@ impl Tag {
             "EXT-X-PLAYLIST-TYPE" => Tag::PlaylistType,
             "EXT-X-SKIP" => Tag::Skip,
             "EXT-X-CONTENT-STEERING" => Tag::ContentSteering,
+            "EXT-X-DATERANGE" => Tag::DateRange,
             "EXT-X-MEDIA" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA" => {
                 Tag::OtherUri { master: true }
             }
@@ -68,12 +70,15 @@ impl Tag {
         }
     }
 
-    /// The attribute holding a URI the player fetches.
-    fn uri_attribute(self) -> Option<&'static str> {
+    /// The attributes holding URIs the player fetches (none for most tags).
+    fn uri_attributes(self) -> &'static [&'static str] {
         match self {
-            Tag::ContentSteering => Some("SERVER-URI"),
-            Tag::Key | Tag::Map | Tag::IFrameStreamInf | Tag::OtherUri { .. } => Some("URI"),
-            _ => None,
+            Tag::ContentSteering => &["SERVER-URI"],
+            Tag::Key | Tag::Map | Tag::IFrameStreamInf | Tag::OtherUri { .. } => &["URI"],
+            // HLS Interstitials (rfc8216bis Appendix D): the ad asset or asset list the
+            // player fetches when it reaches the date range.
+            Tag::DateRange => &["X-ASSET-URI", "X-ASSET-LIST"],
+            _ => &[],
         }
     }
 
@@ -300,34 +305,42 @@ fn write_uri_tag(
     out: &mut String,
     plan: &Plan,
     line: &Line<'_>,
-    key: &str,
+    keys: &[&str],
     n: usize,
 ) -> Result<bool, RewriteError> {
     let LineKind::Tag { name, value, .. } = line.kind else {
         return Ok(false);
     };
     let attrs = attributes(value).map_err(|e| RewriteError::at(n, format!("{name}: {e}")))?;
-    if let Some(uri) = attr(&attrs, key) {
+    let mark = out.len();
+    let (mut copied, mut changed) = (0, false);
+    for uri in attrs.iter().filter(|a| keys.contains(&a.name)) {
+        // Found in `value`, so `value` lies inside the line (an empty one may not).
+        let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
         if !uri.value.starts_with('"') {
             return Err(RewriteError::at(
                 n,
-                format!("{name}: {key} is not a quoted string"),
+                format!("{name}: {} is not a quoted string", uri.name),
             ));
         }
-        let offset = value.as_ptr() as usize - line.text.as_ptr() as usize;
         let at = offset + uri.start;
-        let mark = out.len();
-        out.push_str(&line.text[..at]);
+        out.push_str(&line.text[copied..at]);
         out.push('"');
         if plan.write_uri(out, uri.unquoted()) {
             out.push('"');
-            out.push_str(&line.text[at + uri.value.len()..]);
-            return Ok(true);
+            changed = true;
+        } else {
+            out.push_str(&uri.value[1..]);
         }
-        out.truncate(mark);
+        copied = at + uri.value.len();
     }
-    out.push_str(line.text);
-    Ok(false)
+    if !changed {
+        out.truncate(mark);
+        out.push_str(line.text);
+        return Ok(false);
+    }
+    out.push_str(&line.text[copied..]);
+    Ok(true)
 }
 
 /// Writes a URI line with the URI mapped (surrounding spaces kept); false when it stays.
@@ -477,11 +490,12 @@ fn rewrite_uris(text: &str, plan: &Plan) -> Result<Option<String>, RewriteError>
                     }
                     _ => {}
                 }
-                if let Some(key) = tag.uri_attribute() {
+                let keys = tag.uri_attributes();
+                if !keys.is_empty() {
                     let at = offset_of(line.text);
                     let mark = out.len();
                     out.push_str(&text[copied..at]);
-                    let written = write_uri_tag(&mut out, plan, &line, key, n)?;
+                    let written = write_uri_tag(&mut out, plan, &line, keys, n)?;
                     if written {
                         changed = true;
                         copied = at + line.text.len();
@@ -825,9 +839,8 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
         }
         match line.kind {
             LineKind::Uri => changed |= write_uri_line(&mut out, plan, line),
-            LineKind::Tag { tag, .. } if tag.uri_attribute().is_some() => {
-                let key = tag.uri_attribute().unwrap_or("URI");
-                changed |= write_uri_tag(&mut out, plan, line, key, i + 1)?;
+            LineKind::Tag { tag, .. } if !tag.uri_attributes().is_empty() => {
+                changed |= write_uri_tag(&mut out, plan, line, tag.uri_attributes(), i + 1)?;
             }
             _ => out.push_str(line.text),
         }
@@ -886,6 +899,32 @@ mod tests {
 #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=400000,RESOLUTION=1920x1080,URI=\"1080p-iframes.m3u8?t=1\"\r\n\
 #X-CUSTOM-TAG:URI=\"untouched\"\r\n"
         );
+    }
+
+    /// HLS Interstitials: the asset and asset-list URIs of an `EXT-X-DATERANGE` are
+    /// fetched by the player, so they carry the token too; other date ranges stay as
+    /// they are.
+    #[test]
+    fn interstitial_assets_carry_the_token() {
+        let input = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-28T00:00:00.000Z\n\
+#EXT-X-DATERANGE:ID=\"ad1\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"2026-11-28T00:00:03.000Z\",X-ASSET-URI=\"ads/ad1.m3u8\",X-RESUME-OFFSET=0\n\
+#EXT-X-DATERANGE:ID=\"ad2\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"2026-11-28T00:00:05.000Z\",X-ASSET-LIST=\"ads/list.json\"\n\
+#EXT-X-DATERANGE:ID=\"s1\",START-DATE=\"2026-11-28T00:00:00.000Z\",SCTE35-OUT=0xFC30\n\
+#EXTINF:6.0,\nseg1.ts\n";
+        let out = run(r#"{"append_query":"t=1"}"#, input).unwrap().unwrap();
+        assert!(
+            out.contains("X-ASSET-URI=\"ads/ad1.m3u8?t=1\",X-RESUME-OFFSET=0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-ASSET-LIST=\"ads/list.json?t=1\"\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ID=\"s1\",START-DATE=\"2026-11-28T00:00:00.000Z\",SCTE35-OUT=0xFC30\n")
+        );
+        assert!(out.contains("seg1.ts?t=1\n"));
     }
 
     #[test]

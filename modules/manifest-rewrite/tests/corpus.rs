@@ -70,9 +70,16 @@ fn uris(text: &str) -> Vec<String> {
             "#EXT-X-RENDITION-REPORT:",
             "#EXT-X-SESSION-DATA:",
             "#EXT-X-CONTENT-STEERING:",
+            "#EXT-X-DATERANGE:",
         ];
         if tags.iter().any(|t| line.starts_with(t)) {
-            for key in [",URI=\"", ":URI=\"", "SERVER-URI=\""] {
+            for key in [
+                ",URI=\"",
+                ":URI=\"",
+                "SERVER-URI=\"",
+                "X-ASSET-URI=\"",
+                "X-ASSET-LIST=\"",
+            ] {
                 if let Some(i) = line.find(key) {
                     let rest = &line[i + key.len()..];
                     out.push(rest[..rest.find('"').unwrap()].to_string());
