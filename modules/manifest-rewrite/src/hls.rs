@@ -24,6 +24,7 @@ enum Tag {
     Skip,
     ContentSteering,
     DateRange,
+    ProgramDateTime,
     /// Other tags whose `URI` attribute a player fetches.
     OtherUri {
         master: bool,
@@ -51,6 +52,7 @@ impl Tag {
             "EXT-X-SKIP" => Tag::Skip,
             "EXT-X-CONTENT-STEERING" => Tag::ContentSteering,
             "EXT-X-DATERANGE" => Tag::DateRange,
+            "EXT-X-PROGRAM-DATE-TIME" => Tag::ProgramDateTime,
             "EXT-X-MEDIA" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA" => {
                 Tag::OtherUri { master: true }
             }
@@ -540,6 +542,33 @@ struct Segment<'a> {
     map: Option<usize>,
     /// `EXT-X-BYTERANGE` line, length and where the range starts (resolved).
     byterange: Option<(usize, u64, u64, bool)>,
+    /// `EXT-X-PROGRAM-DATE-TIME` of the segment, as written.
+    date_time: Option<&'a str>,
+}
+
+/// The date of the first kept segment: the last dropped `EXT-X-PROGRAM-DATE-TIME` plus
+/// the durations since, to the millisecond. `None` when no dropped segment had one, when a
+/// discontinuity falls between (the timeline may jump there), or when the date is not
+/// RFC 3339 (the playlist then stays as it was written).
+fn carried_date_time(dropped: &[Segment<'_>], first: &Segment<'_>) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    let at = dropped.iter().rposition(|s| s.date_time.is_some())?;
+    if dropped[at + 1..]
+        .iter()
+        .chain(std::iter::once(first))
+        .any(|s| s.discontinuities > 0)
+    {
+        return None;
+    }
+    let start = time::OffsetDateTime::parse(dropped[at].date_time?, &Rfc3339).ok()?;
+    let seconds: f64 = dropped[at..]
+        .iter()
+        .map(|s| s.duration.parse::<f64>().map_or(0.0, |d| d.max(0.0)))
+        .sum();
+    let when = start.checked_add(time::Duration::milliseconds(
+        (seconds * 1000.0).round() as i64
+    ))?;
+    when.format(&Rfc3339).ok()
 }
 
 /// `[-]digits[.digits]` (or `.digits`): what an EXTINF duration may be, IPTV's `-1` included.
@@ -677,6 +706,7 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
                 next_range_start = start.saturating_add(len);
                 current.byterange = Some((i, len, start, offset.is_some()));
             }
+            Tag::ProgramDateTime => current.date_time = Some(value.trim()),
             Tag::Endlist => endlist = true,
             Tag::PlaylistType => playlist_type = true,
             Tag::Skip => skip = true,
@@ -761,6 +791,14 @@ pub(crate) fn rewrite(text: &str, plan: &Plan) -> Result<Option<String>, Rewrite
             if first.map.is_none() {
                 if let Some(map) = dropped.iter().rev().find_map(|s| s.map) {
                     drop[map] = false;
+                }
+            }
+            // The first kept segment gets the date of the window's start when the
+            // dropped ones had it: the playlist keeps its timeline, and an
+            // EXT-X-DATERANGE needs one (rfc8216bis 4.4.5.1).
+            if first.date_time.is_none() {
+                if let Some(date) = carried_date_time(dropped, first) {
+                    insert.push((first.start, format!("#EXT-X-PROGRAM-DATE-TIME:{date}")));
                 }
             }
             if let Some((line, len, start, false)) = first.byterange {
@@ -988,6 +1026,51 @@ mod tests {
         }
         p.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"next.mp4\"\n");
         p
+    }
+
+    /// The window's first segment gets the date of the dropped ones' timeline: the last
+    /// dropped `EXT-X-PROGRAM-DATE-TIME` plus the durations since; none is made up across
+    /// a discontinuity.
+    #[test]
+    fn live_window_carries_the_program_date_time() {
+        let playlist = |second_tag: &str| {
+            let mut p = String::from(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:7\n\
+                 #EXT-X-PROGRAM-DATE-TIME:2026-11-28T23:59:50.500+01:00\n",
+            );
+            for i in 0..6 {
+                if i == 2 {
+                    p.push_str(second_tag);
+                }
+                p.push_str(&format!("#EXTINF:4.004,\nseg{i}.ts\n"));
+            }
+            p
+        };
+        let out = run(r#"{"live_window_s":12}"#, &playlist(""))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:10\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-29T00:00:02.512+01:00\n\
+#EXTINF:4.004,\nseg3.ts\n#EXTINF:4.004,\nseg4.ts\n#EXTINF:4.004,\nseg5.ts\n"
+        );
+        // A later date on a dropped segment is the one carried on.
+        let out = run(
+            r#"{"live_window_s":12}"#,
+            &playlist("#EXT-X-PROGRAM-DATE-TIME:2026-11-28T23:00:00Z\n"),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-PROGRAM-DATE-TIME:2026-11-28T23:00:04.004Z\n#EXTINF:4.004,\nseg3.ts"), "{out}");
+        // Across a discontinuity the date is unknown: none is written.
+        let out = run(
+            r#"{"live_window_s":12}"#,
+            &playlist("#EXT-X-DISCONTINUITY\n"),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!out.contains("PROGRAM-DATE-TIME"), "{out}");
     }
 
     #[test]

@@ -276,6 +276,21 @@ fn live_window_trims_live_playlists_and_keeps_them_valid() {
             // Dropping one more would have been below the window.
             let first = after.segments[0].duration;
             assert!(kept - first < floor, "{name}: kept {kept}s");
+            // A timeline stays one: dates on dropped segments reach the first kept one
+            // (unless a discontinuity came between).
+            let dated = before.segments[..dropped]
+                .iter()
+                .any(|s| s.program_date_time.is_some());
+            let jump = before.segments[..=dropped]
+                .iter()
+                .skip(1)
+                .any(|s| s.discontinuity);
+            if dated && !jump {
+                assert!(
+                    after.segments[0].program_date_time.is_some(),
+                    "{name}: the window lost its date\n{text}"
+                );
+            }
         }
     }
 }
