@@ -39,7 +39,7 @@ impl Module for ManifestRewrite {
     const BODY_TYPES: &'static [&'static str] = crate::MEDIA_TYPES;
     /// The node's own bound; the route's `max_bytes` (smaller) is applied here, so that
     /// a manifest over it gets the route's `on_malformed` answer.
-    const MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
+    const MAX_BODY_BYTES: u32 = crate::MAX_MANIFEST_BYTES;
     // Every manifest request of its routes comes here: the instance and its parsed config
     // are kept across requests. It keeps nothing of a request: the plan is rebuilt from
     // the request in each hook.

@@ -23,6 +23,10 @@ pub use uri::valid_query;
 
 /// The media types the module rewrites, as the node compares them (case-insensitively):
 /// the HLS ones, then DASH's. The module declares exactly these to the host.
+/// The most body the node gives a module to transform (16 MiB): a route's `max_bytes`
+/// cannot be larger, or a manifest between the two would pass unrewritten and unreported.
+pub const MAX_MANIFEST_BYTES: u32 = 16 * 1024 * 1024;
+
 pub const MEDIA_TYPES: &[&str] = &[
     "application/vnd.apple.mpegurl",
     "application/x-mpegurl",
@@ -344,8 +348,13 @@ impl Config {
                 "device_query or device_header names where the class comes from, but no class is defined".into(),
             ));
         }
-        if self.max_bytes == 0 {
-            return Err(bad("max_bytes", "must be at least 1".into()));
+        if self.max_bytes == 0 || self.max_bytes > MAX_MANIFEST_BYTES {
+            return Err(bad(
+                "max_bytes",
+                format!(
+                    "must be between 1 and {MAX_MANIFEST_BYTES} (the most body the node lends a module)"
+                ),
+            ));
         }
         let filters = std::iter::once(("".to_string(), &self.filter)).chain(
             self.device_classes
@@ -648,6 +657,7 @@ mod tests {
             (r#"{"live_window_s":-1}"#, "live_window_s"),
             (r#"{"device_query":"d"}"#, "device_classes"),
             (r#"{"max_bytes":0}"#, "max_bytes"),
+            (r#"{"max_bytes":16777217}"#, "max_bytes"),
             (r#"{"deny_codecs":["hvc1"," "]}"#, "deny_codecs[1]"),
             (
                 r#"{"device_query":"d","device_classes":{"tv":{"deny_codecs":[""]}}}"#,
