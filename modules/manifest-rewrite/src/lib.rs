@@ -21,12 +21,12 @@ use std::collections::BTreeMap;
 
 pub use uri::valid_query;
 
-/// The media types the module rewrites, as the node compares them (case-insensitively):
-/// the HLS ones, then DASH's. The module declares exactly these to the host.
 /// The most body the node gives a module to transform (16 MiB): a route's `max_bytes`
 /// cannot be larger, or a manifest between the two would pass unrewritten and unreported.
 pub const MAX_MANIFEST_BYTES: u32 = 16 * 1024 * 1024;
 
+/// The media types the module rewrites, as the node compares them (case-insensitively):
+/// the HLS ones, then DASH's. The module declares exactly these to the host.
 pub const MEDIA_TYPES: &[&str] = &[
     "application/vnd.apple.mpegurl",
     "application/x-mpegurl",
@@ -222,6 +222,8 @@ impl Kind {
     /// `application/octet-stream`), then by the first bytes.
     pub fn detect(media_type: Option<&str>, path: &str, body: &[u8]) -> Option<Kind> {
         if let Some(t) = media_type {
+            // The media type without its parameters (`; charset=utf-8`).
+            let t = t.split(';').next().unwrap_or("").trim();
             if t.eq_ignore_ascii_case(DASH_TYPE) {
                 return Some(Kind::Dash);
             }
@@ -619,6 +621,17 @@ mod tests {
         assert_eq!(
             Kind::detect(Some("Application/VND.Apple.MPEGURL"), "/x", b""),
             Some(Kind::Hls)
+        );
+        for hls in [
+            "application/vnd.apple.mpegurl",
+            "audio/mpegurl",
+            "audio/x-mpegurl; charset=utf-8",
+        ] {
+            assert_eq!(Kind::detect(Some(hls), "/x", b""), Some(Kind::Hls), "{hls}");
+        }
+        assert_eq!(
+            Kind::detect(Some("application/dash+xml;profiles=x"), "/x", b""),
+            Some(Kind::Dash)
         );
         assert_eq!(
             Kind::detect(Some("application/dash+xml"), "/x", b""),
