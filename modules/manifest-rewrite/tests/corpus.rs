@@ -116,7 +116,7 @@ fn check_tokens(name: &str, out: &str) {
 #[test]
 fn every_corpus_playlist_comes_out_valid_with_the_token_on_every_uri() {
     let plan = plan("{}");
-    let mut rewritten = 0;
+    let (mut rewritten, mut checked) = (0, 0);
     for path in corpus() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let input = std::fs::read(&path).unwrap();
@@ -135,6 +135,7 @@ fn every_corpus_playlist_comes_out_valid_with_the_token_on_every_uri() {
                     let after = parse(&text)
                         .unwrap_or_else(|e| panic!("{name}: output does not parse: {e}\n{text}"));
                     assert_eq!(shape(&before), shape(&after), "{name}");
+                    checked += 1;
                 }
                 if out.body.is_some() {
                     rewritten += 1;
@@ -153,6 +154,9 @@ fn every_corpus_playlist_comes_out_valid_with_the_token_on_every_uri() {
     }
     // The rest name only absolute URLs on other hosts, which keep no token.
     assert!(rewritten >= 45, "{rewritten} playlists rewritten");
+    // The independent parser reads most of the corpus (the odd and malformed files on
+    // purpose are the exceptions): a parser change that reads fewer must show here.
+    assert!(checked >= 50, "only {checked} playlists checked by m3u8-rs");
 }
 
 fn shape(p: &m3u8_rs::Playlist) -> (usize, usize, usize) {
@@ -256,6 +260,11 @@ fn live_window_trims_live_playlists_and_keeps_them_valid() {
         };
         check_tokens(&name, &text);
         let dropped = before.segments.len() - after.segments.len();
+        if input.contains("#EXT-X-SKIP") {
+            // A delta update lists only the newest segments: never trimmed further.
+            assert_eq!(dropped, 0, "{name}: a playlist with EXT-X-SKIP was trimmed");
+            continue;
+        }
         if before.end_list || before.playlist_type.is_some() {
             assert_eq!(
                 dropped, 0,
