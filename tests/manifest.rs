@@ -384,6 +384,21 @@ fn cli_rewrites_a_file_with_flags_or_a_routes_config() {
         err.contains("no route named \"nope\" (routes: vod)"),
         "{err}"
     );
+    // An operation flag beside a route's config would be ignored: refused instead.
+    let (code, _, err) = cli(&[
+        path,
+        "--config",
+        config.to_str().unwrap(),
+        "--route",
+        "vod",
+        "--max-bandwidth",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--max-bandwidth") && err.contains("--config"),
+        "{err}"
+    );
     // Malformed: exit 1 with the line; unusable arguments: exit 2.
     let bad = dir.path().join("bad.m3u8");
     std::fs::write(&bad, MALFORMED).unwrap();

@@ -28,30 +28,31 @@ pub struct RewriteArgs {
     #[arg(long)]
     token_query: Option<String>,
     /// Make relative URIs absolute under this URL (resolved from the manifest's path).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     base_url: Option<String>,
     /// Drop variants above this bandwidth (bits/s).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     max_bandwidth: Option<u64>,
     /// Drop variants above this vertical resolution.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     max_height: Option<u32>,
     /// Drop variants using this codec (prefix, e.g. `hvc1`); repeatable.
-    #[arg(long = "deny-codec")]
+    #[arg(long = "deny-codec", conflicts_with = "config")]
     deny_codecs: Vec<String>,
     /// Rewrite absolute URLs starting with FROM to start with TO; repeatable.
-    #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO"], conflicts_with = "config")]
     rewrite: Vec<String>,
     /// Keep only the last SECONDS of a live media playlist.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "config")]
     live_window: Option<f64>,
     /// Insert or replace EXT-X-CONTENT-STEERING with this server URI.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     steering_uri: Option<String>,
     /// The steering pathway ID (with --steering-uri).
     #[arg(long, requires = "steering_uri")]
     pathway: Option<String>,
-    /// Take the operations from this node config's route instead of the flags.
+    /// Take the operations from this node config's route instead of the flags (which
+    /// it refuses beside it; `--token-query`, `--url` and `--device` describe the viewer).
     #[arg(long, requires = "route")]
     config: Option<PathBuf>,
     /// The route (by name) whose `manifest-rewrite` config applies.
