@@ -8,7 +8,7 @@ mod support;
 use edge_runtime::token::{self, Key, SignSpec, TokenFormat};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::clients::{self, Answer, ALL};
+use support::clients::{self, Answer, Proto, ALL};
 use support::{edge_bin, Node, Origin};
 
 const NATIVE_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -341,10 +341,13 @@ origin = "media"
 [[routes.modules]]
 module = "token-auth"
 [routes.modules.config.native]
-keys = {{ k1 = "{NATIVE_KEY}" }}
-signing_key = "k1"
+# Rotation: the tests' tokens are signed with k1, the session cookie with k2.
+keys = {{ k1 = "{NATIVE_KEY}", k2 = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100" }}
+signing_key = "k2"
 [routes.modules.config.akamai]
-keys = {{ old = "0f0f0f0f", current = "{AKAMAI_KEY}" }}
+# Rotation: the tests' tokens are signed with the key tried last ("old" sorts after
+# "new"), so every key is tried, not only the first.
+keys = {{ new = "0f0f0f0f", old = "{AKAMAI_KEY}" }}
 [routes.modules.config.cloudfront.public_keys_file]
 K2JCJMDEHXQW5F = "{cf_public}"
 [routes.modules.config.jwt]
@@ -421,10 +424,19 @@ async fn every_format_opens_the_route_over_every_protocol() {
         assert!(h(&a, "x-token-query").starts_with("edge_token=k=k1~e="));
         let set_cookie = h(&a, "set-cookie");
         assert!(
-            set_cookie.starts_with("edge_session=")
-                && set_cookie.contains("Path=/bytes/; Max-Age="),
+            set_cookie.starts_with("edge_session=k=k2~")
+                && set_cookie.contains("Path=/bytes/; Max-Age=")
+                && set_cookie.ends_with("; HttpOnly; Secure; SameSite=Lax"),
             "{set_cookie}"
         );
+        // Never longer than the token it stands for (which expires in 600 s).
+        let max_age: u64 = set_cookie
+            .split("Max-Age=")
+            .nth(1)
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(max_age <= 600, "{set_cookie}");
         let session = set_cookie.split(';').next().unwrap().to_owned();
 
         // The session cookie alone opens other objects under its path, with no new cookie.
@@ -559,9 +571,46 @@ async fn every_format_opens_the_route_over_every_protocol() {
         assert_eq!(a.status, 403);
     }
 
+    // More refusals, each its own reason: native tokens bound to another address, not yet
+    // valid, under a key id the route does not have, and a token that is not one.
+    let native = |key_id: &str, start: Option<u64>, ip: Option<&str>| {
+        let url = sign(
+            TokenFormat::Native,
+            Key::parse(NATIVE_KEY).unwrap(),
+            SignSpec {
+                key_id: Some(key_id.into()),
+                url: Some(node.url("/bytes/9")),
+                prefix: Some("/bytes/".into()),
+                start,
+                expires,
+                ip: ip.map(str::to_owned),
+                ..Default::default()
+            },
+        );
+        url.replacen(&format!("https://localhost:{}", node.https.port()), "", 1)
+    };
+    for (path, reason) in [
+        (native("k1", None, Some("203.0.113.9")), "ip-mismatch"),
+        (native("k1", Some(expires - 60), None), "not-yet-valid"),
+        (native("k9", None, None), "unknown-key"),
+        ("/bytes/9?edge_token=garbage".to_owned(), "malformed"),
+    ] {
+        let a = clients::get(Proto::H1, &node.ca, &node.url(&path), &[]).await;
+        assert_eq!(a.status, 403, "{reason}: {path}");
+    }
+
     // Each refusal is in the log with its reason code and the module's name.
     let log = std::fs::read_to_string(&node.log).unwrap();
-    for reason in ["missing", "expired", "bad-signature", "acl-mismatch"] {
+    for reason in [
+        "missing",
+        "expired",
+        "bad-signature",
+        "acl-mismatch",
+        "ip-mismatch",
+        "not-yet-valid",
+        "unknown-key",
+        "malformed",
+    ] {
         assert!(
             log.lines().any(|l| l.contains("token refused")
                 && l.contains(&format!("reason={reason}"))
