@@ -354,6 +354,7 @@ K2JCJMDEHXQW5F = "{cf_public}"
 jwks_file = "{jwks}"
 path_claim = "paths"
 audience = "edge"
+from = {{ header = "authorization", query = "access_token", cookie = "jwt" }}
 [routes.modules.config.session]
 path = "/bytes/"
 [[routes.modules]]
@@ -563,6 +564,20 @@ async fn every_format_opens_the_route_over_every_protocol() {
         .await;
         assert_eq!(a.status, 200, "{proto:?}");
         assert_eq!(h(&a, "x-token-subject"), "viewer-9");
+        // The same token from the query parameter and the cookie the route names.
+        let token = jwt("/bytes/*");
+        let a = get(node.url(&format!("{path}?access_token={token}")), vec![]).await;
+        assert_eq!(
+            (a.status.as_u16(), h(&a, "x-token-subject")),
+            (200, "viewer-9"),
+            "{proto:?}"
+        );
+        let a = get(node.url(&path), vec![("cookie", format!("jwt={token}"))]).await;
+        assert_eq!(
+            (a.status.as_u16(), h(&a, "x-token-subject")),
+            (200, "viewer-9"),
+            "{proto:?}"
+        );
         let a = get(
             node.url(&path),
             vec![("authorization", format!("Bearer {}", jwt("/other/*")))],
