@@ -939,6 +939,22 @@ mod tests {
         );
     }
 
+    /// `EXT-X-SESSION-DATA` may point at a JSON file the player fetches (`URI`) instead of
+    /// giving a `VALUE`: that URI carries the token; a `VALUE` stays as it is.
+    #[test]
+    fn session_data_uris_carry_the_token() {
+        let input = "#EXTM3U\n\
+#EXT-X-SESSION-DATA:DATA-ID=\"com.example.title\",URI=\"meta/title.json\"\n\
+#EXT-X-SESSION-DATA:DATA-ID=\"com.example.lang\",VALUE=\"en\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p.m3u8\n";
+        let out = run(r#"{"append_query":"t=1"}"#, input).unwrap().unwrap();
+        assert!(out.contains("URI=\"meta/title.json?t=1\"\n"), "{out}");
+        assert!(
+            out.contains("DATA-ID=\"com.example.lang\",VALUE=\"en\"\n"),
+            "{out}"
+        );
+    }
+
     /// HLS Interstitials: the asset and asset-list URIs of an `EXT-X-DATERANGE` are
     /// fetched by the player, so they carry the token too; other date ranges stay as
     /// they are.

@@ -183,6 +183,18 @@ fn with_nothing_to_do_every_playlist_is_byte_identical() {
             assert_eq!(out.body, None, "{}", path.display());
         }
     }
+    // The same for every DASH fixture that is one (some are malformed on purpose).
+    let mut mpds = 0;
+    for path in dash_fixtures() {
+        let input = std::fs::read(&path).unwrap();
+        for plan in [&none, &idle] {
+            if let Ok(out) = rewrite(Kind::Dash, &input, plan, 4 << 20) {
+                assert_eq!(out.body, None, "{}", path.display());
+                mpds += 1;
+            }
+        }
+    }
+    assert!(mpds >= 10, "only {mpds} DASH rewrites checked");
 }
 
 #[test]
