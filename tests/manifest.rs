@@ -55,6 +55,7 @@ fn start() -> (Origin, Node) {
             "[[routes.modules]]\nmodule = \"token-auth\"\n[routes.modules.config.native]\nkeys = {{ k1 = \"{KEY}\" }}\n\
              [[routes.modules]]\nmodule = \"manifest-rewrite\"\n[routes.modules.config]\n\
              on_malformed = \"{on_malformed}\"\nlive_window_s = 4\ndevice_query = \"device\"\n\
+             device_header = \"x-device-class\"\n\
              device_classes = {{ phone = {{ max_height = 480 }} }}\n"
         )
     };
@@ -174,6 +175,21 @@ async fn the_origins_manifest_is_cached_once_and_rewritten_for_each_viewer() {
     assert_eq!(uri_lines(narrow).len(), 1, "{narrow}");
     assert!(narrow.contains("360p/index.m3u8") && !narrow.contains("720p"));
     assert_eq!(uri_lines(std::str::from_utf8(&full.body).unwrap()).len(), 2);
+    // The class from the route's request field instead: the same narrowing, and the
+    // answer says it varies on that field, for shared caches in front of the node.
+    let by_header = clients::get(Proto::H2, &node.ca, &plain, &[("x-device-class", "phone")]).await;
+    let by_header_text = std::str::from_utf8(&by_header.body).unwrap();
+    assert_eq!(uri_lines(by_header_text).len(), 1, "{by_header_text}");
+    let vary: Vec<&str> = by_header
+        .headers
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        vary.iter().any(|v| v.contains("x-device-class")),
+        "{vary:?}"
+    );
     let counts = origin.direct("/counts?path=/vod/sample/master.m3u8").await;
     assert_eq!(std::str::from_utf8(&counts).unwrap().trim(), "1");
 }

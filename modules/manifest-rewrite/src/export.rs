@@ -92,6 +92,12 @@ fn transform(
     let Some(kind) = Kind::detect(media_type, &path, &body) else {
         return Ok(None);
     };
+    if let Some(field) = &config.device_header {
+        // What a viewer gets depends on this request field (its device class): a shared
+        // cache in front of the node must key on it. (A class from the query is in the
+        // URL already.)
+        let _ = resp.append_header("vary", field);
+    }
     let plan = plan(config, req);
     match rewrite(kind, &body, &plan, config.max_bytes) {
         Ok(out) => {
