@@ -409,20 +409,7 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
             let id = spec
                 .key_id
                 .clone()
-                .or_else(|| {
-                    edge_module_token_auth::request::query_param(
-                        spec.url.split_once('?').map(|(_, q)| q),
-                        "Key-Pair-Id",
-                    )
-                    .map(|(_, v)| v.into_owned())
-                })
-                .or_else(|| {
-                    edge_module_token_auth::request::cookie(
-                        spec.cookie.as_deref(),
-                        "CloudFront-Key-Pair-Id",
-                    )
-                    .map(str::to_owned)
-                })
+                .or_else(|| in_query_or_cookie(spec, "Key-Pair-Id", "CloudFront-Key-Pair-Id"))
                 .unwrap_or_default();
             config["cloudfront"] = serde_json::json!({ "public_keys": one(&id, pem) });
         }
@@ -458,7 +445,16 @@ fn config_for(format: TokenFormat, key: &Key, spec: &VerifySpec) -> Result<Confi
     Config::parse(&config.to_string()).map_err(TokenError::Usage)
 }
 
-/// The `k=` field of a native token found in `text` (a token or a URL).
+/// The value of query parameter `query` in the request's URL, else of cookie `cookie`.
+fn in_query_or_cookie(spec: &VerifySpec, query: &str, cookie: &str) -> Option<String> {
+    edge_module_token_auth::request::query_param(spec.url.split_once('?').map(|(_, q)| q), query)
+        .map(|(_, v)| v.into_owned())
+        .or_else(|| {
+            edge_module_token_auth::request::cookie(spec.cookie.as_deref(), cookie)
+                .map(str::to_owned)
+        })
+}
+
 /// The `kid` in the header of the JWT the request carries (`--token`, else the `jwt`
 /// query parameter or cookie), if it names one.
 fn jwt_key_id(spec: &VerifySpec) -> Option<String> {
@@ -466,17 +462,7 @@ fn jwt_key_id(spec: &VerifySpec) -> Option<String> {
     let token = spec
         .token
         .clone()
-        .or_else(|| {
-            edge_module_token_auth::request::query_param(
-                spec.url.split_once('?').map(|(_, q)| q),
-                "jwt",
-            )
-            .map(|(_, v)| v.into_owned())
-        })
-        .or_else(|| {
-            edge_module_token_auth::request::cookie(spec.cookie.as_deref(), "jwt")
-                .map(str::to_owned)
-        })?;
+        .or_else(|| in_query_or_cookie(spec, "jwt", "jwt"))?;
     let header = token.split('.').next()?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header)
@@ -485,6 +471,7 @@ fn jwt_key_id(spec: &VerifySpec) -> Option<String> {
     header["kid"].as_str().map(str::to_owned)
 }
 
+/// The `k=` field of a native token found in `text` (a token or a URL).
 fn native_key_id(text: &str) -> Option<String> {
     let start = text.find("k=")? + 2;
     let rest = &text[start..];
