@@ -1,5 +1,6 @@
-//! Manifest rewriting through the Wasm host: a fresh instance, the request hook, the
-//! response hook and the body transform of the `manifest-rewrite` standard module over a
+//! Manifest rewriting through the Wasm host: a pooled instance of the resident
+//! `manifest-rewrite` standard module (as the node runs it), its request hook, response
+//! hook and body transform over a
 //! 1,000-segment live media playlist, a 20-variant multivariant playlist and a DASH MPD —
 //! against the same exchange when there is nothing to do (the module finishes on the
 //! request). Also the rewriter alone, natively, for reference.
