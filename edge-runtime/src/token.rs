@@ -621,6 +621,24 @@ mod tests {
             }
         }
 
+        // An ACL of several patterns (`!` between them): each one opens, nothing else does.
+        let list = &cases["cases"][1];
+        assert_eq!(list["name"], "acl-list-sha256");
+        let key = Key::Secret(
+            edge_module_token_auth::decode_hex(list["key_hex"].as_str().unwrap()).unwrap(),
+        );
+        let at = |url: &str| {
+            let mut spec = akamai_spec(list);
+            spec.url = url.into();
+            check(TokenFormat::Akamai, &key, &spec).map(|_| ())
+        };
+        assert_eq!(at("https://edge.example/secure/a/seg1.ts"), Ok(()));
+        assert_eq!(at("https://edge.example/other/b.ts"), Ok(()));
+        assert_eq!(
+            at("https://edge.example/else/c.ts"),
+            Err(Reason::AclMismatch)
+        );
+
         let case = &cases["cases"][3]; // acl-ip-sha256: st, exp, acl, ip
         assert_eq!(case["name"], "acl-ip-sha256");
         let key = Key::Secret(
